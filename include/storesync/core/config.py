@@ -1,0 +1,150 @@
+"""Settings: where the warehouse, the ledger and the vendors are, and how hard to push them.
+
+Read from ``STORESYNC_*`` environment variables over an optional TOML file
+(``STORESYNC_CONFIG``, default ``./storesync.toml``). Inside Airflow, vendor credentials come from
+the ``sendlane_default`` / ``sailthru_default`` connections instead; everything else is the same.
+Secrets are kept in ``SecretStr`` so that a settings object printed or logged never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from storesync.core.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "sql"
+DEFAULT_DATA_DIR = Path(os.environ.get("STORESYNC_HOME", PROJECT_ROOT / "var"))
+
+
+class SecretStr(str):
+    """A string that never shows itself in repr/str formatting of containers or logs."""
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')" if self else "SecretStr('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+# Where Sendlane's fulfilled/cancelled/refunded events go: the published reference gives no
+# path for them, so the map is configuration (override with [sendlane.event_paths]).
+DEFAULT_SENDLANE_EVENT_PATHS = {
+    "order_placed": "/tracking/order-placed",
+    "order_fulfilled": "/tracking/order-fulfilled",
+    "order_cancelled": "/tracking/order-cancelled",
+    "order_refunded": "/tracking/order-refunded",
+    "customer_added": "/tracking/customer-added",
+    "product_added": "/tracking/product-added",
+    "checkout_started": "/tracking/checkout-started",
+    "added_to_cart": "/tracking/added-to-cart",
+    "product_viewed": "/tracking/product-viewed",
+    "custom_event": "/tracking/event",
+}
+
+
+@dataclass(frozen=True)
+class SendlaneSettings:
+    base_url: str = "http://127.0.0.1:8765/sendlane/v2"
+    api_token: SecretStr = SecretStr("")
+    integration_token: SecretStr = SecretStr("")
+    # Sendlane allows 240/min per account; stay under it by default.
+    budget_per_minute: int = 200
+    list_id: str | None = None
+    unknown_outcome: str = "hold"  # no lookup endpoint: never resend blindly
+    event_paths: dict = field(default_factory=lambda: dict(DEFAULT_SENDLANE_EVENT_PATHS))
+
+
+@dataclass(frozen=True)
+class SailthruSettings:
+    base_url: str = "http://127.0.0.1:8765/sailthru"
+    api_key: SecretStr = SecretStr("")
+    secret: SecretStr = SecretStr("")
+    # Per endpoint and method, per minute; the response headers refine these at run time.
+    budget_per_minute: int = 40
+    reminder_template: str = "abandoned-cart"
+    reminder_time: str = "+3 hours"
+    unknown_outcome: str = "lookup"  # GET /purchase by extid resolves an unknown purchase
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse_url: str = ""
+    ledger_url: str = ""
+    models_dir: Path = DEFAULT_MODELS_DIR
+    data_dir: Path = DEFAULT_DATA_DIR
+    chunk_size: int = 5000
+    concurrency: int = 8
+    # Quarantine share (0..1) above which a batch fails the run, per entity.
+    quarantine_thresholds: dict = field(
+        default_factory=lambda: {
+            "orders": 0.05,
+            "order_lines": 0.05,
+            "products": 0.10,
+            "customers": 0.05,
+            "checkouts": 0.10,
+        }
+    )
+    sendlane: SendlaneSettings = field(default_factory=SendlaneSettings)
+    sailthru: SailthruSettings = field(default_factory=SailthruSettings)
+
+    def __post_init__(self) -> None:
+        data_dir = Path(self.data_dir)
+        object.__setattr__(self, "data_dir", data_dir)
+        object.__setattr__(self, "models_dir", Path(self.models_dir))
+        if not self.warehouse_url:
+            object.__setattr__(self, "warehouse_url", f"sqlite:///{data_dir / 'demo_store.db'}")
+        if not self.ledger_url:
+            object.__setattr__(self, "ledger_url", f"sqlite:///{data_dir / 'storesync_ledger.db'}")
+        if self.chunk_size < 1 or self.concurrency < 1:
+            raise ConfigurationError("chunk_size and concurrency must be at least 1")
+
+    def with_overrides(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _coerce(cls, raw: dict, env_prefix: str):
+    """Build a settings dataclass from a TOML table, then STORESYNC_* variables over it."""
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigurationError(f"unknown setting {env_prefix.lower()}{key!r}")
+        values[key] = value
+    for name, f in known.items():
+        env_value = os.environ.get(f"{env_prefix}{name.upper()}")
+        if env_value is not None and f.type not in ("dict",) and not name.endswith("_paths"):
+            values[name] = env_value
+    for name, value in list(values.items()):
+        ftype = str(known[name].type)
+        try:
+            if ftype == "int":
+                values[name] = int(value)
+            elif ftype == "SecretStr":
+                values[name] = SecretStr(value)
+        except ValueError as exc:
+            raise ConfigurationError(f"setting {env_prefix}{name.upper()} must be a whole number") from exc
+    return cls(**values)
+
+
+def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    config_path = Path(path or os.environ.get("STORESYNC_CONFIG", "storesync.toml"))
+    raw: dict = {}
+    if config_path.exists():
+        try:
+            raw = tomllib.loads(config_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{config_path}: not valid TOML: {exc}") from exc
+    sendlane = _coerce(SendlaneSettings, raw.pop("sendlane", {}), "STORESYNC_SENDLANE_")
+    sailthru = _coerce(SailthruSettings, raw.pop("sailthru", {}), "STORESYNC_SAILTHRU_")
+    if "event_paths" in raw.get("sendlane", {}):
+        pass
+    base = _coerce(
+        Settings,
+        {k: v for k, v in raw.items() if k not in ("sendlane", "sailthru")},
+        "STORESYNC_",
+    )
+    return replace(base, sendlane=sendlane, sailthru=sailthru)
