@@ -1,0 +1,561 @@
+"""The delivery ledger: what storesync owes each vendor, and what each vendor confirmed.
+
+Neither Sendlane nor Sailthru has an idempotency key, so exactly-once delivery is the ledger's job.
+Every delivery has an identity, ``(vendor, account, event_type, entity_id, version)``, unique in
+the ledger: planning the same event twice (a rerun, a backfill, catch-up) is a no-op.
+
+States::
+
+    planned ──claim──> sending ──vendor said yes──> accepted
+       ^                  │ ├──retryable (429/5xx/network before sending)──> retry ──> (claimed again)
+       │                  │ ├──permanent (validation, bad email)──────────> dead   (replayable)
+       │                  │ ├──suppressed (opted out)────────────────────> suppressed
+       │                  │ └──no answer after sending──> unknown ──lookup──> accepted | retry
+       └── replay ────────┘                                 (or held for reconciliation)
+
+Rules that keep it honest:
+- success is recorded only from the vendor's answer (``accepted`` is never assumed);
+- a claim is committed *before* the request leaves, so a process killed mid-request leaves
+  ``sending`` rows owned by a dead process: the next run treats them as outcome unknown;
+- a delivery waits while an earlier one for the same ordering key (an order's placed before its
+  fulfilled) is still open, so status changes reach the vendor once and in order.
+
+The ledger lives in a database the user controls (SQLite by default; the warehouse's own
+PostgreSQL, in its own schema, in production) next to the sync-run table and a per-record log,
+so a data engineer can query all of it with SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN = (
+    "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown",
+)
+OPEN_STATES = (PLANNED, SENDING, RETRY, UNKNOWN)
+TERMINAL_STATES = (ACCEPTED, DEAD, SUPPRESSED)
+CLAIMABLE_STATES = (PLANNED, RETRY)
+
+metadata = MetaData()
+
+deliveries = Table(
+    "storesync_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_key", String(400), nullable=False, unique=True),
+    Column("vendor", String(20), nullable=False),
+    Column("account", String(40), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("entity_id", String(200), nullable=False),
+    Column("version", String(80), nullable=False),
+    Column("ordering_key", String(200), nullable=False),
+    Column("seq", Integer, nullable=False, default=0),
+    Column("method", String(8), nullable=False, default="POST"),
+    Column("endpoint", String(200), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("historical", Boolean, nullable=False, default=False),
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error_class", String(20)),
+    Column("http_status", Integer),
+    Column("vendor_code", String(20)),
+    Column("vendor_error", Text),
+    Column("claimed_by", String(120)),
+    Column("sync_name", String(80)),
+    Column("planned_run_id", String(200)),
+    Column("last_run_id", String(200)),
+    Column("window_start", DateTime),
+    Column("window_end", DateTime),
+    Column("occurred_at", DateTime),
+    Column("planned_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("accepted_at", DateTime),
+    Column("next_attempt_at", DateTime),
+    Index("ix_deliveries_claim", "vendor", "account", "state", "id"),
+    Index("ix_deliveries_ordering", "vendor", "account", "ordering_key", "seq"),
+    Index("ix_deliveries_entity", "vendor", "event_type", "entity_id"),
+    Index("ix_deliveries_window", "sync_name", "window_start", "window_end"),
+)
+
+sync_runs = Table(
+    "storesync_sync_runs",
+    metadata,
+    Column("run_id", String(200), primary_key=True),
+    Column("sync_name", String(80), nullable=False),
+    Column("window_start", DateTime),
+    Column("window_end", DateTime),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("status", String(20), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("counts", Text),
+    Column("error", Text),
+    Index("ix_sync_runs_name", "sync_name", "window_end"),
+)
+
+record_log = Table(
+    "storesync_record_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200)),
+    Column("delivery_id", Integer, nullable=False),
+    Column("vendor", String(20), nullable=False),
+    Column("operation", String(40), nullable=False),
+    Column("entity_id", String(200), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("http_status", Integer),
+    Column("error_class", String(20)),
+    Column("error", Text),
+    Column("logged_at", DateTime, nullable=False),
+    Index("ix_record_log_run", "run_id"),
+    Index("ix_record_log_delivery", "delivery_id"),
+)
+
+watermarks = Table(
+    "storesync_watermarks",
+    metadata,
+    Column("sync_name", String(80), primary_key=True),
+    Column("window_end", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.utcnow()
+
+
+def process_identity() -> str:
+    """Who holds a claim: host and pid, so a later run can tell a dead owner from a live one."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_is_alive(claimed_by: str | None) -> bool:
+    """Whether the process that claimed a delivery still runs (unknown hosts count as alive)."""
+    if not claimed_by:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another worker's claim: only its lease can expire it
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _json_default(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(payload) -> str:
+    return json.dumps(payload, default=_json_default, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(slots=True)
+class PlannedDelivery:
+    """One request storesync owes a vendor, before it is in the ledger."""
+
+    vendor: str
+    account: str
+    event_type: str
+    entity_id: str
+    version: str
+    endpoint: str
+    payload: dict
+    ordering_key: str = ""
+    seq: int = 0
+    method: str = "POST"
+    historical: bool = False
+    occurred_at: datetime | None = None
+
+    @property
+    def delivery_key(self) -> str:
+        return f"{self.vendor}|{self.account}|{self.event_type}|{self.entity_id}|{self.version}"
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A ledger row, as the delivery engine sees it."""
+
+    id: int
+    delivery_key: str
+    vendor: str
+    account: str
+    event_type: str
+    entity_id: str
+    version: str
+    ordering_key: str
+    seq: int
+    method: str
+    endpoint: str
+    payload: dict
+    state: str
+    attempts: int
+    historical: bool = False
+    claimed_by: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What came back for one delivery."""
+
+    state: str
+    http_status: int | None = None
+    error_class: str | None = None
+    vendor_code: str | None = None
+    vendor_error: str | None = None
+    next_attempt_at: datetime | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Ledger:
+    def __init__(self, url_or_engine: str | Engine, *, schema: str | None = None) -> None:
+        if isinstance(url_or_engine, str):
+            kwargs = {}
+            if url_or_engine.startswith("sqlite"):
+                # Several processes share one SQLite ledger: wait for locks instead of failing.
+                kwargs["connect_args"] = {"timeout": 60}
+            url_or_engine = create_engine(url_or_engine, **kwargs)
+        self.engine = url_or_engine
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if schema:
+            # The ledger in its own schema of the user's database (e.g. "storesync" in the warehouse).
+            if self.engine.dialect.name == "postgresql":
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            self.engine = self.engine.execution_options(schema_translate_map={None: schema})
+        self.schema = schema
+        metadata.create_all(self.engine)
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, items: Iterable[PlannedDelivery], *, sync_name: str, run_id: str,
+             window_start: datetime | None = None, window_end: datetime | None = None,
+             batch_size: int = 2000) -> int:
+        """Insert deliveries not yet in the ledger; returns how many were new."""
+        created = 0
+        batch: list[dict] = []
+        for item in items:
+            batch.append(self._row(item, sync_name, run_id, window_start, window_end))
+            if len(batch) >= batch_size:
+                created += self._insert_new(batch)
+                batch = []
+        if batch:
+            created += self._insert_new(batch)
+        return created
+
+    def _row(self, item: PlannedDelivery, sync_name, run_id, window_start, window_end) -> dict:
+        now = utcnow()
+        return {
+            "delivery_key": item.delivery_key, "vendor": item.vendor, "account": item.account,
+            "event_type": item.event_type, "entity_id": str(item.entity_id), "version": str(item.version),
+            "ordering_key": item.ordering_key or f"{item.event_type}:{item.entity_id}", "seq": item.seq,
+            "method": item.method, "endpoint": item.endpoint, "payload": dumps(item.payload),
+            "historical": item.historical, "state": PLANNED, "attempts": 0, "sync_name": sync_name,
+            "planned_run_id": run_id, "last_run_id": run_id, "window_start": window_start,
+            "window_end": window_end, "occurred_at": item.occurred_at, "planned_at": now, "updated_at": now,
+        }
+
+    def _insert_new(self, rows: list[dict]) -> int:
+        # Duplicates within the batch too: the first wins, as it would across batches.
+        unique: dict[str, dict] = {}
+        for row in rows:
+            unique.setdefault(row["delivery_key"], row)
+        rows = list(unique.values())
+        dialect = self.engine.dialect.name
+        with self.engine.begin() as conn:
+            if dialect in ("postgresql", "sqlite"):
+                if dialect == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert as dialect_insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert as dialect_insert
+                stmt = (dialect_insert(deliveries)
+                        .on_conflict_do_nothing(index_elements=["delivery_key"])
+                        .returning(deliveries.c.id))
+                return len(conn.execute(stmt, rows).all())
+            keys = [r["delivery_key"] for r in rows]
+            known = set(conn.execute(select(deliveries.c.delivery_key)
+                                     .where(deliveries.c.delivery_key.in_(keys))).scalars())
+            fresh = [r for r in rows if r["delivery_key"] not in known]
+            if fresh:
+                conn.execute(insert(deliveries), fresh)
+            return len(fresh)
+
+    def known_versions(self, vendor: str, account: str, event_type: str,
+                       entity_ids: Sequence[str]) -> dict[str, str]:
+        """The latest planned version per entity: content-hash diffing skips unchanged ones."""
+        if not entity_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.entity_id, deliveries.c.version)
+                .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
+                       deliveries.c.event_type == event_type,
+                       deliveries.c.entity_id.in_([str(e) for e in entity_ids]),
+                       deliveries.c.state != DEAD)
+                .order_by(deliveries.c.id)
+            ).all()
+        return {entity_id: version for entity_id, version in rows}
+
+    # ------------------------------------------------------------------ claiming
+    def claim(self, vendor: str, account: str, limit: int, owner: str) -> list[Delivery]:
+        """Take up to ``limit`` sendable deliveries: open, due, and first in their ordering key."""
+        now = utcnow()
+        earlier = deliveries.alias("earlier")
+        blocked = exists().where(
+            earlier.c.vendor == deliveries.c.vendor,
+            earlier.c.account == deliveries.c.account,
+            earlier.c.ordering_key == deliveries.c.ordering_key,
+            earlier.c.seq < deliveries.c.seq,
+            earlier.c.state.in_(OPEN_STATES),
+        )
+        candidates = (
+            select(deliveries.c.id)
+            .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
+                   deliveries.c.state.in_(CLAIMABLE_STATES),
+                   (deliveries.c.next_attempt_at.is_(None)) | (deliveries.c.next_attempt_at <= now),
+                   ~blocked)
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(candidates).scalars())
+            if not ids:
+                return []
+            # The state condition makes the claim atomic: a concurrent run claiming the same
+            # rows updates none of them.
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids), deliveries.c.state.in_(CLAIMABLE_STATES))
+                .values(state=SENDING, claimed_by=owner, attempts=deliveries.c.attempts + 1, updated_at=now)
+            )
+            rows = conn.execute(
+                select(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.claimed_by == owner,
+                                         deliveries.c.state == SENDING).order_by(deliveries.c.id)
+            ).mappings().all()
+        return [self._delivery(row) for row in rows]
+
+    @staticmethod
+    def _delivery(row) -> Delivery:
+        return Delivery(
+            id=row["id"], delivery_key=row["delivery_key"], vendor=row["vendor"], account=row["account"],
+            event_type=row["event_type"], entity_id=row["entity_id"], version=row["version"],
+            ordering_key=row["ordering_key"], seq=row["seq"], method=row["method"],
+            endpoint=row["endpoint"], payload=json.loads(row["payload"]), state=row["state"],
+            attempts=row["attempts"], historical=bool(row["historical"]), claimed_by=row["claimed_by"],
+        )
+
+    def record(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None) -> None:
+        """Write what each vendor answered, and one record-log line per answer, in one transaction."""
+        if not results:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            for delivery, outcome in results:
+                values = {
+                    "state": outcome.state, "http_status": outcome.http_status,
+                    "error_class": outcome.error_class, "vendor_code": outcome.vendor_code,
+                    "vendor_error": outcome.vendor_error, "updated_at": now, "last_run_id": run_id,
+                    "next_attempt_at": outcome.next_attempt_at,
+                }
+                if outcome.state == ACCEPTED:
+                    values["accepted_at"] = now
+                if outcome.state != SENDING:
+                    values["claimed_by"] = None
+                conn.execute(update(deliveries).where(deliveries.c.id == delivery.id).values(**values))
+            conn.execute(insert(record_log), [
+                {"run_id": run_id, "delivery_id": d.id, "vendor": d.vendor, "operation": d.event_type,
+                 "entity_id": d.entity_id, "status": o.state, "http_status": o.http_status,
+                 "error_class": o.error_class, "error": o.vendor_error, "logged_at": now}
+                for d, o in results
+            ])
+
+    def release(self, items: Sequence[Delivery]) -> None:
+        """Give back claims that were never sent (a run stopping early): they are plainly pending."""
+        if not items:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(deliveries).where(deliveries.c.id.in_([d.id for d in items]),
+                                         deliveries.c.state == SENDING)
+                .values(state=RETRY, claimed_by=None, attempts=deliveries.c.attempts - 1, updated_at=utcnow())
+            )
+
+    # ------------------------------------------------------------------ recovery
+    def orphaned(self, vendor: str, account: str) -> list[Delivery]:
+        """``sending`` rows whose owner died: sent or not, nobody knows. Marked ``unknown``."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(deliveries).where(deliveries.c.vendor == vendor, deliveries.c.account == account,
+                                         deliveries.c.state == SENDING)
+            ).mappings().all()
+            dead = [self._delivery(r) for r in rows if not owner_is_alive(r["claimed_by"])]
+            if dead:
+                conn.execute(
+                    update(deliveries).where(deliveries.c.id.in_([d.id for d in dead]),
+                                             deliveries.c.state == SENDING)
+                    .values(state=UNKNOWN, claimed_by=None, error_class="unknown_outcome",
+                            vendor_error="the sending process died before the vendor answered",
+                            updated_at=utcnow())
+                )
+        for d in dead:
+            d.state = UNKNOWN
+        return dead
+
+    def in_state(self, state: str, *, vendor: str | None = None, account: str | None = None,
+                 limit: int | None = None) -> list[Delivery]:
+        query = select(deliveries).where(deliveries.c.state == state).order_by(deliveries.c.id)
+        if vendor:
+            query = query.where(deliveries.c.vendor == vendor)
+        if account:
+            query = query.where(deliveries.c.account == account)
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [self._delivery(r) for r in conn.execute(query).mappings()]
+
+    def requeue(self, ids: Sequence[int], *, reset_attempts: bool = True) -> int:
+        """Put dead or held deliveries back in line (replay, reconciliation)."""
+        if not ids:
+            return 0
+        values = {"state": RETRY, "claimed_by": None, "next_attempt_at": None, "updated_at": utcnow()}
+        if reset_attempts:
+            values["attempts"] = 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(deliveries).where(deliveries.c.id.in_(list(ids)),
+                                         deliveries.c.state.in_((DEAD, UNKNOWN, RETRY)))
+                .values(**values)
+            ).rowcount
+
+    def mark_accepted(self, ids: Sequence[int], *, reason: str) -> int:
+        """Reconciliation found these at the vendor: record them accepted, with why."""
+        if not ids:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(deliveries).where(deliveries.c.id.in_(list(ids)), deliveries.c.state == UNKNOWN)
+                .values(state=ACCEPTED, accepted_at=now, updated_at=now, vendor_error=reason, claimed_by=None)
+            ).rowcount
+
+    # ------------------------------------------------------------------ reporting
+    def counts(self, *, vendor: str | None = None, sync_name: str | None = None,
+               run_id: str | None = None) -> dict[str, int]:
+        query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+        if vendor:
+            query = query.where(deliveries.c.vendor == vendor)
+        if sync_name:
+            query = query.where(deliveries.c.sync_name == sync_name)
+        if run_id:
+            query = query.where(deliveries.c.last_run_id == run_id)
+        with self.engine.connect() as conn:
+            return {state: n for state, n in conn.execute(query)}
+
+    def open_count(self, vendor: str, account: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count()).select_from(deliveries)
+                .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
+                       deliveries.c.state.in_(OPEN_STATES))
+            ).scalar_one()
+
+    def window_is_settled(self, sync_name: str, window_start: datetime, window_end: datetime) -> bool:
+        """True when every delivery planned for this window reached a terminal state."""
+        with self.engine.connect() as conn:
+            return not conn.execute(
+                select(exists().where(and_(deliveries.c.sync_name == sync_name,
+                                           deliveries.c.window_start == window_start,
+                                           deliveries.c.window_end == window_end,
+                                           deliveries.c.state.in_(OPEN_STATES))))
+            ).scalar()
+
+    # ------------------------------------------------------------------ runs and watermarks
+    def start_run(self, run_id: str, sync_name: str, *, window_start=None, window_end=None,
+                  dry_run: bool = False) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            known = conn.execute(select(sync_runs.c.run_id).where(sync_runs.c.run_id == run_id)).first()
+            values = {"sync_name": sync_name, "window_start": window_start, "window_end": window_end,
+                      "dry_run": dry_run, "status": "running", "started_at": now, "finished_at": None,
+                      "error": None}
+            if known:
+                conn.execute(update(sync_runs).where(sync_runs.c.run_id == run_id).values(**values))
+            else:
+                conn.execute(insert(sync_runs).values(run_id=run_id, **values))
+
+    def finish_run(self, run_id: str, status: str, counts: dict | None = None, error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(sync_runs).where(sync_runs.c.run_id == run_id).values(
+                status=status, finished_at=utcnow(), counts=dumps(counts or {}), error=error))
+
+    def advance_watermark(self, sync_name: str, window_end: datetime) -> None:
+        """Move the sync's progress mark forward (never back: backfills of old windows keep it)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            current = conn.execute(select(watermarks.c.window_end)
+                                   .where(watermarks.c.sync_name == sync_name)).scalar()
+            if current is None:
+                conn.execute(insert(watermarks).values(sync_name=sync_name, window_end=window_end, updated_at=now))
+            elif window_end > current:
+                conn.execute(update(watermarks).where(watermarks.c.sync_name == sync_name)
+                             .values(window_end=window_end, updated_at=now))
+
+    def watermark(self, sync_name: str) -> datetime | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(watermarks.c.window_end)
+                                .where(watermarks.c.sync_name == sync_name)).scalar()
+
+    def next_due(self, vendor: str, account: str) -> datetime | None:
+        """When the earliest waiting retry of this account comes due."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.min(deliveries.c.next_attempt_at))
+                .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
+                       deliveries.c.state == RETRY)
+            ).scalar()
+
+    def iter_dead(self, vendor: str | None = None) -> Iterator[Delivery]:
+        yield from self.in_state(DEAD, vendor=vendor)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers work while a writer commits; NORMAL sync is durable enough with WAL.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.close()
