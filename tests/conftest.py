@@ -16,6 +16,16 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# Airflow reads its settings at import: give the whole test session a private AIRFLOW_HOME (SQLite
+# metadata, no examples, unit-test mode) before any test module imports it.
+_AIRFLOW_HOME = Path(os.environ.get("STORESYNC_TEST_AIRFLOW_HOME") or
+                     Path(__import__("tempfile").mkdtemp(prefix="storesync-airflow-")))
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
 PG_ADMIN_URL = os.environ.get("STORESYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

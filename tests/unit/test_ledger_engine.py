@@ -48,7 +48,9 @@ class ScriptedVendor:
 
 
 def plan(ledger, *items, run_id="run-1", sync="test"):
-    return ledger.plan(items, sync_name=sync, run_id=run_id)
+    created = ledger.plan(items, sync_name=sync, run_id=run_id)
+    ledger.promote(run_id)
+    return created
 
 
 def item(entity, event="order_placed", version="1", seq=0, ordering=None):
@@ -69,6 +71,16 @@ def test_planning_is_idempotent(ledger):
     assert plan(ledger, item("1"), item("2"), item("2")) == 2
     assert plan(ledger, item("1"), item("2"), item("3"), run_id="run-2") == 1
     assert ledger.counts() == {"planned": 3}
+
+
+def test_staged_deliveries_wait_for_the_gate_and_are_adopted_by_the_rerun(ledger):
+    ledger.plan([item("1"), item("2")], sync_name="s", run_id="failed-gate")
+    assert ledger.claim("fake", "acct", 10, owner="me:1") == []
+    # The rerun of the window (gate now passing) adopts both and adds one.
+    assert ledger.plan([item("1"), item("2"), item("3")], sync_name="s", run_id="rerun") == 3
+    assert ledger.promote("rerun") == 3
+    assert ledger.promote("failed-gate") == 0
+    assert len(ledger.claim("fake", "acct", 10, owner="me:1")) == 3
 
 
 def test_every_error_class_lands_in_its_state(ledger):

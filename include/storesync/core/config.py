@@ -148,3 +148,11 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         "STORESYNC_",
     )
     return replace(base, sendlane=sendlane, sailthru=sailthru)
+
+
+def fingerprint(secret: str) -> str:
+    """A stable, non-reversible account id from a credential: keys ledgers and shared budgets."""
+    import hashlib
+
+    raw = secret.reveal() if isinstance(secret, SecretStr) else str(secret or "")
+    return hashlib.sha256(raw.encode()).hexdigest()[:16] if raw else "unconfigured"

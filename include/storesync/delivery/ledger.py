@@ -6,7 +6,7 @@ the ledger: planning the same event twice (a rerun, a backfill, catch-up) is a n
 
 States::
 
-    planned ──claim──> sending ──vendor said yes──> accepted
+    staged ──quality gate passed──> planned ──claim──> sending ──vendor said yes──> accepted
        ^                  │ ├──retryable (429/5xx/network before sending)──> retry ──> (claimed again)
        │                  │ ├──permanent (validation, bad email)──────────> dead   (replayable)
        │                  │ ├──suppressed (opted out)────────────────────> suppressed
@@ -17,6 +17,8 @@ Rules that keep it honest:
 - success is recorded only from the vendor's answer (``accepted`` is never assumed);
 - a claim is committed *before* the request leaves, so a process killed mid-request leaves
   ``sending`` rows owned by a dead process: the next run treats them as outcome unknown;
+- a run's deliveries stay ``staged`` (never sent) until its quality gate passes; a failed gate
+  leaves them staged, and the rerun of that window adopts them;
 - a delivery waits while an earlier one for the same ordering key (an order's placed before its
   fulfilled) is still open, so status changes reach the vendor once and in order.
 
@@ -56,10 +58,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN = (
-    "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown",
+STAGED, PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN = (
+    "staged", "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown",
 )
-OPEN_STATES = (PLANNED, SENDING, RETRY, UNKNOWN)
+OPEN_STATES = (STAGED, PLANNED, SENDING, RETRY, UNKNOWN)
 TERMINAL_STATES = (ACCEPTED, DEAD, SUPPRESSED)
 CLAIMABLE_STATES = (PLANNED, RETRY)
 
@@ -265,7 +267,8 @@ class Ledger:
     def plan(self, items: Iterable[PlannedDelivery], *, sync_name: str, run_id: str,
              window_start: datetime | None = None, window_end: datetime | None = None,
              batch_size: int = 2000) -> int:
-        """Insert deliveries not yet in the ledger; returns how many were new."""
+        """Stage deliveries not yet in the ledger (adopting this window's earlier staged ones);
+        returns how many were new. Nothing staged is sent until ``promote(run_id)``."""
         created = 0
         batch: list[dict] = []
         for item in items:
@@ -284,7 +287,7 @@ class Ledger:
             "event_type": item.event_type, "entity_id": str(item.entity_id), "version": str(item.version),
             "ordering_key": item.ordering_key or f"{item.event_type}:{item.entity_id}", "seq": item.seq,
             "method": item.method, "endpoint": item.endpoint, "payload": dumps(item.payload),
-            "historical": item.historical, "state": PLANNED, "attempts": 0, "sync_name": sync_name,
+            "historical": item.historical, "state": STAGED, "attempts": 0, "sync_name": sync_name,
             "planned_run_id": run_id, "last_run_id": run_id, "window_start": window_start,
             "window_end": window_end, "occurred_at": item.occurred_at, "planned_at": now, "updated_at": now,
         }
@@ -302,9 +305,14 @@ class Ledger:
                     from sqlalchemy.dialects.postgresql import insert as dialect_insert
                 else:
                     from sqlalchemy.dialects.sqlite import insert as dialect_insert
-                stmt = (dialect_insert(deliveries)
-                        .on_conflict_do_nothing(index_elements=["delivery_key"])
-                        .returning(deliveries.c.id))
+                stmt = dialect_insert(deliveries)
+                # A row still staged belongs to a run whose gate failed: this run adopts it.
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["delivery_key"],
+                    set_={"planned_run_id": stmt.excluded.planned_run_id, "payload": stmt.excluded.payload,
+                          "updated_at": stmt.excluded.updated_at},
+                    where=deliveries.c.state == STAGED,
+                ).returning(deliveries.c.id)
                 return len(conn.execute(stmt, rows).all())
             keys = [r["delivery_key"] for r in rows]
             known = set(conn.execute(select(deliveries.c.delivery_key)
@@ -313,6 +321,14 @@ class Ledger:
             if fresh:
                 conn.execute(insert(deliveries), fresh)
             return len(fresh)
+
+    def promote(self, run_id: str) -> int:
+        """The run's quality gate passed: its staged deliveries may now be sent."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(deliveries).where(deliveries.c.planned_run_id == run_id, deliveries.c.state == STAGED)
+                .values(state=PLANNED, updated_at=utcnow())
+            ).rowcount
 
     def known_versions(self, vendor: str, account: str, event_type: str,
                        entity_ids: Sequence[str]) -> dict[str, str]:

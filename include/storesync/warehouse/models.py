@@ -22,7 +22,7 @@ from storesync.core.windows import Window
 
 MODEL_NAMES = (
     "order_changes", "orders", "order_lines", "customers", "products", "product_variants",
-    "checkouts", "checkout_lines",
+    "checkouts", "checkout_lines", "order_history",
 )
 # Models that take a chunk of ids rather than the window.
 ID_PARAMS = {
@@ -30,6 +30,7 @@ ID_PARAMS = {
     "order_lines": "order_ids",
     "product_variants": "product_ids",
     "checkout_lines": "checkout_ids",
+    "order_history": "order_ids",
 }
 
 # The output contract's types. Drivers disagree (SQLite hands back text dates and float money,
@@ -106,10 +107,10 @@ class Warehouse:
             for partition in result.partitions(chunk_size):
                 yield normalise(pd.DataFrame.from_records(partition, columns=columns))
 
-    def for_ids(self, model: str, ids: Sequence) -> pd.DataFrame:
+    def for_ids(self, model: str, ids: Sequence, **params) -> pd.DataFrame:
         """An id model's rows for one chunk of ids."""
         with self.engine.connect() as conn:
-            result = conn.execute(self._statements[model], {ID_PARAMS[model]: list(ids)})
+            result = conn.execute(self._statements[model], {ID_PARAMS[model]: list(ids), **params})
             return normalise(pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys())))
 
     def stream_order_changes(self, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:

@@ -1,0 +1,248 @@
+"""The ``storesync`` command: the demo store, the emulator, syncs, dry runs, replay, reconciliation.
+
+Every command reads the same settings as the DAGs (``storesync.toml`` and ``STORESYNC_*``).
+Exit status: 0 on success, 1 when the run failed (quality gate, auth, unknown outcomes held),
+2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from datetime import datetime, timedelta
+
+from storesync.core.errors import StoresyncError
+
+
+def _settings(args):
+    from storesync.core.config import load_settings
+
+    settings = load_settings(args.config)
+    if getattr(args, "warehouse_url", None):
+        settings = settings.with_overrides(warehouse_url=args.warehouse_url)
+    if getattr(args, "ledger_url", None):
+        settings = settings.with_overrides(ledger_url=args.ledger_url)
+    return settings
+
+
+def _window(args, settings):
+    from storesync.core.windows import Window
+
+    if args.start and args.end:
+        return Window(args.start, args.end)
+    end = args.end or _latest_activity(settings)
+    end = datetime.fromisoformat(end) if isinstance(end, str) else end
+    return Window(end - timedelta(hours=args.hours), end)
+
+
+def _latest_activity(settings) -> datetime:
+    """The demo store's "now": the top of the hour after its last status change."""
+    from sqlalchemy import create_engine, func, select
+
+    from storesync.warehouse.models import normalise  # noqa: F401 - same datetime parsing rules
+    from storesync.warehouse.schema import order_status_history
+
+    engine = create_engine(settings.warehouse_url)
+    with engine.connect() as conn:
+        latest = conn.execute(select(func.max(order_status_history.c.changed_at))).scalar()
+    if latest is None:
+        raise StoresyncError("the warehouse has no orders yet: run `storesync demo-store` first")
+    latest = datetime.fromisoformat(str(latest)) if not isinstance(latest, datetime) else latest
+    return latest.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def cmd_demo_store(args) -> int:
+    from sqlalchemy.engine import make_url
+
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    settings = _settings(args)
+    url = args.url or settings.warehouse_url
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+    spec = DemoStoreSpec(orders=args.orders, seed=args.seed, days=args.days, bad_share=args.bad_share,
+                         **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
+    stats = generate_demo_store(url, spec)
+    print(f"demo store at {make_url(url).render_as_string(hide_password=True)}: "
+          + ", ".join(f"{k} {v}" for k, v in stats.as_dict().items()))
+    return 0
+
+
+def cmd_emulator(args) -> int:
+    from storesync.emulator.server import main as emulator_main
+
+    return emulator_main(["--host", args.host, "--port", str(args.port)])
+
+
+def cmd_sync(args) -> int:
+    from storesync.pipeline.jobs import format_summary, run_nightly
+
+    settings = _settings(args)
+    window = _window(args, settings)
+    run_id = args.run_id or f"cli-{datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    summary = run_nightly(settings, window, run_id=run_id, vendors=args.vendors, dry_run=args.dry_run)
+    print(f"window {window}")
+    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    held = sum(v.get("unknown", 0) for v in summary["ledger"].values())
+    return 1 if held and not args.dry_run else 0
+
+
+def cmd_demo(args) -> int:
+    """`make run`: demo store if missing, the emulator in-process, then the nightly sync."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from storesync.emulator.testing import start_emulator
+    from storesync.pipeline.jobs import format_summary, run_nightly
+
+    settings = _settings(args)
+    db_path = Path(make_url(settings.warehouse_url).database or "")
+    if settings.warehouse_url.startswith("sqlite") and not db_path.exists():
+        args.url, args.end = None, None
+        cmd_demo_store(args)
+    # The demo account's limits are raised so the demo takes seconds; the client budget matches.
+    demo_budget = 6000
+    with start_emulator(port=args.port) as emu:
+        emu.configure(sendlane_rate_limit=demo_budget, sailthru_rate_limit=demo_budget)
+        settings = settings.with_overrides(
+            sendlane=type(settings.sendlane)(base_url=emu.sendlane_url, api_token=emu.sendlane_api_token,
+                                             integration_token=emu.sendlane_integration_token,
+                                             budget_per_minute=demo_budget),
+            sailthru=type(settings.sailthru)(base_url=emu.sailthru_url, api_key=emu.sailthru_api_key,
+                                             secret=emu.sailthru_secret, budget_per_minute=demo_budget),
+        )
+        window = _window(args, settings)
+        run_id = f"demo-{datetime.utcnow():%Y%m%dT%H%M%S}"
+        print(f"nightly sync over the demo store, window {window}, vendors: local emulator at {emu.base_url}")
+        summary = run_nightly(settings, window, run_id=run_id)
+        print(format_summary(summary))
+        accepted = emu.summary()
+        print("")
+        print("emulator accepted: " + ", ".join(
+            f"{vendor} {sum(e['accepted'] for e in endpoints.values())}"
+            for vendor, endpoints in accepted.get("endpoints", {}).items()))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from storesync.pipeline.jobs import replay_dead_letters
+
+    settings = _settings(args)
+    result = replay_dead_letters(settings, vendor=args.vendor, event_type=args.event_type, ids=args.ids,
+                                 run_id=f"replay-{uuid.uuid4().hex[:8]}", deliver_now=not args.requeue_only)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    """Resolve deliveries held as ``unknown``: from a vendor export of accepted ids, or by hand."""
+    from storesync.delivery.ledger import UNKNOWN, Ledger
+
+    settings = _settings(args)
+    ledger = Ledger(settings.ledger_url)
+    held = [d for d in ledger.in_state(UNKNOWN, vendor=args.vendor)
+            if not args.event_type or d.event_type == args.event_type]
+    if args.list or not (args.found_file or args.resend_missing):
+        for d in held:
+            print(f"{d.id}\t{d.vendor}\t{d.event_type}\t{d.entity_id}\tattempts={d.attempts}")
+        print(f"{len(held)} deliveries held for reconciliation")
+        return 0
+    found_ids = set()
+    if args.found_file:
+        with open(args.found_file) as fh:
+            found_ids = {line.strip() for line in fh if line.strip()}
+    found = [d.id for d in held if d.entity_id in found_ids]
+    missing = [d.id for d in held if d.entity_id not in found_ids]
+    marked = ledger.mark_accepted(found, reason=f"reconciled from vendor export {args.found_file}")
+    requeued = ledger.requeue(missing, reset_attempts=False) if args.resend_missing else 0
+    print(f"reconciled: {marked} found at the vendor (accepted), {requeued} requeued to send, "
+          f"{len(missing) - requeued} still held")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storesync", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="settings file (default: storesync.toml or $STORESYNC_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def window_args(p):
+        p.add_argument("--start", help="window start, ISO 8601 UTC")
+        p.add_argument("--end", help="window end, ISO 8601 UTC (default: the store's latest activity)")
+        p.add_argument("--hours", type=int, default=24, help="window length when --start is not given")
+        p.add_argument("--warehouse-url")
+        p.add_argument("--ledger-url")
+
+    p = sub.add_parser("demo-store", help="generate the demo store")
+    p.add_argument("--url", help="SQLAlchemy URL (default: the configured warehouse)")
+    p.add_argument("--orders", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--bad-share", type=float, default=0.005)
+    p.add_argument("--end", help="the store's 'now' (default: this hour)")
+    p.add_argument("--warehouse-url")
+    p.set_defaults(func=cmd_demo_store)
+
+    p = sub.add_parser("emulator", help="run the local Sendlane + Sailthru emulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=cmd_emulator)
+
+    p = sub.add_parser("sync", help="run the nightly sync for a window (--dry-run to plan only)")
+    window_args(p)
+    p.add_argument("--vendors", nargs="+", default=["sendlane", "sailthru"])
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--run-id")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("demo", help="the README's `make run`: demo store + emulator + nightly sync")
+    window_args(p)
+    p.add_argument("--orders", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--bad-share", type=float, default=0.005)
+    p.add_argument("--port", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("replay", help="replay dead letters")
+    p.add_argument("--vendor")
+    p.add_argument("--event-type")
+    p.add_argument("--ids", type=int, nargs="*")
+    p.add_argument("--requeue-only", action="store_true", help="requeue; let the next run send them")
+    p.add_argument("--ledger-url")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("reconcile", help="list or resolve deliveries held with an unknown outcome")
+    p.add_argument("--vendor")
+    p.add_argument("--event-type")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--found-file", help="file of entity ids the vendor's export shows as received")
+    p.add_argument("--resend-missing", action="store_true", help="requeue held ids not in the export")
+    p.add_argument("--ledger-url")
+    p.set_defaults(func=cmd_reconcile)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except StoresyncError as exc:
+        print(f"storesync: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"storesync: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

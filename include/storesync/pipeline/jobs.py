@@ -1,0 +1,135 @@
+"""Whole jobs built from the syncs: what the CLI runs, and what each Airflow task calls.
+
+``open_context`` wires settings → warehouse, ledger and vendor targets; the job functions return
+plain dicts (JSON-able: they become XComs and the CLI's summary).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime
+
+from storesync.core.config import Settings
+from storesync.core.windows import Window
+from storesync.delivery.ledger import ACCEPTED, DEAD, SUPPRESSED, UNKNOWN, Ledger
+from storesync.pipeline import syncs
+from storesync.pipeline.targets import targets_for
+from storesync.warehouse.models import Warehouse
+
+log = logging.getLogger(__name__)
+
+ENTITY_SYNCS = {
+    "orders": syncs.plan_order_events,
+    "customers": syncs.plan_customers,
+    "products": syncs.plan_products,
+    "checkouts": syncs.plan_checkouts,
+}
+
+
+def open_context(settings: Settings, *, run_id: str, sync_name: str, vendors=("sendlane", "sailthru"),
+                 dry_run: bool = False, client_factories: dict | None = None,
+                 now: datetime | None = None) -> syncs.SyncContext:
+    return syncs.SyncContext(
+        settings=settings,
+        warehouse=Warehouse(settings.warehouse_url, settings.models_dir),
+        ledger=Ledger(settings.ledger_url),
+        targets=targets_for(settings, tuple(vendors), client_factories),
+        run_id=run_id, sync_name=sync_name, dry_run=dry_run, now=now or datetime.utcnow(),
+    )
+
+
+def plan_entity(ctx: syncs.SyncContext, entity: str, window: Window, **kwargs) -> dict:
+    try:
+        report = ENTITY_SYNCS[entity](ctx, window, **kwargs)
+    except Exception as exc:
+        ctx.ledger.finish_run(ctx.run_id, "failed", error=str(exc)[:2000])
+        raise
+    return report.as_dict()
+
+
+def deliver_vendor(ctx: syncs.SyncContext, vendor: str) -> dict:
+    return syncs.deliver(ctx, vendor).as_dict()
+
+
+def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("sendlane", "sailthru"),
+                dry_run: bool = False, client_factories: dict | None = None) -> dict:
+    """The nightly job: full product catalog, then the window's customers, orders and checkouts,
+    then delivery to every vendor. Returns the summary the CLI prints."""
+    ctx = open_context(settings, run_id=run_id, sync_name="nightly", vendors=vendors, dry_run=dry_run,
+                       client_factories=client_factories)
+    plans = {
+        "products": plan_entity(ctx, "products", Window.everything_before(window.end)),
+        "customers": plan_entity(ctx, "customers", window),
+        "orders": plan_entity(ctx, "orders", window),
+        "checkouts": plan_entity(ctx, "checkouts", window),
+    }
+    deliveries = {}
+    if not dry_run:
+        for vendor in vendors:
+            deliveries[vendor] = deliver_vendor(ctx, vendor)
+        ctx.ledger.finish_run(run_id, "success", counts={"deliveries": deliveries})
+        if ctx.ledger.window_is_settled("nightly", window.start, window.end):
+            ctx.ledger.advance_watermark("nightly", window.end)
+    return summarise(ctx, plans, deliveries)
+
+
+def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
+    rows = {e: s for p in plans.values() for e, s in p["entities"].items()}
+    ledger_counts = {t.vendor: ctx.ledger.counts(vendor=t.vendor) for t in ctx.targets}
+    return {
+        "run_id": ctx.run_id,
+        "dry_run": ctx.dry_run,
+        "rows": rows,
+        "planned": sum((Counter(p["planned"]) for p in plans.values()), Counter()),
+        "changes": sum((Counter(p["changes"]) for p in plans.values()), Counter()),
+        "deliveries": deliveries,
+        "ledger": ledger_counts,
+        "samples": {k: v for p in plans.values() for k, v in p.get("samples", {}).items()},
+    }
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"storesync run {summary['run_id']}" + (" (dry run: nothing sent)" if summary["dry_run"] else "")]
+    lines.append("")
+    lines.append(f"{'entity':<12}{'extracted':>10}{'passed':>10}{'quarantined':>13}  top reasons")
+    for entity, s in summary["rows"].items():
+        reasons = ", ".join(f"{r} ×{n}" for r, n in list(s["reasons"].items())[:3])
+        lines.append(f"{entity:<12}{s['rows_in']:>10}{s['passed']:>10}{s['quarantined']:>13}  {reasons}")
+    lines.append("")
+    if summary["dry_run"]:
+        lines.append("would send (new or changed):")
+        for key, n in sorted(summary["planned"].items()):
+            lines.append(f"  {key:<36}{n:>8}")
+        lines.append("changes: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["changes"].items())))
+        return "\n".join(lines)
+    lines.append(f"{'vendor':<12}{'sent':>8}{'accepted':>10}{'dead letters':>14}{'suppressed':>12}"
+                 f"{'held':>7}{'ev/s':>9}")
+    for vendor, d in summary["deliveries"].items():
+        ledger = summary["ledger"].get(vendor, {})
+        rate = d["accepted"] / d["elapsed_s"] if d["elapsed_s"] else 0
+        lines.append(f"{vendor:<12}{d['requests']:>8}{d['accepted']:>10}{ledger.get(DEAD, 0):>14}"
+                     f"{ledger.get(SUPPRESSED, 0):>12}{ledger.get(UNKNOWN, 0):>7}{rate:>9.1f}")
+    lines.append("")
+    for vendor, d in summary["deliveries"].items():
+        events = Counter({k.split(":")[0]: v for k, v in d["by_event"].items() if k.endswith(f":{ACCEPTED}")})
+        lines.append(f"{vendor} accepted: " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())))
+    return "\n".join(lines)
+
+
+def replay_dead_letters(settings: Settings, *, vendor: str | None = None, event_type: str | None = None,
+                        ids: list[int] | None = None, run_id: str, deliver_now: bool = True,
+                        client_factories: dict | None = None) -> dict:
+    """Put dead letters back in line (all, one vendor's, one event type's, or chosen ids) and send."""
+    ledger = Ledger(settings.ledger_url)
+    dead = [d for d in ledger.in_state(DEAD, vendor=vendor)
+            if (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
+    requeued = ledger.requeue([d.id for d in dead])
+    result = {"requeued": requeued, "deliveries": {}}
+    if deliver_now and requeued:
+        vendors = sorted({d.vendor for d in dead})
+        ctx = open_context(settings, run_id=run_id, sync_name="replay", vendors=vendors,
+                           client_factories=client_factories)
+        for v in vendors:
+            result["deliveries"][v] = deliver_vendor(ctx, v)
+    return result

@@ -1,0 +1,89 @@
+"""Senders: the delivery engine's view of a vendor client (send one delivery, look one up).
+
+Unknown outcomes (the request left, no answer came back) follow the vendor's policy, set in
+configuration (``unknown_outcome``):
+
+- Sailthru purchases: ``lookup`` — a signed ``GET /purchase`` by ``purchase_keys.extid`` tells
+  whether the vendor recorded it; found → accepted, not found → sent again. Profiles and content
+  are upserts keyed by the person or URL: sending them again changes nothing, so not found → send.
+- Sendlane: ``hold`` — no endpoint tells whether an event arrived, and a second order-placed may
+  count revenue twice, so the delivery is held as ``unknown`` for reconciliation
+  (``storesync reconcile``) and reported; ``resend`` trusts Sendlane's documented event+id
+  deduplication instead (the guide promises it; the API reference does not).
+"""
+
+from __future__ import annotations
+
+from storesync.core.config import SailthruSettings, SendlaneSettings
+from storesync.core.errors import PermanentError
+from storesync.delivery.ledger import Delivery
+
+INVALID_ENDPOINT = "/_invalid"
+
+
+def _reject_invalid(delivery: Delivery) -> None:
+    if delivery.endpoint == INVALID_ENDPOINT:
+        raise PermanentError(delivery.payload.get("_invalid", "the event could not be mapped"))
+
+
+class SendlaneSender:
+    vendor = "sendlane"
+
+    def __init__(self, settings: SendlaneSettings, account: str, client_factory=None) -> None:
+        self.settings = settings
+        self.account = account
+        self.client = (client_factory or default_sendlane_client)(settings)
+
+    def send(self, delivery: Delivery) -> dict | None:
+        _reject_invalid(delivery)
+        if delivery.endpoint.startswith("/lists/"):
+            list_id = delivery.endpoint.split("/")[2]
+            return self.client.add_contacts(list_id, delivery.payload["contacts"])
+        return self.client.track(delivery.endpoint, delivery.payload)
+
+    def resolve_unknown(self, delivery: Delivery) -> bool | None:
+        return False if self.settings.unknown_outcome == "resend" else None
+
+
+class SailthruSender:
+    vendor = "sailthru"
+    UPSERT_ENDPOINTS = ("/user", "/content")
+
+    def __init__(self, settings: SailthruSettings, account: str, client_factory=None) -> None:
+        self.settings = settings
+        self.account = account
+        self.client = (client_factory or default_sailthru_client)(settings)
+
+    def send(self, delivery: Delivery) -> dict | None:
+        _reject_invalid(delivery)
+        return self.client.post(delivery.endpoint.lstrip("/"), delivery.payload)
+
+    def resolve_unknown(self, delivery: Delivery) -> bool | None:
+        if self.settings.unknown_outcome == "hold":
+            return None
+        if delivery.endpoint in self.UPSERT_ENDPOINTS:
+            return False
+        extid = (delivery.payload.get("purchase_keys") or {}).get("extid") or delivery.payload.get("extid")
+        if delivery.endpoint == "/purchase" and extid and not delivery.payload.get("incomplete"):
+            return self.client.lookup_purchase(str(extid)) is not None
+        if delivery.endpoint == "/purchase" and delivery.payload.get("incomplete"):
+            return False  # a cart is replaced whole by the next incomplete purchase: safe to send again
+        return None
+
+
+def default_sendlane_client(settings: SendlaneSettings):
+    from storesync.clients.sendlane import SendlaneClient
+    from storesync.core.throttle import TokenBucket
+
+    return SendlaneClient(
+        base_url=settings.base_url, api_token=settings.api_token.reveal(),
+        integration_token=settings.integration_token.reveal(),
+        limiter=TokenBucket(settings.budget_per_minute),
+    )
+
+
+def default_sailthru_client(settings: SailthruSettings):
+    from storesync.clients.sailthru import SailthruClient
+
+    return SailthruClient(base_url=settings.base_url, api_key=settings.api_key.reveal(),
+                          secret=settings.secret.reveal())

@@ -1,0 +1,291 @@
+"""The syncs: extract a window, pass the quality gate, plan vendor deliveries, deliver them.
+
+Each sync is two steps, which are also the Airflow tasks:
+
+``plan_*(ctx, window)``
+    streams the window's rows from the warehouse models in chunks, validates each chunk
+    (quarantining bad rows with their reasons), builds canonical events from the good rows and
+    stages one delivery per vendor and event in the ledger. Only when every entity's quarantine
+    share is under its threshold are the run's deliveries promoted to ``planned``; otherwise the
+    run fails with ``QualityGateError`` and nothing of it is sent. Memory is one chunk.
+
+``deliver(ctx, vendor)``
+    drains that vendor account's open deliveries (this run's and any earlier run's retries).
+
+A dry run does everything but write deliveries: it counts what would be created, updated or
+skipped per vendor and keeps a few sample payloads, emails masked.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+
+from storesync.core.config import Settings
+from storesync.core.windows import Window
+from storesync.delivery.engine import DeliveryEngine, DeliveryReport
+from storesync.delivery.ledger import Ledger, PlannedDelivery
+from storesync.pipeline import build
+from storesync.pipeline.targets import Target, mask_payload
+from storesync.warehouse.models import Warehouse
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_EVENT = 3
+
+
+@dataclass
+class EntityStats:
+    rows_in: int = 0
+    rows_passed: int = 0
+    rows_quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    @property
+    def share(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+
+@dataclass
+class PlanReport:
+    sync_name: str
+    run_id: str
+    window: Window
+    dry_run: bool
+    entities: dict[str, EntityStats] = field(default_factory=lambda: defaultdict(EntityStats))
+    events: Counter = field(default_factory=Counter)  # canonical events built, by kind
+    planned: Counter = field(default_factory=Counter)  # "vendor:event_type" -> new deliveries
+    changes: Counter = field(default_factory=Counter)  # "vendor:create|update|unchanged"
+    samples: dict[str, list] = field(default_factory=lambda: defaultdict(list))
+    promoted: int = 0
+
+    def as_dict(self) -> dict:
+        return {
+            "sync": self.sync_name, "run_id": self.run_id, "window": str(self.window), "dry_run": self.dry_run,
+            "entities": {name: {"rows_in": s.rows_in, "passed": s.rows_passed, "quarantined": s.rows_quarantined,
+                                "share": round(s.share, 4), "reasons": dict(s.reasons.most_common(10))}
+                         for name, s in self.entities.items()},
+            "events": dict(self.events), "planned": dict(self.planned), "changes": dict(self.changes),
+            "samples": dict(self.samples) if self.dry_run else {}, "promoted": self.promoted,
+        }
+
+
+@dataclass
+class SyncContext:
+    settings: Settings
+    warehouse: Warehouse
+    ledger: Ledger
+    targets: list[Target]
+    run_id: str
+    sync_name: str
+    dry_run: bool = False
+    now: datetime = field(default_factory=datetime.utcnow)
+    quarantine: object | None = None  # storesync.quality.QuarantineStore, built lazily
+
+    def quarantine_store(self):
+        if self.quarantine is None:
+            from storesync.quality import QuarantineStore
+
+            self.quarantine = QuarantineStore(self.ledger.engine)
+        return self.quarantine
+
+
+# ---------------------------------------------------------------------------- the quality gate
+def _validate(ctx: SyncContext, report: PlanReport, entity: str, frame: pd.DataFrame, batch_id: str):
+    """Validate one chunk; record its quarantine; return the rows that passed."""
+    from storesync.quality import validate_batch
+
+    outcome = validate_batch(entity, frame, run_id=ctx.run_id, batch_id=batch_id, now=ctx.now)
+    stats = report.entities[entity]
+    stats.rows_in += outcome.rows_in
+    stats.rows_passed += outcome.rows_passed
+    stats.rows_quarantined += outcome.rows_quarantined
+    for row in outcome.quarantined:
+        stats.reasons.update(reason.split(":")[0] for reason in row.reasons)
+    store = ctx.quarantine_store()
+    if not ctx.dry_run:
+        store.record(outcome)
+        id_column = outcome.id_column
+        if len(outcome.passed):
+            store.resolve_passed(entity, outcome.passed[id_column].tolist(), ctx.run_id)
+    return outcome
+
+
+def _gate(ctx: SyncContext, report: PlanReport) -> None:
+    """Fail the run when an entity's quarantine share passes its threshold; else release it."""
+    from storesync.quality import QualityGateError
+
+    thresholds = ctx.settings.quarantine_thresholds
+    breaches = [
+        f"{entity}: {stats.rows_quarantined}/{stats.rows_in} rows quarantined "
+        f"({stats.share:.1%} > {thresholds.get(entity, 0):.1%}); top reasons: "
+        + ", ".join(f"{r} ×{n}" for r, n in stats.reasons.most_common(3))
+        for entity, stats in report.entities.items()
+        if stats.rows_in and stats.share > thresholds.get(entity, 0.0)
+    ]
+    if breaches:
+        raise QualityGateError("quality gate failed, nothing of this run is sent; " + "; ".join(breaches))
+    if not ctx.dry_run:
+        report.promoted = ctx.ledger.promote(ctx.run_id)
+
+
+# ---------------------------------------------------------------------------- planning
+def _stage(ctx: SyncContext, report: PlanReport, window: Window, planned: Iterable[PlannedDelivery]) -> None:
+    planned = list(planned)
+    if not planned:
+        return
+    if ctx.dry_run:
+        _count_dry_run(ctx, report, planned)
+        return
+    _count_changes(ctx, report, planned)
+    ctx.ledger.plan(planned, sync_name=ctx.sync_name, run_id=ctx.run_id,
+                    window_start=window.start, window_end=window.end)
+
+
+def _count_changes(ctx: SyncContext, report: PlanReport, planned: list[PlannedDelivery]) -> None:
+    """Create, update or unchanged, per vendor, from what the ledger already holds for the entity."""
+    by_kind: dict[tuple, list[PlannedDelivery]] = defaultdict(list)
+    for item in planned:
+        by_kind[(item.vendor, item.account, item.event_type)].append(item)
+    for (vendor, account, event_type), items in by_kind.items():
+        known = ctx.ledger.known_versions(vendor, account, event_type, [i.entity_id for i in items])
+        for item in items:
+            previous = known.get(str(item.entity_id))
+            if previous is None:
+                kind = "create"
+            elif previous == str(item.version):
+                kind = "unchanged"
+            else:
+                kind = "update"
+            report.changes[f"{vendor}:{kind}"] += 1
+            if kind != "unchanged":
+                report.planned[f"{vendor}:{event_type}"] += 1
+
+
+def _count_dry_run(ctx: SyncContext, report: PlanReport, planned: list[PlannedDelivery]) -> None:
+    _count_changes(ctx, report, planned)
+    for item in planned:
+        key = f"{item.vendor}:{item.event_type}"
+        if len(report.samples[key]) < SAMPLES_PER_EVENT:
+            report.samples[key].append({"endpoint": item.endpoint, "payload": mask_payload(item.payload)})
+
+
+def _new_report(ctx: SyncContext, window: Window) -> PlanReport:
+    ctx.ledger.start_run(ctx.run_id, ctx.sync_name, window_start=window.start, window_end=window.end,
+                         dry_run=ctx.dry_run)
+    return PlanReport(ctx.sync_name, ctx.run_id, window, ctx.dry_run)
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _validated_orders(ctx: SyncContext, report: PlanReport, order_ids: list, batch: str):
+    """Orders and their lines for a chunk, through the gate. An order with a bad line is held
+    back whole (its line items and totals would be wrong), with the line's reason."""
+    wh = ctx.warehouse
+    orders = _validate(ctx, report, "orders", wh.for_ids("orders", order_ids), batch)
+    lines = _validate(ctx, report, "order_lines", wh.for_ids("order_lines", order_ids), batch)
+    bad_line_orders = {row.row.get("order_id") for row in lines.quarantined}
+    good_orders = orders.passed
+    if bad_line_orders:
+        held = good_orders[good_orders["order_id"].isin(bad_line_orders)]
+        if len(held):
+            from storesync.quality import QuarantinedRow
+
+            rows = [QuarantinedRow("orders", r["order_id"], ["order_line_quarantined: a line of this order failed"],
+                                   r) for r in held.to_dict("records")]
+            report.entities["orders"].rows_passed -= len(rows)
+            report.entities["orders"].rows_quarantined += len(rows)
+            report.entities["orders"].reasons["order_line_quarantined"] += len(rows)
+            if not ctx.dry_run:
+                ctx.quarantine_store().record_rows(rows, run_id=ctx.run_id, batch_id=batch)
+            good_orders = good_orders[~good_orders["order_id"].isin(bad_line_orders)]
+    return good_orders, lines.passed
+
+
+def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = False) -> PlanReport:
+    """Orders whose status changed in the window → placed/fulfilled/cancelled/refunded events."""
+    report = _new_report(ctx, window)
+    size = ctx.settings.chunk_size
+    for n, changes in enumerate(ctx.warehouse.stream_order_changes(window, size)):
+        order_ids = changes["order_id"].unique().tolist()
+        orders, lines = _validated_orders(ctx, report, order_ids, f"orders-{n}")
+        _plan_orders(ctx, report, window, changes, orders, lines, historical)
+    # Orders quarantined by earlier runs get another look: fixed ones pass and are sent now.
+    retry_ids = _open_quarantine_ids(ctx, "orders")
+    for n, ids in enumerate(_chunks(retry_ids, size)):
+        changes = ctx.warehouse.for_ids("order_history", ids, window_end=window.end)
+        orders, lines = _validated_orders(ctx, report, ids, f"orders-requarantine-{n}")
+        _plan_orders(ctx, report, window, changes, orders, lines, historical)
+    _gate(ctx, report)
+    return report
+
+
+def _plan_orders(ctx, report, window, changes, orders, lines, historical) -> None:
+    events = list(build.order_events(changes, orders, lines, historical=historical))
+    report.events.update(f"order_{e.kind}" for e in events)
+    _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_order(e)))
+
+
+def _open_quarantine_ids(ctx: SyncContext, entity: str) -> list:
+    if ctx.dry_run:
+        return []
+    return sorted({row["entity_id"] for row in ctx.quarantine_store().open_rows(entity)
+                   if row.get("run_id") != ctx.run_id}, key=str)
+
+
+def plan_customers(ctx: SyncContext, window: Window, *, ltv_vars: dict | None = None,
+                   historical: bool = False) -> PlanReport:
+    report = _new_report(ctx, window)
+    for n, frame in enumerate(ctx.warehouse.stream("customers", window, ctx.settings.chunk_size)):
+        passed = _validate(ctx, report, "customers", frame, f"customers-{n}").passed
+        events = list(build.customer_events(passed, vars_by_customer=ltv_vars, historical=historical))
+        report.events["customer"] += len(events)
+        _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_customer(e)))
+    _gate(ctx, report)
+    return report
+
+
+def plan_products(ctx: SyncContext, window: Window, *, historical: bool = False) -> PlanReport:
+    """Products changed in the window; the nightly full sync passes ``Window.everything_before``."""
+    report = _new_report(ctx, window)
+    for n, frame in enumerate(ctx.warehouse.stream("products", window, ctx.settings.chunk_size)):
+        passed = _validate(ctx, report, "products", frame, f"products-{n}").passed
+        variants = ctx.warehouse.for_ids("product_variants", passed["product_id"].tolist()) if len(passed) \
+            else pd.DataFrame()
+        events = list(build.product_events(passed, variants, historical=historical))
+        report.events["product"] += len(events)
+        _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_product(e)))
+    _gate(ctx, report)
+    return report
+
+
+def plan_checkouts(ctx: SyncContext, window: Window) -> PlanReport:
+    """Checkouts changed in the window: open ones become reminders, completed ones clear them."""
+    report = _new_report(ctx, window)
+    for n, frame in enumerate(ctx.warehouse.stream("checkouts", window, ctx.settings.chunk_size)):
+        passed = _validate(ctx, report, "checkouts", frame, f"checkouts-{n}").passed
+        lines = ctx.warehouse.for_ids("checkout_lines", passed["checkout_id"].tolist()) if len(passed) \
+            else pd.DataFrame()
+        events = list(build.checkout_events(passed, lines))
+        report.events.update("checkout_completed" if e.completed else "checkout_open" for e in events)
+        _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_checkout(e)))
+    _gate(ctx, report)
+    return report
+
+
+# ---------------------------------------------------------------------------- delivery
+def deliver(ctx: SyncContext, vendor: str) -> DeliveryReport:
+    target = next((t for t in ctx.targets if t.vendor == vendor), None)
+    if target is None:
+        raise ValueError(f"no target configured for vendor {vendor!r}")
+    engine = DeliveryEngine(ctx.ledger, target.sender(), run_id=ctx.run_id,
+                            concurrency=ctx.settings.concurrency)
+    return engine.run()

@@ -1,0 +1,199 @@
+"""Vendor targets: which deliveries each canonical event becomes, and how they are sent.
+
+A target decides, per vendor, the *identity* of every delivery (event type, entity id, version),
+which is what makes delivery exactly-once:
+
+| event                          | Sendlane                       | Sailthru                          | version        |
+|--------------------------------|--------------------------------|-----------------------------------|----------------|
+| order placed                   | order_placed                   | purchase (purchase_keys.extid)    | change seq     |
+| order fulfilled                | order_fulfilled                | (nothing)                         | change seq     |
+| order cancelled / refunded     | order_cancelled / _refunded    | return                            | change seq     |
+| customer created / changed     | customer_added                 | user profile                      | content hash   |
+| product created / changed      | product_added                  | content                           | content hash   |
+| checkout open                  | checkout_started               | incomplete purchase + reminder    | content hash   |
+| checkout completed             | (nothing: the order clears it) | incomplete purchase, items cleared| "cleared"      |
+
+Content-hash versions make unchanged products and profiles no-ops; status-change versions make a
+backfill of an already-synced interval a no-op. All of an order's deliveries share one ordering
+key, so its changes reach each vendor in order. A cart is keyed by the person (Sailthru keeps one
+cart per user), so its updates go in order too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Protocol
+
+from storesync.core.config import Settings, fingerprint
+from storesync.core.errors import DeliveryError
+from storesync.core.events import CheckoutEvent, CustomerEvent, OrderEvent, ProductEvent
+from storesync.delivery.ledger import Delivery, PlannedDelivery, dumps
+
+EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9.-]+)")
+
+
+def content_version(payload: dict) -> str:
+    return hashlib.sha256(dumps(payload).encode()).hexdigest()[:20]
+
+
+def mask_email(text: str) -> str:
+    return EMAIL_RE.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+
+
+def mask_payload(payload):
+    """A payload for people to look at: emails masked, credentials never present."""
+    if isinstance(payload, dict):
+        return {k: ("***" if k in ("token", "api_key", "sig") else mask_payload(v)) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [mask_payload(v) for v in payload]
+    if isinstance(payload, str):
+        return mask_email(payload)
+    return payload
+
+
+class Target(Protocol):
+    vendor: str
+    account: str
+
+    def plan_order(self, event: OrderEvent) -> list[PlannedDelivery]: ...
+    def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]: ...
+    def plan_product(self, event: ProductEvent) -> list[PlannedDelivery]: ...
+    def plan_checkout(self, event: CheckoutEvent) -> list[PlannedDelivery]: ...
+    def sender(self): ...
+
+
+class _BaseTarget:
+    vendor = ""
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+
+    def _planned(self, event_type, entity_id, version, endpoint, payload, *, ordering_key=None, seq=0,
+                 historical=False, occurred_at=None) -> PlannedDelivery:
+        return PlannedDelivery(vendor=self.vendor, account=self.account, event_type=event_type,
+                               entity_id=str(entity_id), version=str(version), endpoint=endpoint,
+                               payload=payload, ordering_key=ordering_key or f"{event_type}:{entity_id}",
+                               seq=seq, historical=historical, occurred_at=occurred_at)
+
+    def _safely(self, build, *args) -> tuple[str, dict] | None:
+        """A mapper that rejects an event (say, no email) must not sink the chunk: that event is
+        planned as a dead letter-to-be, carrying the reason, so it shows up and can be replayed."""
+        try:
+            return build(*args)
+        except DeliveryError as exc:
+            return "/_invalid", {"_invalid": str(exc)}
+
+
+class SendlaneTarget(_BaseTarget):
+    vendor = "sendlane"
+
+    def __init__(self, settings: Settings, client_factory=None) -> None:
+        super().__init__(fingerprint(settings.sendlane.api_token))
+        self.settings = settings
+        self.client_factory = client_factory
+
+    def plan_order(self, event: OrderEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sendlane
+
+        mapped = self._safely(sendlane.map_order_event, event, self.settings.sendlane.event_paths)
+        if mapped is None:
+            return []
+        path, payload = mapped
+        return [self._planned(f"order_{event.kind}", event.order_id, event.seq, path, payload,
+                              ordering_key=f"order:{event.order_id}", seq=event.seq,
+                              historical=event.historical, occurred_at=event.occurred_at)]
+
+    def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sendlane
+
+        path, payload = self._safely(sendlane.map_customer_added, event, self.settings.sendlane.event_paths)
+        return [self._planned("customer_added", event.customer_id, content_version(payload), path, payload,
+                              historical=event.historical, occurred_at=event.updated_at)]
+
+    def plan_product(self, event: ProductEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sendlane
+
+        path, payload = self._safely(sendlane.map_product_added, event, self.settings.sendlane.event_paths)
+        return [self._planned("product_added", event.product_id, content_version(payload), path, payload,
+                              historical=event.historical, occurred_at=event.updated_at)]
+
+    def plan_checkout(self, event: CheckoutEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sendlane
+
+        if event.completed:
+            return []  # Sendlane ends the abandoned-checkout flow itself when the order is placed
+        path, payload = self._safely(sendlane.map_checkout_started, event, self.settings.sendlane.event_paths)
+        return [self._planned("checkout_started", event.checkout_id, content_version(payload), path, payload,
+                              ordering_key=f"cart:{event.checkout_id}", occurred_at=event.updated_at)]
+
+    def sender(self):
+        from storesync.pipeline.senders import SendlaneSender
+
+        return SendlaneSender(self.settings.sendlane, self.account, client_factory=self.client_factory)
+
+
+class SailthruTarget(_BaseTarget):
+    vendor = "sailthru"
+
+    def __init__(self, settings: Settings, client_factory=None) -> None:
+        super().__init__(fingerprint(settings.sailthru.api_key))
+        self.settings = settings
+        self.client_factory = client_factory
+
+    def plan_order(self, event: OrderEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sailthru
+
+        if event.kind == "placed":
+            event_type, mapped = "purchase", self._safely(sailthru.map_purchase, event)
+        elif event.kind in ("cancelled", "refunded"):
+            event_type, mapped = "return", self._safely(sailthru.map_return, event)
+        else:
+            return []
+        endpoint, payload = mapped
+        return [self._planned(event_type, event.order_id, event.seq, endpoint, payload,
+                              ordering_key=f"order:{event.order_id}", seq=event.seq,
+                              historical=event.historical, occurred_at=event.occurred_at)]
+
+    def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sailthru
+
+        endpoint, payload = self._safely(sailthru.map_user, event)
+        return [self._planned("user", event.customer_id, content_version(payload), endpoint, payload,
+                              historical=event.historical, occurred_at=event.updated_at)]
+
+    def plan_product(self, event: ProductEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sailthru
+
+        endpoint, payload = self._safely(sailthru.map_content, event)
+        return [self._planned("content", event.product_id, content_version(payload), endpoint, payload,
+                              historical=event.historical, occurred_at=event.updated_at)]
+
+    def plan_checkout(self, event: CheckoutEvent) -> list[PlannedDelivery]:
+        from storesync.mappers import sailthru
+
+        endpoint, payload = self._safely(sailthru.map_incomplete_purchase, event, self.settings.sailthru)
+        version = "cleared" if event.completed else content_version(payload)
+        # One cart per person at Sailthru: order a person's cart updates.
+        return [self._planned("incomplete_purchase", event.checkout_id, version, endpoint, payload,
+                              ordering_key=f"cart:{(event.email or event.checkout_id)}",
+                              seq=int(event.updated_at.timestamp()), occurred_at=event.updated_at)]
+
+    def sender(self):
+        from storesync.pipeline.senders import SailthruSender
+
+        return SailthruSender(self.settings.sailthru, self.account, client_factory=self.client_factory)
+
+
+def targets_for(settings: Settings, vendors: list[str] | tuple[str, ...] = ("sendlane", "sailthru"),
+                client_factories: dict | None = None) -> list[Target]:
+    factories = client_factories or {}
+    known = {"sendlane": SendlaneTarget, "sailthru": SailthruTarget}
+    unknown = [v for v in vendors if v not in known]
+    if unknown:
+        raise ValueError(f"unknown vendor(s) {unknown}; known: {sorted(known)}")
+    return [known[v](settings, client_factory=factories.get(v)) for v in vendors]
+
+
+def describe(delivery: Delivery) -> str:
+    return f"{delivery.vendor} {delivery.event_type} {delivery.entity_id} v{delivery.version}"
