@@ -109,7 +109,8 @@ def cmd_demo(args) -> int:
     # The demo account's limits are raised so the demo takes seconds; the client budget matches.
     demo_budget = 6000
     with start_emulator(port=args.port) as emu:
-        emu.configure(sendlane_rate_limit=demo_budget, sailthru_rate_limit=demo_budget)
+        emu.configure(sendlane_rate_limit=demo_budget,
+                      sailthru_rate_limits={"POST": demo_budget, "GET": demo_budget, "DELETE": demo_budget})
         settings = settings.with_overrides(
             sendlane=type(settings.sendlane)(base_url=emu.sendlane_url, api_token=emu.sendlane_api_token,
                                              integration_token=emu.sendlane_integration_token,
@@ -122,11 +123,10 @@ def cmd_demo(args) -> int:
         print(f"nightly sync over the demo store, window {window}, vendors: local emulator at {emu.base_url}")
         summary = run_nightly(settings, window, run_id=run_id)
         print(format_summary(summary))
-        accepted = emu.summary()
+        vendors = emu.summary()["vendors"]
         print("")
-        print("emulator accepted: " + ", ".join(
-            f"{vendor} {sum(e['accepted'] for e in endpoints.values())}"
-            for vendor, endpoints in accepted.get("endpoints", {}).items()))
+        print("the emulator (as the vendors) accepted: "
+              + ", ".join(f"{vendor} {stats['accepted']}" for vendor, stats in vendors.items()))
     return 0
 
 

@@ -29,10 +29,11 @@ def _reject_invalid(delivery: Delivery) -> None:
 class SendlaneSender:
     vendor = "sendlane"
 
-    def __init__(self, settings: SendlaneSettings, account: str, client_factory=None) -> None:
+    def __init__(self, settings: SendlaneSettings, account: str, client_factory=None, limiter_engine=None) -> None:
         self.settings = settings
         self.account = account
-        self.client = (client_factory or default_sendlane_client)(settings)
+        self.client = client_factory(settings) if client_factory else default_sendlane_client(
+            settings, account, limiter_engine)
 
     def send(self, delivery: Delivery) -> dict | None:
         _reject_invalid(delivery)
@@ -71,14 +72,21 @@ class SailthruSender:
         return None
 
 
-def default_sendlane_client(settings: SendlaneSettings):
+def default_sendlane_client(settings: SendlaneSettings, account: str, limiter_engine=None):
+    """Sendlane's budget is per account, across every process that sends for it: with a ledger
+    database to share, the limiter lives there; alone, an in-process bucket does."""
     from storesync.clients.sendlane import SendlaneClient
-    from storesync.core.throttle import TokenBucket
+    from storesync.core.throttle import SharedWindowLimiter, TokenBucket
 
+    if limiter_engine is not None:
+        limiter = SharedWindowLimiter(limiter_engine, f"sendlane:{account}", settings.budget_per_minute,
+                                      window_s=settings.budget_window_s,
+                                      margin_s=min(1.0, settings.budget_window_s / 20))
+    else:
+        limiter = TokenBucket(settings.budget_per_minute * 60.0 / settings.budget_window_s)
     return SendlaneClient(
         base_url=settings.base_url, api_token=settings.api_token.reveal(),
-        integration_token=settings.integration_token.reveal(),
-        limiter=TokenBucket(settings.budget_per_minute),
+        integration_token=settings.integration_token.reveal(), limiter=limiter,
     )
 
 

@@ -96,24 +96,26 @@ class SyncContext:
 
 
 # ---------------------------------------------------------------------------- the quality gate
-def _validate(ctx: SyncContext, report: PlanReport, entity: str, frame: pd.DataFrame, batch_id: str):
-    """Validate one chunk; record its quarantine; return the rows that passed."""
+def _validate(ctx: SyncContext, entity: str, frame: pd.DataFrame, batch_id: str):
     from storesync.quality import validate_batch
 
-    outcome = validate_batch(entity, frame, run_id=ctx.run_id, batch_id=batch_id, now=ctx.now)
-    stats = report.entities[entity]
+    return validate_batch(entity, frame, run_id=ctx.run_id, batch_id=batch_id, now=ctx.now)
+
+
+def _account(ctx: SyncContext, report: PlanReport, outcome) -> pd.DataFrame:
+    """Count a validated chunk, store its quarantine (and resolve fixed rows); return what passed."""
+    stats = report.entities[outcome.entity]
     stats.rows_in += outcome.rows_in
     stats.rows_passed += outcome.rows_passed
     stats.rows_quarantined += outcome.rows_quarantined
-    for row in outcome.quarantined:
-        stats.reasons.update(reason.split(":")[0] for reason in row.reasons)
-    store = ctx.quarantine_store()
+    stats.reasons.update(outcome.reason_counts())
     if not ctx.dry_run:
-        store.record(outcome)
-        id_column = outcome.id_column
-        if len(outcome.passed):
-            store.resolve_passed(entity, outcome.passed[id_column].tolist(), ctx.run_id)
-    return outcome
+        ctx.quarantine_store().record(outcome)
+    return outcome.passed
+
+
+def _validated(ctx: SyncContext, report: PlanReport, entity: str, frame: pd.DataFrame, batch_id: str):
+    return _account(ctx, report, _validate(ctx, entity, frame, batch_id))
 
 
 def _gate(ctx: SyncContext, report: PlanReport) -> None:
@@ -189,25 +191,23 @@ def _chunks(items: list, size: int) -> Iterator[list]:
 def _validated_orders(ctx: SyncContext, report: PlanReport, order_ids: list, batch: str):
     """Orders and their lines for a chunk, through the gate. An order with a bad line is held
     back whole (its line items and totals would be wrong), with the line's reason."""
-    wh = ctx.warehouse
-    orders = _validate(ctx, report, "orders", wh.for_ids("orders", order_ids), batch)
-    lines = _validate(ctx, report, "order_lines", wh.for_ids("order_lines", order_ids), batch)
-    bad_line_orders = {row.row.get("order_id") for row in lines.quarantined}
-    good_orders = orders.passed
-    if bad_line_orders:
-        held = good_orders[good_orders["order_id"].isin(bad_line_orders)]
-        if len(held):
-            from storesync.quality import QuarantinedRow
+    from dataclasses import replace
 
-            rows = [QuarantinedRow("orders", r["order_id"], ["order_line_quarantined: a line of this order failed"],
-                                   r) for r in held.to_dict("records")]
-            report.entities["orders"].rows_passed -= len(rows)
-            report.entities["orders"].rows_quarantined += len(rows)
-            report.entities["orders"].reasons["order_line_quarantined"] += len(rows)
-            if not ctx.dry_run:
-                ctx.quarantine_store().record_rows(rows, run_id=ctx.run_id, batch_id=batch)
-            good_orders = good_orders[~good_orders["order_id"].isin(bad_line_orders)]
-    return good_orders, lines.passed
+    from storesync.quality import QuarantinedRow
+
+    wh = ctx.warehouse
+    orders = _validate(ctx, "orders", wh.for_ids("orders", order_ids), batch)
+    lines = _validate(ctx, "order_lines", wh.for_ids("order_lines", order_ids), batch)
+    bad_line_orders = {row.row.get("order_id") for row in lines.quarantined}
+    if bad_line_orders:
+        held = orders.passed["order_id"].isin(bad_line_orders)
+        if held.any():
+            held_rows = [QuarantinedRow("orders", r["order_id"],
+                                        ["order_line_quarantined: a line of this order failed the gate"], r)
+                         for r in orders.passed[held].to_dict("records")]
+            orders = replace(orders, passed=orders.passed[~held].reset_index(drop=True),
+                             quarantined=[*orders.quarantined, *held_rows])
+    return _account(ctx, report, orders), _account(ctx, report, lines)
 
 
 def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = False) -> PlanReport:
@@ -237,15 +237,16 @@ def _plan_orders(ctx, report, window, changes, orders, lines, historical) -> Non
 def _open_quarantine_ids(ctx: SyncContext, entity: str) -> list:
     if ctx.dry_run:
         return []
-    return sorted({row["entity_id"] for row in ctx.quarantine_store().open_rows(entity)
-                   if row.get("run_id") != ctx.run_id}, key=str)
+    ids = {row["entity_id"] for row in ctx.quarantine_store().open_rows(entity)
+           if row.get("run_id") != ctx.run_id and row.get("entity_id") is not None}
+    return sorted((int(i) if str(i).isdigit() else i for i in ids), key=str)
 
 
 def plan_customers(ctx: SyncContext, window: Window, *, ltv_vars: dict | None = None,
                    historical: bool = False) -> PlanReport:
     report = _new_report(ctx, window)
     for n, frame in enumerate(ctx.warehouse.stream("customers", window, ctx.settings.chunk_size)):
-        passed = _validate(ctx, report, "customers", frame, f"customers-{n}").passed
+        passed = _validated(ctx, report, "customers", frame, f"customers-{n}")
         events = list(build.customer_events(passed, vars_by_customer=ltv_vars, historical=historical))
         report.events["customer"] += len(events)
         _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_customer(e)))
@@ -257,7 +258,7 @@ def plan_products(ctx: SyncContext, window: Window, *, historical: bool = False)
     """Products changed in the window; the nightly full sync passes ``Window.everything_before``."""
     report = _new_report(ctx, window)
     for n, frame in enumerate(ctx.warehouse.stream("products", window, ctx.settings.chunk_size)):
-        passed = _validate(ctx, report, "products", frame, f"products-{n}").passed
+        passed = _validated(ctx, report, "products", frame, f"products-{n}")
         variants = ctx.warehouse.for_ids("product_variants", passed["product_id"].tolist()) if len(passed) \
             else pd.DataFrame()
         events = list(build.product_events(passed, variants, historical=historical))
@@ -271,7 +272,7 @@ def plan_checkouts(ctx: SyncContext, window: Window) -> PlanReport:
     """Checkouts changed in the window: open ones become reminders, completed ones clear them."""
     report = _new_report(ctx, window)
     for n, frame in enumerate(ctx.warehouse.stream("checkouts", window, ctx.settings.chunk_size)):
-        passed = _validate(ctx, report, "checkouts", frame, f"checkouts-{n}").passed
+        passed = _validated(ctx, report, "checkouts", frame, f"checkouts-{n}")
         lines = ctx.warehouse.for_ids("checkout_lines", passed["checkout_id"].tolist()) if len(passed) \
             else pd.DataFrame()
         events = list(build.checkout_events(passed, lines))
@@ -286,6 +287,6 @@ def deliver(ctx: SyncContext, vendor: str) -> DeliveryReport:
     target = next((t for t in ctx.targets if t.vendor == vendor), None)
     if target is None:
         raise ValueError(f"no target configured for vendor {vendor!r}")
-    engine = DeliveryEngine(ctx.ledger, target.sender(), run_id=ctx.run_id,
+    engine = DeliveryEngine(ctx.ledger, target.sender(limiter_engine=ctx.ledger.engine), run_id=ctx.run_id,
                             concurrency=ctx.settings.concurrency)
     return engine.run()

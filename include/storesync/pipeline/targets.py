@@ -60,7 +60,7 @@ class Target(Protocol):
     def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]: ...
     def plan_product(self, event: ProductEvent) -> list[PlannedDelivery]: ...
     def plan_checkout(self, event: CheckoutEvent) -> list[PlannedDelivery]: ...
-    def sender(self): ...
+    def sender(self, limiter_engine=None): ...
 
 
 class _BaseTarget:
@@ -127,10 +127,11 @@ class SendlaneTarget(_BaseTarget):
         return [self._planned("checkout_started", event.checkout_id, content_version(payload), path, payload,
                               ordering_key=f"cart:{event.checkout_id}", occurred_at=event.updated_at)]
 
-    def sender(self):
+    def sender(self, limiter_engine=None):
         from storesync.pipeline.senders import SendlaneSender
 
-        return SendlaneSender(self.settings.sendlane, self.account, client_factory=self.client_factory)
+        return SendlaneSender(self.settings.sendlane, self.account, client_factory=self.client_factory,
+                              limiter_engine=limiter_engine)
 
 
 class SailthruTarget(_BaseTarget):
@@ -179,7 +180,7 @@ class SailthruTarget(_BaseTarget):
                               ordering_key=f"cart:{(event.email or event.checkout_id)}",
                               seq=int(event.updated_at.timestamp()), occurred_at=event.updated_at)]
 
-    def sender(self):
+    def sender(self, limiter_engine=None):
         from storesync.pipeline.senders import SailthruSender
 
         return SailthruSender(self.settings.sailthru, self.account, client_factory=self.client_factory)

@@ -1,0 +1,7 @@
+"""``python -m storesync.emulator --port 8765``"""
+
+import sys
+
+from storesync.emulator.server import main
+
+sys.exit(main())

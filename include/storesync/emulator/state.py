@@ -1,0 +1,614 @@
+"""The emulator's memory: configuration, accepted requests, vendor-side data, limits and faults.
+
+One ``EmulatorState`` per server. Every mutation happens under ``state.lock``; the vendor modules
+take the lock for the whole of one request's bookkeeping (cheap: no I/O happens under it).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+# --------------------------------------------------------------------------------------------
+# Default accounts and credentials (tests and clients import these).
+# --------------------------------------------------------------------------------------------
+DEFAULT_SENDLANE_ACCOUNT = "acct-1"
+DEFAULT_SENDLANE_API_TOKEN = "test-sendlane-api-token"
+DEFAULT_SENDLANE_INTEGRATION_TOKEN = "test-sendlane-integration-token"
+DEFAULT_SENDLANE_LIST_ID = "1"
+
+DEFAULT_SAILTHRU_ACCOUNT = "acct-1"
+DEFAULT_SAILTHRU_API_KEY = "test-sailthru-key"
+DEFAULT_SAILTHRU_SECRET = "test-sailthru-secret"
+
+DEFAULT_SAILTHRU_TEMPLATES = ("abandoned-cart", "purchase receipt")
+
+# Sailthru limits per "METHOD /endpoint"; a bare "GET" / "POST" / "DELETE" is the fallback.
+DEFAULT_SAILTHRU_RATE_LIMITS = {
+    "POST /purchase": 40,
+    "POST /return": 40,
+    "POST /content": 40,
+    "POST /user": 300,
+    "POST /job": 40,
+    "GET": 300,
+    "POST": 40,
+    "DELETE": 40,
+}
+
+VENDORS = ("sendlane", "sailthru")
+SAILTHRU_OPTOUT_RANK = {"none": 0, "blast": 1, "basic": 2, "all": 3}
+
+
+def default_config() -> dict:
+    return {
+        "sendlane_accounts": {
+            DEFAULT_SENDLANE_ACCOUNT: {
+                "api_token": DEFAULT_SENDLANE_API_TOKEN,
+                "integration_token": DEFAULT_SENDLANE_INTEGRATION_TOKEN,
+            }
+        },
+        "sailthru_accounts": {
+            DEFAULT_SAILTHRU_ACCOUNT: {"api_key": DEFAULT_SAILTHRU_API_KEY, "secret": DEFAULT_SAILTHRU_SECRET}
+        },
+        "rate_limits_enabled": True,
+        "sendlane_rate_limit": 240,
+        "sendlane_rate_window_s": 60.0,
+        "sailthru_rate_limits": dict(DEFAULT_SAILTHRU_RATE_LIMITS),
+        "sailthru_rate_window_s": 60.0,
+        "lockout_enabled": True,
+        "lockout_errors": 50,
+        "lockout_window_s": 60.0,
+        "lockout_cooldown_s": 60.0,
+        "sailthru_templates": list(DEFAULT_SAILTHRU_TEMPLATES),
+        "sailthru_opted_out": [],
+        "sendlane_unsubscribed": [],
+        "sendlane_lists": {DEFAULT_SENDLANE_LIST_ID: "Newsletter"},
+        "sendlane_unsubscribe_on_accepts_marketing_false": True,
+        "sendlane_strict_initial_sync": True,
+        "sendlane_max_contacts_per_request": 1000,
+        "job_delay_s": 0.2,
+        "record_bodies": True,
+    }
+
+
+# key -> (check, description). Dicts merge one level deep; lists replace, except
+# ``sendlane_unsubscribed`` which *adds* (it is vendor data, like a real unsubscribe).
+def _bool(v):
+    return isinstance(v, bool)
+
+
+def _pos_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+
+
+def _pos_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _str_list(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _sendlane_accounts(v):
+    return isinstance(v, dict) and all(
+        isinstance(a, dict) and set(a) <= {"api_token", "integration_token"}
+        and all(isinstance(x, str) and x for x in a.values())
+        for a in v.values()
+    )
+
+
+def _sailthru_accounts(v):
+    return isinstance(v, dict) and all(
+        isinstance(a, dict) and set(a) <= {"api_key", "secret"}
+        and all(isinstance(x, str) and x for x in a.values())
+        for a in v.values()
+    )
+
+
+def _rate_map(v):
+    return isinstance(v, dict) and all(isinstance(k, str) and _pos_int(n) for k, n in v.items())
+
+
+def _unsub_list(v):
+    return isinstance(v, list) and all(
+        isinstance(x, str) or (isinstance(x, dict) and isinstance(x.get("email"), str)) for x in v
+    )
+
+
+def _lists_map(v):
+    return isinstance(v, dict) and all(isinstance(name, str) for name in v.values())
+
+
+CONFIG_SPEC = {
+    "sendlane_accounts": (_sendlane_accounts, "{account: {api_token, integration_token}}"),
+    "sailthru_accounts": (_sailthru_accounts, "{account: {api_key, secret}}"),
+    "rate_limits_enabled": (_bool, "bool"),
+    "sendlane_rate_limit": (_pos_int, "positive int"),
+    "sendlane_rate_window_s": (_pos_number, "positive number"),
+    "sailthru_rate_limits": (_rate_map, '{"POST /purchase": int, "GET": int, ...}'),
+    "sailthru_rate_window_s": (_pos_number, "positive number"),
+    "lockout_enabled": (_bool, "bool"),
+    "lockout_errors": (_pos_int, "positive int"),
+    "lockout_window_s": (_pos_number, "positive number"),
+    "lockout_cooldown_s": (_nonneg_number, "number >= 0"),
+    "sailthru_templates": (_str_list, "list of template names"),
+    "sailthru_opted_out": (_str_list, "list of emails"),
+    "sendlane_unsubscribed": (_unsub_list, "list of emails or {email, list_id?, unsubscribed_at?}"),
+    "sendlane_lists": (_lists_map, "{list_id: name}"),
+    "sendlane_unsubscribe_on_accepts_marketing_false": (_bool, "bool"),
+    "sendlane_strict_initial_sync": (_bool, "bool"),
+    "sendlane_max_contacts_per_request": (_pos_int, "positive int"),
+    "job_delay_s": (_nonneg_number, "number >= 0"),
+    "record_bodies": (_bool, "bool"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def iso_utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+# --------------------------------------------------------------------------------------------
+# Rate limiters
+# --------------------------------------------------------------------------------------------
+class SlidingWindow:
+    """Sendlane: at most ``limit`` admitted requests in any trailing ``window`` seconds."""
+
+    __slots__ = ("hits", "admitted", "over_limit", "max_in_window")
+
+    def __init__(self) -> None:
+        self.hits: deque[float] = deque()
+        self.admitted = 0
+        self.over_limit = 0
+        self.max_in_window = 0
+
+    def hit(self, now: float, limit: int, window: float, enforce: bool) -> bool:
+        hits = self.hits
+        cutoff = now - window
+        while hits and hits[0] <= cutoff:
+            hits.popleft()
+        if enforce and len(hits) >= limit:
+            self.over_limit += 1
+            return False
+        hits.append(now)
+        self.admitted += 1
+        if len(hits) > self.max_in_window:
+            self.max_in_window = len(hits)
+        return True
+
+
+class FixedWindow:
+    """Sailthru: ``limit`` requests per window aligned on multiples of ``window`` (per minute)."""
+
+    __slots__ = ("start", "count", "admitted", "over_limit", "max_in_window")
+
+    def __init__(self) -> None:
+        self.start = -1.0
+        self.count = 0
+        self.admitted = 0
+        self.over_limit = 0
+        self.max_in_window = 0
+
+    def _roll(self, now: float, window: float) -> float:
+        start = math.floor(now / window) * window
+        if start != self.start:
+            self.start = start
+            self.count = 0
+        return start
+
+    def hit(self, now: float, limit: int, window: float, enforce: bool) -> tuple[bool, int, int]:
+        start = self._roll(now, window)
+        reset = int(math.ceil(start + window))
+        if enforce and self.count >= limit:
+            self.over_limit += 1
+            return False, 0, reset
+        self.count += 1
+        self.admitted += 1
+        self.max_in_window = max(self.max_in_window, self.count)
+        return True, max(limit - self.count, 0), reset
+
+    def peek(self, now: float, limit: int, window: float) -> tuple[int, int]:
+        start = self._roll(now, window)
+        return max(limit - self.count, 0), int(math.ceil(start + window))
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------
+FAULT_KEYS = {
+    "error_rate",
+    "error_statuses",
+    "storm",
+    "latency_ms",
+    "drop_before_rate",
+    "drop_after_rate",
+    "vendors",
+    "seed",
+}
+
+
+@dataclass
+class Faults:
+    error_rate: float = 0.0
+    error_statuses: tuple[int, ...] = (500, 502, 503)
+    storm_until: float = 0.0
+    storm_duration_s: float = 0.0
+    latency_ms: float = 0.0
+    drop_before_rate: float = 0.0
+    drop_after_rate: float = 0.0
+    vendors: tuple[str, ...] = VENDORS
+    seed: int | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def parse(cls, spec: dict, now: float) -> Faults:
+        unknown = set(spec) - FAULT_KEYS
+        if unknown:
+            raise ConfigError(f"unknown fault fields: {sorted(unknown)}; known: {sorted(FAULT_KEYS)}")
+        faults = cls()
+        for name in ("error_rate", "drop_before_rate", "drop_after_rate"):
+            if name in spec:
+                value = spec[name]
+                if not _nonneg_number(value) or value > 1:
+                    raise ConfigError(f"{name} must be a number in [0, 1]")
+                setattr(faults, name, float(value))
+        if faults.error_rate + faults.drop_before_rate > 1:
+            raise ConfigError("error_rate + drop_before_rate must not exceed 1")
+        if "error_statuses" in spec:
+            statuses = spec["error_statuses"]
+            if not (isinstance(statuses, list) and statuses
+                    and all(_pos_int(s) and 500 <= s <= 599 for s in statuses)):
+                raise ConfigError("error_statuses must be a non-empty list of 5xx codes")
+            faults.error_statuses = tuple(statuses)
+        if "latency_ms" in spec:
+            if not _nonneg_number(spec["latency_ms"]):
+                raise ConfigError("latency_ms must be a number >= 0")
+            faults.latency_ms = float(spec["latency_ms"])
+        if spec.get("storm") is not None:
+            storm = spec["storm"]
+            duration = storm.get("duration_s") if isinstance(storm, dict) else None
+            if not _nonneg_number(duration):
+                raise ConfigError('storm must be {"duration_s": number >= 0}')
+            faults.storm_duration_s = float(duration)
+            faults.storm_until = now + float(duration)
+        if "vendors" in spec:
+            vendors = spec["vendors"]
+            if isinstance(vendors, str):
+                vendors = [vendors]
+            if not (isinstance(vendors, list) and set(vendors) <= set(VENDORS)):
+                raise ConfigError(f"vendors must be a subset of {list(VENDORS)}")
+            faults.vendors = tuple(vendors)
+        if spec.get("seed") is not None:
+            if not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool):
+                raise ConfigError("seed must be an int")
+            faults.seed = spec["seed"]
+        faults.rng = random.Random(faults.seed)
+        return faults
+
+    def active(self) -> bool:
+        return bool(
+            self.error_rate or self.latency_ms or self.drop_before_rate or self.drop_after_rate
+            or self.storm_until > time.time()
+        )
+
+    def describe(self, now: float) -> dict:
+        return {
+            "error_rate": self.error_rate,
+            "error_statuses": list(self.error_statuses),
+            "storm": {"duration_s": self.storm_duration_s, "remaining_s": max(0.0, self.storm_until - now)}
+            if self.storm_duration_s
+            else None,
+            "latency_ms": self.latency_ms,
+            "drop_before_rate": self.drop_before_rate,
+            "drop_after_rate": self.drop_after_rate,
+            "vendors": list(self.vendors),
+            "seed": self.seed,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics per vendor endpoint
+# --------------------------------------------------------------------------------------------
+class EndpointStats:
+    __slots__ = ("accepted", "entities", "rejected", "errors", "by_source")
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.entities: Counter = Counter()
+        self.rejected: Counter = Counter()  # by HTTP status
+        self.errors: Counter = Counter()  # by vendor error code (Sailthru)
+        self.by_source: Counter = Counter()
+
+    def as_dict(self) -> dict:
+        return {
+            "accepted": self.accepted,
+            "distinct_entities": len(self.entities),
+            "duplicates": {str(k): n for k, n in self.entities.items() if n > 1},
+            "rejected": {str(k): n for k, n in sorted(self.rejected.items())},
+            "error_codes": {str(k): n for k, n in sorted(self.errors.items())},
+            "by_source": dict(self.by_source),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The state
+# --------------------------------------------------------------------------------------------
+class EmulatorState:
+    def __init__(self, base_config: dict | None = None) -> None:
+        self.lock = threading.RLock()
+        self.generation = 0
+        self._base_config = copy.deepcopy(base_config or {})
+        # Validate the base configuration once, up front.
+        self.reset()
+
+    # ---- configuration ----------------------------------------------------------------------
+    def reset(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.started_at = time.time()
+            self.config = default_config()
+            self._seq = itertools.count(1)
+            self.records: list[dict] = []
+            self.endpoint_stats: dict[tuple[str, str], EndpointStats] = {}
+            self.vendor_rejected: dict[str, Counter] = {v: Counter() for v in VENDORS}
+            self.faults = Faults()
+            self.fault_counts: Counter = Counter()
+            self.fault_counts_by_vendor: dict[str, Counter] = {v: Counter() for v in VENDORS}
+            self.consent_reversals: list[dict] = []
+            # Sendlane
+            self.sendlane_limiters: dict[str, SlidingWindow] = {}
+            self.sendlane_errors: dict[str, deque] = {}
+            self.sendlane_locked_until: dict[str, float] = {}
+            self.sendlane_lockouts: Counter = Counter()
+            self.sendlane_locked_rejections: Counter = Counter()
+            # (account, list_id) -> email -> contact
+            self.contacts: dict[tuple[str, str], dict[str, dict]] = {}
+            self.unsubscribed: dict[str, dict[str, dict]] = {}  # account -> email -> entry
+            # Sailthru
+            self.sailthru_limiters: dict[tuple[str, str], FixedWindow] = {}
+            self.purchases: dict[str, dict] = {}
+            self.purchases_by_extid: dict[str, list[str]] = {}
+            self.returns: list[dict] = []
+            self.content: dict[str, dict] = {}
+            self.content_by_url: dict[str, str] = {}
+            self.content_by_sku: dict[str, str] = {}
+            self.users: dict[str, dict] = {}
+            self.user_index: dict[str, dict[str, str]] = {"email": {}, "extid": {}}
+            self.jobs: dict[str, dict] = {}
+            self._ids = itertools.count(1)
+            self._reindex()
+            if self._base_config:
+                self.configure(copy.deepcopy(self._base_config))
+
+    def configure(self, updates: dict) -> dict:
+        if not isinstance(updates, dict):
+            raise ConfigError("config must be a JSON object")
+        unknown = set(updates) - set(CONFIG_SPEC)
+        if unknown:
+            raise ConfigError(f"unknown config fields: {sorted(unknown)}; known: {sorted(CONFIG_SPEC)}")
+        for key, value in updates.items():
+            check, description = CONFIG_SPEC[key]
+            if not check(value):
+                raise ConfigError(f"{key} must be {description}")
+        with self.lock:
+            merged_accounts = {}
+            for key, fields_ in (
+                ("sendlane_accounts", {"api_token", "integration_token"}),
+                ("sailthru_accounts", {"api_key", "secret"}),
+            ):
+                if key not in updates:
+                    continue
+                accounts = copy.deepcopy(self.config[key])
+                for name, account in updates[key].items():
+                    accounts.setdefault(name, {}).update(account)
+                    if set(accounts[name]) != fields_:
+                        raise ConfigError(f"{key}[{name!r}] needs {sorted(fields_)}")
+                merged_accounts[key] = accounts
+            for key, value in updates.items():
+                if key == "sendlane_unsubscribed":
+                    for entry in value:
+                        self._add_unsubscribed(entry)
+                elif key in merged_accounts:
+                    self.config[key] = merged_accounts[key]
+                elif key == "sailthru_rate_limits":
+                    # A bare method ("POST") sets that method's limit for every endpoint: it drops the
+                    # per-endpoint limits of that method unless the same update names them again.
+                    limits = self.config[key]
+                    for method in [k for k in value if " " not in k]:
+                        for existing in [k for k in limits if k.startswith(method + " ")]:
+                            del limits[existing]
+                    limits.update(value)
+                else:
+                    self.config[key] = copy.deepcopy(value)
+            self._reindex()
+            return self.public_config()
+
+    def _reindex(self) -> None:
+        cfg = self.config
+        self.sendlane_by_token = {a["api_token"]: name for name, a in cfg["sendlane_accounts"].items()}
+        self.sailthru_by_key = {a["api_key"]: name for name, a in cfg["sailthru_accounts"].items()}
+        self.templates = set(cfg["sailthru_templates"])
+        self.opted_out = {e.strip().lower() for e in cfg["sailthru_opted_out"]}
+
+    def public_config(self) -> dict:
+        cfg = copy.deepcopy(self.config)
+        cfg.pop("sendlane_unsubscribed", None)
+        return cfg
+
+    def _add_unsubscribed(self, entry, account: str | None = None, source: str = "control") -> None:
+        if isinstance(entry, str):
+            entry = {"email": entry}
+        account = entry.get("account") or account or DEFAULT_SENDLANE_ACCOUNT
+        email = entry["email"].strip().lower()
+        book = self.unsubscribed.setdefault(account, {})
+        existing = book.get(email)
+        list_id = entry.get("list_id")
+        if existing is None:
+            existing = book[email] = {
+                "email": email,
+                "unsubscribed_at": entry.get("unsubscribed_at") or iso_utc(time.time()),
+                "list_ids": None if list_id is None else set(),
+                "source": source,
+            }
+        if list_id is None:
+            existing["list_ids"] = None  # unsubscribed from everything
+        elif existing["list_ids"] is not None:
+            existing["list_ids"].add(str(list_id))
+
+    # ---- records ------------------------------------------------------------------------------
+    def new_id(self) -> str:
+        """A 24-hex id, like the vendors' object ids."""
+        return f"{int(self.started_at):08x}{next(self._ids):016x}"
+
+    def stats_for(self, vendor: str, endpoint: str) -> EndpointStats:
+        key = (vendor, endpoint)
+        stats = self.endpoint_stats.get(key)
+        if stats is None:
+            stats = self.endpoint_stats[key] = EndpointStats()
+        return stats
+
+    def record(
+        self,
+        vendor: str,
+        account: str | None,
+        method: str,
+        endpoint: str,
+        entity_type: str | None,
+        entity_ids: list,
+        body,
+        *,
+        source: str = "api",
+        status: int = 200,
+        extra: dict | None = None,
+    ) -> dict:
+        entity_ids = [str(e) for e in entity_ids if e is not None]
+        rec = {
+            "seq": next(self._seq),
+            "vendor": vendor,
+            "account": account,
+            "method": method,
+            "endpoint": endpoint,
+            "entity_type": entity_type,
+            "entity_id": entity_ids[0] if entity_ids else None,
+            "entity_ids": entity_ids,
+            "status": status,
+            "source": source,
+            "body": copy.deepcopy(body) if self.config["record_bodies"] else None,
+            "received_at": time.time(),
+        }
+        if extra:
+            rec.update(extra)
+        self.records.append(rec)
+        stats = self.stats_for(vendor, f"{method} {endpoint}")
+        stats.accepted += 1
+        stats.by_source[source] += 1
+        for entity in entity_ids:
+            stats.entities[entity] += 1
+        return rec
+
+    def reject(self, vendor: str, endpoint: str | None, status: int, code=None) -> None:
+        self.vendor_rejected[vendor][status] += 1
+        if endpoint is not None:
+            stats = self.stats_for(vendor, endpoint)
+            stats.rejected[status] += 1
+            if code is not None:
+                stats.errors[code] += 1
+
+    def consent_reversal(self, vendor: str, email: str, detail: str, seq: int | None) -> None:
+        self.consent_reversals.append(
+            {"vendor": vendor, "email": email, "detail": detail, "seq": seq, "at": time.time()}
+        )
+
+    # ---- inspection ---------------------------------------------------------------------------
+    def query_records(self, filters: dict) -> list[dict]:
+        with self.lock:
+            records = list(self.records)
+        for key in ("vendor", "endpoint", "method", "source", "account", "entity_type"):
+            value = filters.get(key)
+            if value:
+                if key == "endpoint":
+                    value = value if value.startswith("/") else "/" + value
+                if key == "method":
+                    value = value.upper()
+                records = [r for r in records if r[key] == value]
+        entity_id = filters.get("entity_id")
+        if entity_id:
+            records = [r for r in records if entity_id in r["entity_ids"]]
+        since = filters.get("since_seq")
+        if since:
+            records = [r for r in records if r["seq"] > int(since)]
+        return records
+
+    def summary(self) -> dict:
+        now = time.time()
+        with self.lock:
+            vendors: dict = {v: {"accepted": 0, "endpoints": {}, "rejected": {}} for v in VENDORS}
+            for (vendor, endpoint), stats in sorted(self.endpoint_stats.items()):
+                vendors[vendor]["endpoints"][endpoint] = stats.as_dict()
+                vendors[vendor]["accepted"] += stats.accepted
+            for vendor in VENDORS:
+                rejected = sorted(self.vendor_rejected[vendor].items())
+                vendors[vendor]["rejected"] = {str(k): n for k, n in rejected}
+            cfg = self.config
+            sendlane_limits = {}
+            accounts = (set(self.sendlane_limiters) | set(self.sendlane_lockouts)
+                        | set(self.sendlane_locked_until))
+            for account in sorted(accounts):
+                lim = self.sendlane_limiters.get(account) or SlidingWindow()
+                sendlane_limits[account] = {
+                    "limit": cfg["sendlane_rate_limit"],
+                    "window_s": cfg["sendlane_rate_window_s"],
+                    "admitted": lim.admitted,
+                    "over_limit_rejections": lim.over_limit,
+                    "max_in_window": lim.max_in_window,
+                    "lockouts": self.sendlane_lockouts.get(account, 0),
+                    "locked_rejections": self.sendlane_locked_rejections.get(account, 0),
+                    "locked_for_s": max(0.0, self.sendlane_locked_until.get(account, 0.0) - now),
+                }
+            sailthru_limits: dict = {}
+            for (account, key), lim in sorted(self.sailthru_limiters.items()):
+                sailthru_limits.setdefault(account, {})[key] = {
+                    "limit": sailthru_limit(cfg, key),
+                    "window_s": cfg["sailthru_rate_window_s"],
+                    "admitted": lim.admitted,
+                    "over_limit_rejections": lim.over_limit,
+                    "max_in_window": lim.max_in_window,
+                }
+            jobs = Counter(job["status"] for job in self.jobs.values())
+            return {
+                "total_accepted": len(self.records),
+                "vendors": vendors,
+                "rate_limits": {
+                    "enabled": cfg["rate_limits_enabled"],
+                    "sendlane": sendlane_limits,
+                    "sailthru": sailthru_limits,
+                },
+                "faults": {
+                    "active": self.faults.describe(now),
+                    "injected": dict(self.fault_counts),
+                    "injected_by_vendor": {v: dict(c) for v, c in self.fault_counts_by_vendor.items()},
+                },
+                "jobs": dict(jobs),
+                "consent_reversals": list(self.consent_reversals),
+            }
+
+
+def sailthru_limit(config: dict, key: str) -> int:
+    limits = config["sailthru_rate_limits"]
+    if key in limits:
+        return limits[key]
+    method = key.split(" ", 1)[0]
+    return limits.get(method, 40)

@@ -1,0 +1,205 @@
+"""Exactly-once delivery, proven against the emulator (the vendors' stand-in is the judge).
+
+(1) a full sync under injected 500s, a 429 storm and connections dropped after acceptance;
+(2) a delivery process killed with SIGKILL mid-batch, then rerun;
+(3) two concurrent runs on one Sendlane account never exceed its budget;
+(4) a rerun of a finished interval sends nothing.
+
+Sendlane has no lookup endpoint, so deliveries whose outcome is unknown are held; the tests then
+reconcile them the way an operator would, from the vendor's record of what it received (here the
+emulator's inspection API stands in for the vendor's export), and assert the end state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+
+from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
+from storesync.core.windows import Window
+from storesync.delivery.ledger import ACCEPTED, UNKNOWN, Ledger
+from storesync.pipeline.jobs import run_nightly
+from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+END = datetime(2026, 11, 20)
+WINDOW = Window(END - timedelta(days=3), END)
+
+
+def make_settings(tmp_path, emulator, **sendlane_overrides) -> Settings:
+    sendlane = dict(base_url=emulator.sendlane_url, api_token=emulator.sendlane_api_token,
+                    integration_token=emulator.sendlane_integration_token, budget_per_minute=6000)
+    sendlane.update(sendlane_overrides)
+    return Settings(
+        warehouse_url=f"sqlite:///{tmp_path / 'store.db'}",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        concurrency=8,
+        sendlane=SendlaneSettings(**sendlane),
+        sailthru=SailthruSettings(base_url=emulator.sailthru_url, api_key=emulator.sailthru_api_key,
+                                  secret=emulator.sailthru_secret, budget_per_minute=6000),
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    generate_demo_store(f"sqlite:///{tmp_path / 'store.db'}",
+                        DemoStoreSpec(orders=400, seed=11, end=END, days=12, bad_share=0.0))
+    return tmp_path
+
+
+def fast_clients():
+    """Clients whose in-line retries are quick, so faults cost seconds, not minutes."""
+    from storesync.clients.http import RetryPolicy
+    from storesync.pipeline.senders import default_sailthru_client, default_sendlane_client
+
+    policy = RetryPolicy(max_attempts=6, base_backoff_s=0.05, max_backoff_s=0.5)
+
+    def sendlane(settings):
+        client = default_sendlane_client(settings, "acct")
+        client.retry_policy = policy
+        return client
+
+    def sailthru(settings):
+        client = default_sailthru_client(settings)
+        client.retry_policy = policy
+        return client
+
+    return {"sendlane": sendlane, "sailthru": sailthru}
+
+
+def accepted_at_vendor(emulator) -> Counter:
+    """(vendor, endpoint, entity) -> times the vendor accepted it (writes only)."""
+    seen = Counter()
+    for record in emulator.requests():
+        if record["method"] != "POST":
+            continue
+        for entity in record.get("entity_ids") or [record.get("entity_id")]:
+            seen[(record["vendor"], record["endpoint"], str(entity))] += 1
+    return seen
+
+
+def reconcile_from_vendor_record(ledger: Ledger, emulator) -> None:
+    """What an operator does with held deliveries: the vendor's export decides."""
+    seen = accepted_at_vendor(emulator)
+    held = ledger.in_state(UNKNOWN)
+    found = [d.id for d in held if seen[(d.vendor, d.endpoint, d.entity_id)]]
+    missing = [d.id for d in held if not seen[(d.vendor, d.endpoint, d.entity_id)]]
+    ledger.mark_accepted(found, reason="reconciled from vendor export")
+    ledger.requeue(missing, reset_attempts=False)
+
+
+def assert_exactly_once(ledger: Ledger, emulator) -> None:
+    seen = accepted_at_vendor(emulator)
+    duplicates = {k: n for k, n in seen.items() if n > 1}
+    assert duplicates == {}, f"sent more than once: {list(duplicates.items())[:5]}"
+    with ledger.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from storesync.delivery.ledger import deliveries
+
+        rows = conn.execute(select(deliveries.c.vendor, deliveries.c.endpoint, deliveries.c.entity_id,
+                                   deliveries.c.state)).all()
+    states = Counter(r.state for r in rows)
+    assert states == Counter({ACCEPTED: len(rows)}), f"not everything was accepted: {states}"
+    owed = {(r.vendor, r.endpoint, r.entity_id) for r in rows}
+    assert owed == set(seen), (
+        f"lost: {list(owed - set(seen))[:5]}; unexpected at vendor: {list(set(seen) - owed)[:5]}")
+
+
+def test_full_sync_under_faults_delivers_every_event_exactly_once(store, emulator):
+    settings = make_settings(store, emulator)
+    emulator.configure(rate_limits_enabled=False)
+    emulator.set_faults(error_rate=0.2, drop_after_rate=0.05, storm={"duration_s": 1.5}, seed=3)
+    summary = run_nightly(settings, WINDOW, run_id="faulty-1", client_factories=fast_clients())
+    assert sum(d["requests"] for d in summary["deliveries"].values()) > 300
+    faults = emulator.summary()["faults"]["injected"]
+    assert faults.get("error", 0) + faults.get("error_rate", 0) > 0 and faults.get("drop_after", 0) > 0
+    emulator.clear_faults()
+    ledger = Ledger(settings.ledger_url)
+    # Sailthru resolved its unknowns by lookup; Sendlane's are held until reconciled.
+    assert {d.vendor for d in ledger.in_state(UNKNOWN)} <= {"sendlane"}
+    reconcile_from_vendor_record(ledger, emulator)
+    run_nightly(settings, WINDOW, run_id="faulty-2", client_factories=fast_clients())
+    assert_exactly_once(ledger, emulator)
+
+
+def test_sigkill_mid_batch_then_rerun(store, emulator):
+    settings = make_settings(store, emulator)
+    emulator.configure(rate_limits_enabled=False)
+    emulator.set_faults(latency_ms=15, seed=5)
+    script = textwrap.dedent(f"""
+        from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
+        from storesync.core.windows import Window
+        from storesync.pipeline.jobs import run_nightly
+        from datetime import datetime
+        s = Settings(warehouse_url={settings.warehouse_url!r}, ledger_url={settings.ledger_url!r}, concurrency=8,
+            sendlane=SendlaneSettings(base_url={emulator.sendlane_url!r}, api_token={emulator.sendlane_api_token!r},
+                integration_token={emulator.sendlane_integration_token!r}, budget_per_minute=6000),
+            sailthru=SailthruSettings(base_url={emulator.sailthru_url!r}, api_key={emulator.sailthru_api_key!r},
+                secret={emulator.sailthru_secret!r}, budget_per_minute=6000))
+        run_nightly(s, Window({WINDOW.start.isoformat()!r}, {WINDOW.end.isoformat()!r}), run_id="killed")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+    ledger = Ledger(settings.ledger_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and ledger.counts().get(ACCEPTED, 0) < 40:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    counts = ledger.counts()
+    assert counts.get(ACCEPTED, 0) >= 40 and sum(counts.values()) > counts[ACCEPTED], counts
+    emulator.clear_faults()
+    run_nightly(settings, WINDOW, run_id="after-kill")
+    reconcile_from_vendor_record(ledger, emulator)
+    run_nightly(settings, WINDOW, run_id="after-reconcile")
+    assert_exactly_once(ledger, emulator)
+
+
+def test_two_concurrent_runs_on_one_account_never_exceed_its_budget(store, emulator):
+    limit, window_s = 25, 2.0
+    emulator.configure(sendlane_rate_limit=limit, sendlane_rate_window_s=window_s)
+    settings = make_settings(store, emulator, budget_per_minute=limit, budget_window_s=window_s)
+    small = Window(END - timedelta(hours=30), END)
+    # Two processes, two different syncs, one Sendlane account, one ledger database.
+    script = textwrap.dedent("""
+        import sys
+        from storesync.core.config import SendlaneSettings, Settings
+        from storesync.core.windows import Window
+        from storesync.pipeline.jobs import open_context, plan_entity, deliver_vendor
+        entity = sys.argv[1]
+        s = Settings(warehouse_url=%r, ledger_url=%r, concurrency=4,
+            sendlane=SendlaneSettings(base_url=%r, api_token=%r, integration_token=%r,
+                                      budget_per_minute=%d, budget_window_s=%r))
+        ctx = open_context(s, run_id="concurrent-" + entity, sync_name=entity, vendors=["sendlane"])
+        plan_entity(ctx, entity, Window(%r, %r))
+        report = deliver_vendor(ctx, "sendlane")
+        assert report["accepted"] > 0, report
+    """) % (settings.warehouse_url, settings.ledger_url, emulator.sendlane_url, emulator.sendlane_api_token,
+            emulator.sendlane_integration_token, limit, window_s, small.start.isoformat(), small.end.isoformat())
+    procs = [subprocess.Popen([sys.executable, "-c", script, entity]) for entity in ("orders", "checkouts")]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0
+    stats = emulator.summary()["rate_limits"]["sendlane"]
+    account = next(iter(stats.values()))
+    assert account["admitted"] > 2 * limit, "the runs were too small to test the budget"
+    assert account["over_limit_rejections"] == 0
+    assert account["max_in_window"] <= limit
+
+
+def test_rerun_of_a_finished_interval_sends_nothing(store, emulator):
+    settings = make_settings(store, emulator)
+    emulator.configure(rate_limits_enabled=False)
+    first = run_nightly(settings, WINDOW, run_id="first")
+    assert sum(d["requests"] for d in first["deliveries"].values()) > 100
+    before = len(emulator.requests())
+    again = run_nightly(settings, WINDOW, run_id="rerun")
+    assert sum(d["requests"] for d in again["deliveries"].values()) == 0
+    assert len(emulator.requests()) == before
+    assert_exactly_once(Ledger(settings.ledger_url), emulator)
