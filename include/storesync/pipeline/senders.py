@@ -3,9 +3,10 @@
 Unknown outcomes (the request left, no answer came back) follow the vendor's policy, set in
 configuration (``unknown_outcome``):
 
-- Sailthru purchases: ``lookup`` — a signed ``GET /purchase`` by ``purchase_keys.extid`` tells
-  whether the vendor recorded it; found → accepted, not found → sent again. Profiles and content
-  are upserts keyed by the person or URL: sending them again changes nothing, so not found → send.
+- Sailthru: ``lookup`` — purchases (and carts, which carry a per-version extid) by a signed
+  ``GET /purchase`` on ``purchase_keys.extid``; content and profiles by ``GET /content`` and
+  ``GET /user``, comparing what we sent with what the vendor holds. Found → accepted, not found →
+  sent again.
 - Sendlane: ``hold`` — no endpoint tells whether an event arrived, and a second order-placed may
   count revenue twice, so the delivery is held as ``unknown`` for reconciliation
   (``storesync reconcile``) and reported; ``resend`` trusts Sendlane's documented event+id
@@ -62,14 +63,44 @@ class SailthruSender:
     def resolve_unknown(self, delivery: Delivery) -> bool | None:
         if self.settings.unknown_outcome == "hold":
             return None
-        if delivery.endpoint in self.UPSERT_ENDPOINTS:
-            return False
-        extid = (delivery.payload.get("purchase_keys") or {}).get("extid") or delivery.payload.get("extid")
-        if delivery.endpoint == "/purchase" and extid and not delivery.payload.get("incomplete"):
-            return self.client.lookup_purchase(str(extid)) is not None
-        if delivery.endpoint == "/purchase" and delivery.payload.get("incomplete"):
-            return False  # a cart is replaced whole by the next incomplete purchase: safe to send again
+        payload = delivery.payload
+        if delivery.endpoint == "/purchase":
+            extid = (payload.get("purchase_keys") or {}).get("extid") or payload.get("extid")
+            if not extid:
+                return None
+            found = self.client.lookup_purchase(str(extid))
+            return found is not None
+        if delivery.endpoint == "/content":
+            current = self._lookup("content", {"url": payload["url"]})
+            return current is not None and _contains(current.get("content", current), payload,
+                                                     ("title", "price", "url"))
+        if delivery.endpoint == "/user":
+            current = self._lookup("user", {"id": payload["id"], "key": payload.get("key", "email")})
+            return current is not None and _contains(current, payload, ("vars", "optout_email"))
         return None
+
+    def _lookup(self, endpoint: str, data: dict) -> dict | None:
+        """The vendor's current state of an upserted object, or None when it has none."""
+        from storesync.core.errors import PermanentError as NotFound
+
+        try:
+            return self.client.get(endpoint, data)
+        except NotFound:
+            return None
+
+
+def _contains(current: dict, sent: dict, fields: tuple[str, ...]) -> bool:
+    """Does the vendor's current object already hold what we sent (for these fields)?"""
+    for name in fields:
+        if name not in sent:
+            continue
+        want, have = sent[name], current.get(name)
+        if isinstance(want, dict):
+            if not isinstance(have, dict) or any(have.get(k) != v for k, v in want.items()):
+                return False
+        elif have != want:
+            return False
+    return True
 
 
 def default_sendlane_client(settings: SendlaneSettings, account: str, limiter_engine=None):

@@ -175,6 +175,9 @@ class SailthruTarget(_BaseTarget):
 
         endpoint, payload = self._safely(sailthru.map_incomplete_purchase, event, self.settings.sailthru)
         version = "cleared" if event.completed else content_version(payload)
+        if endpoint != "/_invalid":
+            # A key per cart version lets an unknown outcome be looked up like a purchase.
+            payload["purchase_keys"] = {"extid": f"cart-{event.checkout_id}-{version[:12]}"}
         # One cart per person at Sailthru: order a person's cart updates.
         return [self._planned("incomplete_purchase", event.checkout_id, version, endpoint, payload,
                               ordering_key=f"cart:{(event.email or event.checkout_id)}",

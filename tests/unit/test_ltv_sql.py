@@ -1,0 +1,427 @@
+"""Historic LTV and the RFM summary in the warehouse, on SQLite and PostgreSQL.
+
+Expected numbers are worked out by hand below (written as the arithmetic), never by the code
+under test; the RFM summary and the predictions are checked against ``lifetimes`` as an oracle.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, insert, select, update
+
+from storesync.ltv import (
+    LTV_TABLE,
+    PROFILE_FIELDS,
+    OrderSource,
+    compute_historic_ltv,
+    ltv_profile_fields,
+    predict_ltv,
+    rfm_summary,
+    run_ltv,
+)
+from storesync.ltv.tables import ltv_tables
+from storesync.warehouse import schema
+
+AS_OF = date(2024, 3, 10)
+D = Decimal
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = create_engine(db_url)
+    schema.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+class Store:
+    """Builds orders and their status history; orders.status is always the CURRENT status."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._history_ids = itertools.count(1)
+
+    def order(self, order_id, customer_id, total, created_at, *history, current=None):
+        """history: (status, changed_at) pairs in the order written; current: orders.status
+        when there is no history (else the last history status)."""
+        status = history[-1][0] if history else current
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(schema.orders).values(
+                    order_id=order_id,
+                    customer_id=customer_id,
+                    email=f"c{customer_id}@example.com",
+                    status=status,
+                    currency="USD",
+                    subtotal=D(total),
+                    total_tax=D("0.00"),
+                    total_discounts=D("0.00"),
+                    total=D(total),
+                    created_at=created_at,
+                    updated_at=history[-1][1] if history else created_at,
+                )
+            )
+            for st, at in history:
+                self.change(order_id, st, at, conn=conn)
+
+    def change(self, order_id, status, changed_at, conn=None):
+        def run(c):
+            c.execute(
+                insert(schema.order_status_history).values(
+                    history_id=next(self._history_ids),
+                    order_id=order_id,
+                    status=status,
+                    changed_at=changed_at,
+                )
+            )
+            c.execute(
+                update(schema.orders)
+                .where(schema.orders.c.order_id == order_id)
+                .values(status=status, updated_at=changed_at)
+            )
+
+        if conn is not None:
+            run(conn)
+        else:
+            with self.engine.begin() as c:
+                run(c)
+
+
+def dt(day, hour=12, minute=0, second=0, month=3):
+    return datetime(2024, month, day, hour, minute, second)
+
+
+def build_store(engine) -> Store:
+    s = Store(engine)
+    # Customer 1: a refund, two orders on one day, a cancellation AFTER as_of, an order in the
+    # last second of as_of, and one just after the cutoff.
+    s.order(101, 1, "100.00", dt(1, 10), ("pending", dt(1, 10)), ("completed", dt(2, 9)))
+    s.order(102, 1, "50.50", dt(5, 9), ("pending", dt(5, 9)), ("refunded", dt(8, 15)))
+    s.order(103, 1, "20.25", dt(5, 18), ("pending", dt(5, 18)), ("completed", dt(6, 8)))
+    s.order(104, 1, "30.00", dt(9, 12), ("pending", dt(9, 12)), ("cancelled", dt(12, 9)))  # after as_of
+    s.order(105, 1, "10.00", dt(10, 23, 59, 59), ("pending", dt(10, 23, 59, 59)))
+    s.order(106, 1, "999.00", dt(11, 0, 0, 0), ("pending", dt(11, 0, 0, 0)))  # after the cutoff
+    # Customer 2: a failed order, and a cancelled one.
+    feb20 = dt(20, 9, month=2)
+    s.order(201, 2, "80.00", feb20, ("pending", feb20), ("failed", feb20 + timedelta(hours=1)))
+    s.order(202, 2, "40.00", dt(3, 14), ("pending", dt(3, 14)), ("cancelled", dt(4, 8)))
+    # Customer 3: only a failed order.
+    s.order(301, 3, "60.00", dt(2, 11), ("pending", dt(2, 11)), ("failed", dt(2, 11, 5)))
+    # Customer 4: a refund after as_of (still pending as of as_of).
+    s.order(401, 4, "15.99", dt(7, 10), ("pending", dt(7, 10)), ("completed", dt(7, 11)))
+    s.order(402, 4, "9.01", dt(8, 10), ("pending", dt(8, 10)), ("refunded", dt(15, 10)))  # after as_of
+    # Customer 5: one order without any history (its own status counts), one whose history
+    # starts after as_of (initial status "pending", not today's "refunded").
+    s.order(501, 5, "12.34", dt(4, 16), current="completed")
+    s.order(502, 5, "7.66", dt(9, 16), current="pending")
+    s.change(502, "refunded", dt(11, 1))
+    # Customer 6: two changes at the same instant: the later history row wins (refunded).
+    s.order(601, 6, "5.00", dt(6, 8), ("pending", dt(6, 8)), ("completed", dt(6, 9)), ("refunded", dt(6, 9)))
+    # An order without a customer is ignored.
+    s.order(901, None, "77.00", dt(6, 8), ("completed", dt(6, 8)))
+    return s
+
+
+def ltv_rows(engine, as_of=AS_OF) -> dict:
+    with engine.connect() as conn:
+        ltv, _ = ltv_tables(conn)
+        rows = conn.execute(select(ltv).where(ltv.c.as_of == as_of).order_by(ltv.c.customer_id)).mappings()
+        return {row["customer_id"]: dict(row) for row in rows}
+
+
+HISTORIC = (
+    "order_count",
+    "gross_revenue",
+    "net_revenue",
+    "avg_order_value",
+    "first_order_at",
+    "last_order_at",
+    "tenure_days",
+    "rfm_frequency",
+    "rfm_recency_days",
+    "rfm_t_days",
+)
+
+
+def test_historic_ltv_by_hand(engine):
+    build_store(engine)
+    written = compute_historic_ltv(engine, AS_OF)
+    rows = ltv_rows(engine)
+    assert written == 6
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+
+    c1 = rows[1]  # valid: 101, 103, 104 (pending as of as_of), 105; 102 refunded; 106 too late
+    assert c1["order_count"] == 4
+    assert c1["gross_revenue"] == D("100.00") + D("50.50") + D("20.25") + D("30.00") + D("10.00")
+    assert c1["net_revenue"] == D("100.00") + D("20.25") + D("30.00") + D("10.00")
+    assert c1["avg_order_value"] == D("40.06")  # 160.25 / 4 = 40.0625
+    assert c1["first_order_at"] == dt(1, 10)
+    assert c1["last_order_at"] == dt(10, 23, 59, 59)
+    assert c1["tenure_days"] == 10 - 1
+    # valid purchase days 03-01, 03-05, 03-09, 03-10: 3 repeat days
+    assert c1["rfm_frequency"] == 4 - 1
+    assert c1["rfm_recency_days"] == 10 - 1
+    assert c1["rfm_t_days"] == 10 - 1
+    assert c1["rfm_monetary"] == pytest.approx((20.25 + 30.00 + 10.00) / 3)
+
+    c2 = rows[2]  # 201 failed (left out entirely), 202 cancelled (gross only)
+    assert c2["order_count"] == 0
+    assert c2["gross_revenue"] == D("40.00")
+    assert c2["net_revenue"] == D("0.00")
+    assert c2["avg_order_value"] is None
+    assert c2["first_order_at"] == c2["last_order_at"] == dt(3, 14)
+    assert c2["tenure_days"] == 10 - 3
+    assert c2["rfm_frequency"] is None and c2["rfm_t_days"] is None and c2["rfm_monetary"] is None
+
+    c3 = rows[3]  # only failed orders: a row of zeros
+    assert (c3["order_count"], c3["gross_revenue"], c3["net_revenue"]) == (0, D("0.00"), D("0.00"))
+    assert c3["first_order_at"] is None and c3["tenure_days"] is None and c3["rfm_frequency"] is None
+
+    c4 = rows[4]  # 402's refund comes after as_of: both orders count
+    assert c4["order_count"] == 2
+    assert c4["gross_revenue"] == c4["net_revenue"] == D("15.99") + D("9.01")
+    assert c4["avg_order_value"] == D("12.50")  # 25.00 / 2
+    assert (c4["rfm_frequency"], c4["rfm_recency_days"], c4["rfm_t_days"]) == (1, 8 - 7, 10 - 7)
+    assert c4["rfm_monetary"] == pytest.approx(9.01)
+
+    c5 = rows[5]  # 501: no history, own status completed; 502: history starts later -> pending
+    assert c5["order_count"] == 2
+    assert c5["gross_revenue"] == c5["net_revenue"] == D("12.34") + D("7.66")
+    assert c5["avg_order_value"] == D("10.00")
+    assert (c5["rfm_frequency"], c5["rfm_recency_days"], c5["rfm_t_days"]) == (1, 9 - 4, 10 - 4)
+
+    c6 = rows[6]  # refunded (tie on changed_at broken by the later history row)
+    assert (c6["order_count"], c6["gross_revenue"], c6["net_revenue"]) == (0, D("5.00"), D("0.00"))
+    assert c6["rfm_frequency"] is None
+
+
+def test_rerun_is_idempotent_and_backfill_reproduces_the_day(engine):
+    store = build_store(engine)
+    compute_historic_ltv(engine, AS_OF)
+    first = ltv_rows(engine)
+    compute_historic_ltv(engine, AS_OF)
+    assert ltv_rows(engine) == first
+
+    # Later: new orders and status changes arrive.
+    store.change(101, "refunded", dt(13, 10))
+    store.change(103, "cancelled", dt(14, 10))
+    store.order(107, 1, "44.00", dt(13, 9), ("pending", dt(13, 9)), ("completed", dt(13, 10)))
+    store.order(701, 7, "19.00", dt(12, 9), ("completed", dt(12, 9)))
+    later = date(2024, 3, 15)
+    compute_historic_ltv(engine, later)
+    compute_historic_ltv(engine, AS_OF)  # the backfill of the earlier day
+
+    assert ltv_rows(engine) == first
+    now = ltv_rows(engine, later)
+    # Customer 1 as of 03-15: valid 105 (pending), 106 (pending), 107; 101/102 refunded, 103/104 cancelled
+    assert now[1]["order_count"] == 3
+    assert now[1]["gross_revenue"] == D("100.00") + D("50.50") + D("20.25") + D("30.00") + D("10.00") + D(
+        "999.00"
+    ) + D("44.00")
+    assert now[1]["net_revenue"] == D("10.00") + D("999.00") + D("44.00")
+    # valid days 03-10, 03-11, 03-13
+    rfm = (now[1]["rfm_frequency"], now[1]["rfm_recency_days"], now[1]["rfm_t_days"])
+    assert rfm == (2, 13 - 10, 15 - 10)
+    assert now[4]["net_revenue"] == D("15.99")  # 402 refunded on 03-15 10:00, before the 03-15 cutoff
+    assert sorted(now) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_source_is_a_parameter(engine):
+    """A user's own relation: labels map its columns onto the names LTV needs."""
+    build_store(engine)
+    o = schema.orders
+    custom = (
+        select(
+            o.c.order_id,
+            o.c.customer_id,
+            o.c.status,
+            o.c.subtotal.label("total"),
+            o.c.created_at,
+        )
+        .where(o.c.customer_id == 4)
+        .subquery("my_orders")
+    )
+    source = OrderSource(
+        orders=custom,
+        status_history=None,  # no history: current statuses (402 is refunded now)
+        excluded_statuses=("failed",),
+        reversed_statuses=("refunded",),
+    )
+    compute_historic_ltv(engine, AS_OF, source)
+    rows = ltv_rows(engine)
+    assert list(rows) == [4]
+    assert rows[4]["order_count"] == 1
+    assert rows[4]["gross_revenue"] == D("15.99") + D("9.01")
+    assert rows[4]["net_revenue"] == D("15.99")
+
+
+# ----------------------------------------------------------------- generated store, with oracles
+def generate_transactions(seed=7, customers=250, start=date(2023, 1, 1), days=180):
+    """A BG/NBD-like population: Poisson purchases, a drop-out chance after each purchase,
+    gamma-distributed spend; a few failed/cancelled orders the oracle must not see."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    order_id = 1
+    for cid in range(1, customers + 1):
+        lam = rng.gamma(0.8, 1 / 10)  # purchases per day
+        drop = rng.beta(1.0, 4.0)
+        spend = rng.gamma(6.0, 1 / 6.0) * 30
+        t = rng.uniform(0, days * 0.6)
+        alive = True
+        while alive and t < days + 20:  # some orders fall after as_of
+            created = datetime.combine(start, datetime.min.time()) + timedelta(days=float(t))
+            created = created.replace(microsecond=0)
+            total = round(float(rng.gamma(4.0, spend / 4.0)) + 1.0, 2)
+            status = rng.choice(["completed", "completed", "completed", "fulfilled", "failed", "cancelled"])
+            rows.append((order_id, cid, created, total, str(status)))
+            order_id += 1
+            if rng.random() < 0.25:  # a second order on the same day sometimes
+                rows.append((order_id, cid, created + timedelta(minutes=7), round(total / 2, 2), "completed"))
+                order_id += 1
+            alive = rng.random() > drop
+            t += rng.exponential(1 / max(lam, 1e-3))
+    return rows
+
+
+def load_transactions(engine, rows):
+    orders, history = [], []
+    for order_id, cid, created, total, status in rows:
+        orders.append(
+            dict(
+                order_id=order_id,
+                customer_id=cid,
+                email=None,
+                status=status,
+                currency="USD",
+                subtotal=D(str(total)),
+                total_tax=D("0"),
+                total_discounts=D("0"),
+                total=D(str(total)),
+                created_at=created,
+                updated_at=created,
+            )
+        )
+        history.append(dict(history_id=order_id, order_id=order_id, status=status, changed_at=created))
+    with engine.begin() as conn:
+        conn.execute(insert(schema.orders), orders)
+        conn.execute(insert(schema.order_status_history), history)
+
+
+def oracle_summary(rows, as_of, multiplier):
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    cutoff = datetime.combine(as_of, datetime.min.time()) + timedelta(days=1)
+    valid = [r for r in rows if r[4] not in ("failed", "cancelled") and r[2] < cutoff]
+    df = pd.DataFrame(valid, columns=["order_id", "customer_id", "created_at", "total", "status"])
+    return summary_data_from_transaction_data(
+        df,
+        "customer_id",
+        "created_at",
+        monetary_value_col="total",
+        observation_period_end=pd.Timestamp(as_of),
+        freq="D",
+        freq_multiplier=multiplier,
+    ).sort_index()
+
+
+GEN_AS_OF = date(2023, 6, 29)
+
+
+@pytest.mark.parametrize("unit", [1.0, 7.0])
+def test_rfm_summary_matches_lifetimes(engine, unit):
+    rows = generate_transactions()
+    load_transactions(engine, rows)
+    ours = rfm_summary(engine, GEN_AS_OF, time_unit_days=unit)
+    oracle = oracle_summary(rows, GEN_AS_OF, unit)
+    assert len(oracle) > 100
+    assert list(ours.customer_id) == list(oracle.index)
+    np.testing.assert_array_equal(ours.frequency, oracle["frequency"].to_numpy())
+    np.testing.assert_allclose(ours.recency, oracle["recency"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.T, oracle["T"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.monetary, oracle["monetary_value"].to_numpy(), rtol=1e-9, atol=1e-9)
+    assert (ours.frequency > 0).sum() > 50
+
+
+def test_predictions_written_match_lifetimes(engine):
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+    rows = generate_transactions()
+    load_transactions(engine, rows)
+    run = run_ltv(engine, GEN_AS_OF, horizon_days=90, time_unit_days=7.0)
+    fit = run.fit
+    assert fit.bgnbd.converged and fit.gamma_gamma.converged
+    first = ltv_rows(engine, GEN_AS_OF)
+
+    summary = oracle_summary(rows, GEN_AS_OF, 7.0)
+    x, t_x, T, m = (summary[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+    bgf = BetaGeoFitter()
+    b = fit.bgnbd
+    bgf.params_ = pd.Series({"r": b.r, "alpha": b.alpha, "a": b.a, "b": b.b})
+    expected = bgf.conditional_expected_number_of_purchases_up_to_time(90 / 7.0, x, t_x, T)
+    alive = bgf.conditional_probability_alive(x, t_x, T)
+    ggf = GammaGammaFitter()
+    g = fit.gamma_gamma
+    ggf.params_ = pd.Series({"p": g.p, "q": g.q, "v": g.v})
+    aov = ggf.conditional_expected_average_profit(pd.Series(x), pd.Series(m)).to_numpy()
+
+    got = [first[cid] for cid in summary.index]
+    np.testing.assert_allclose([r["expected_purchases"] for r in got], expected, rtol=1e-7)
+    np.testing.assert_allclose([r["p_alive"] for r in got], alive, rtol=1e-7)
+    np.testing.assert_allclose([float(r["expected_aov"]) for r in got], aov, atol=0.005 + 1e-9)
+    np.testing.assert_allclose(
+        [float(r["predicted_clv"]) for r in got], aov * expected, rtol=1e-3, atol=0.006
+    )
+    assert all(r["horizon_days"] == 90 for r in got)
+    # customers without a valid purchase carry no prediction
+    assert all(r["predicted_clv"] is None for cid, r in first.items() if r["rfm_frequency"] is None)
+
+    # idempotent: the same run again writes the same rows and the same parameters
+    with engine.connect() as conn:
+        _, models = ltv_tables(conn)
+        params_before = conn.execute(select(models.c.params)).scalar_one()
+    again = run_ltv(engine, GEN_AS_OF, horizon_days=90, time_unit_days=7.0)
+    assert ltv_rows(engine, GEN_AS_OF) == first
+    with engine.connect() as conn:
+        assert conn.execute(select(models.c.params)).scalar_one() == params_before
+    assert again.fit.bgnbd.r == fit.bgnbd.r
+
+    # the fitted parameters do not depend on the time unit beyond scaling alpha
+    in_days = predict_ltv(engine, GEN_AS_OF, horizon_days=90, time_unit_days=1.0)
+    assert in_days.bgnbd.alpha == pytest.approx(fit.bgnbd.alpha * 7.0, rel=1e-4)
+    assert in_days.bgnbd.r == pytest.approx(fit.bgnbd.r, rel=1e-4)
+    in_days_rows = ltv_rows(engine, GEN_AS_OF)
+    np.testing.assert_allclose(
+        [in_days_rows[cid]["expected_purchases"] for cid in summary.index],
+        [first[cid]["expected_purchases"] for cid in summary.index],
+        rtol=1e-4,
+    )
+
+    # the profile fields the vendor mappers take
+    fields = dict(ltv_profile_fields(engine, GEN_AS_OF, customer_ids=[1, 2, 3, 10_000]))
+    assert set(fields) <= {1, 2, 3}
+    for cid, values in fields.items():
+        assert set(values) == set(PROFILE_FIELDS)
+        assert all(len(name) <= 32 for name in values)
+        assert values["ltv_order_count"] == first[cid]["order_count"]
+        assert values["ltv_net_revenue"] == first[cid]["net_revenue"]
+        assert values["ltv_predicted_clv"] == first[cid]["predicted_clv"]
+    assert sum(1 for _ in ltv_profile_fields(engine, GEN_AS_OF)) == len(first)
+
+
+def test_profile_fields_before_prediction(engine):
+    build_store(engine)
+    compute_historic_ltv(engine, AS_OF)
+    fields = dict(ltv_profile_fields(engine, AS_OF))
+    assert fields[1] == {
+        "ltv_order_count": 4,
+        "ltv_net_revenue": D("160.25"),
+        "ltv_predicted_clv": None,
+        "ltv_p_alive": None,
+    }
+    assert LTV_TABLE == "storesync_customer_ltv"
