@@ -261,7 +261,7 @@ class Ledger:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             self.engine = self.engine.execution_options(schema_translate_map={None: schema})
         self.schema = schema
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
 
     # ------------------------------------------------------------------ planning
     def plan(self, items: Iterable[PlannedDelivery], *, sync_name: str, run_id: str,
@@ -566,6 +566,19 @@ class Ledger:
 
     def iter_dead(self, vendor: str | None = None) -> Iterator[Delivery]:
         yield from self.in_state(DEAD, vendor=vendor)
+
+
+def _create_tables(engine: Engine) -> None:
+    """Create the ledger's tables; two processes starting at once may race, and that is fine."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except (OperationalError, ProgrammingError):
+            if attempt == 2:
+                raise
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
