@@ -122,7 +122,11 @@ def default_sendlane_client(settings: SendlaneSettings, account: str, limiter_en
 
 
 def default_sailthru_client(settings: SailthruSettings):
+    """Sailthru budgets are per endpoint and method; its headers steer them once answers arrive,
+    the configured budget until then (and when a response carries no headers)."""
     from storesync.clients.sailthru import SailthruClient
+    from storesync.core.throttle import HeaderThrottle, PerEndpointLimiters
 
     return SailthruClient(base_url=settings.base_url, api_key=settings.api_key.reveal(),
-                          secret=settings.secret.reveal())
+                          secret=settings.secret.reveal(),
+                          limiters=PerEndpointLimiters(lambda: HeaderThrottle(settings.budget_per_minute)))

@@ -119,19 +119,27 @@ def _validated(ctx: SyncContext, report: PlanReport, entity: str, frame: pd.Data
 
 
 def _gate(ctx: SyncContext, report: PlanReport) -> None:
-    """Fail the run when an entity's quarantine share passes its threshold; else release it."""
-    from storesync.quality import QualityGateError
+    """Fail the run when an entity's quarantine share passes its threshold; else release it.
+
+    The share is over the whole run (every chunk), so a bad chunk in a large run is judged the
+    same as in a small one. The error names entity, share and threshold, never row values."""
+    from storesync.quality import DEFAULT_MAX_SHARE, QualityGateError
 
     thresholds = ctx.settings.quarantine_thresholds
-    breaches = [
-        f"{entity}: {stats.rows_quarantined}/{stats.rows_in} rows quarantined "
-        f"({stats.share:.1%} > {thresholds.get(entity, 0):.1%}); top reasons: "
-        + ", ".join(f"{r} ×{n}" for r, n in stats.reasons.most_common(3))
-        for entity, stats in report.entities.items()
-        if stats.rows_in and stats.share > thresholds.get(entity, 0.0)
-    ]
+    breaches = []
+    for entity, stats in report.entities.items():
+        threshold = float(thresholds.get(entity, thresholds.get("*", DEFAULT_MAX_SHARE)))
+        if stats.rows_in and stats.share > threshold:
+            breaches.append((stats.share - threshold, entity, stats, threshold))
     if breaches:
-        raise QualityGateError("quality gate failed, nothing of this run is sent; " + "; ".join(breaches))
+        _, entity, stats, threshold = max(breaches, key=lambda b: b[0])
+        described = "; ".join(
+            f"{e}: {s.rows_quarantined}/{s.rows_in} rows quarantined ({s.share:.1%} > {t:.1%}), top reasons: "
+            + ", ".join(f"{r} ×{n}" for r, n in s.reasons.most_common(3))
+            for _, e, s, t in breaches)
+        raise QualityGateError(f"quality gate failed, nothing of run {ctx.run_id} is sent; {described}",
+                               entity=entity, share=stats.share, threshold=threshold,
+                               top_reasons=stats.reasons.most_common(5))
     if not ctx.dry_run:
         report.promoted = ctx.ledger.promote(ctx.run_id)
 
