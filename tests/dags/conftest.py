@@ -22,7 +22,7 @@ def store_env(tmp_path, monkeypatch, emulator):
 
     warehouse = f"sqlite:///{tmp_path / 'store.db'}"
     end = datetime(2026, 11, 20)
-    generate_demo_store(warehouse, DemoStoreSpec(orders=600, seed=7, end=end, days=20, bad_share=0.0))
+    generate_demo_store(warehouse, DemoStoreSpec(orders=600, seed=7, end=end, days=5, bad_share=0.0))
     env = {
         "STORESYNC_WAREHOUSE_URL": warehouse,
         "STORESYNC_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.db'}",

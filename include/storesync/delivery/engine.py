@@ -224,9 +224,11 @@ class DeliveryEngine:
             return self._retry(delivery, exc)
         except DeliveryError as exc:
             return Outcome(DEAD, **_error_fields(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery: dead-letter it
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery: retry it later
             log.exception("unexpected error sending %s", delivery.delivery_key)
-            return Outcome(DEAD, error_class="internal", vendor_error=f"{type(exc).__name__}: {exc}"[:2000])
+            error = DeliveryError(f"internal error: {type(exc).__name__}: {exc}"[:2000])
+            error.error_class = "internal"
+            return self._retry(delivery, error)
         status = answer.get("_http_status") if isinstance(answer, dict) else None
         return Outcome(ACCEPTED, http_status=status or 200)
 
