@@ -12,7 +12,7 @@ SELECT ch.checkout_id,
        ch.sailthru_bid,
        ch.created_at,
        ch.updated_at,
-       COALESCE((SELECT SUM(cl.line_total) FROM checkout_lines cl WHERE cl.checkout_id = ch.checkout_id), 0)
+       COALESCE((SELECT ROUND(SUM(cl.line_total), 2) FROM checkout_lines cl WHERE cl.checkout_id = ch.checkout_id), 0)
          AS lines_subtotal
   FROM checkouts ch
  WHERE ch.updated_at >= :window_start

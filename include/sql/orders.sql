@@ -26,7 +26,7 @@ SELECT o.order_id,
        c.postal_code
   FROM orders o
   LEFT JOIN customers c ON c.customer_id = o.customer_id
-  LEFT JOIN (SELECT order_id, SUM(line_total) AS lines_subtotal, COUNT(*) AS line_count
+  LEFT JOIN (SELECT order_id, ROUND(SUM(line_total), 2) AS lines_subtotal, COUNT(*) AS line_count
                FROM order_lines
               WHERE order_id IN :order_ids
               GROUP BY order_id) l ON l.order_id = o.order_id
