@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
     try:
         return args.func(args)
     except StoresyncError as exc:
