@@ -59,7 +59,7 @@ class SendlaneSettings:
     api_token: SecretStr = SecretStr("")
     integration_token: SecretStr = SecretStr("")
     # Sendlane allows 240/min per account; stay under it by default.
-    budget_per_minute: int = 200
+    budget_per_minute: int = 200  # 0 = no client-side budget (a sandbox without limits only)
     # The budget's window: 60 s at the real vendor; tests and benchmarks scale it down.
     budget_window_s: float = 60.0
     list_id: str | None = None

@@ -1,19 +1,35 @@
 """Fast bulk loading for the demo store and benchmarks: COPY on PostgreSQL, executemany on SQLite.
 
-Rows are tuples in the table's column order. Anything else falls back to SQLAlchemy's
-``insert()`` executemany, which is portable but slower.
+Two ways in:
+
+``write(table, rows)``
+    rows are tuples in the table's column order (Python values: datetimes, Decimals, bools...).
+``write_columns(table, columns)``
+    one sequence per column, keyed by column name (every column of the table), typically numpy
+    arrays: ``datetime64`` columns, float money in currency units, bools, ints, or object arrays
+    / lists holding ``None`` for NULL. The values are converted column by column (vectorised),
+    not value by value: this is what makes a 10M-order store quick to write.
+
+Anything else than SQLite and psycopg 3 falls back to SQLAlchemy-less DB-API ``executemany``,
+which is portable but slower. ``create_indexes`` builds secondary indexes after the load (much
+faster than maintaining them row by row).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
+import numpy as np
 from sqlalchemy import Table
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateIndex
 
 # SQLAlchemy's SQLite DateTime storage format: write the same text so comparisons stay lexical.
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+_DATETIME_CHARS = 26  # "YYYY-MM-DD HH:MM:SS.ffffff"
+_COPY_BATCH_ROWS = 20_000
 
 
 def _sqlite_value(value):
@@ -24,6 +40,44 @@ def _sqlite_value(value):
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+def format_datetimes(values: np.ndarray) -> list[str]:
+    """``datetime64`` values as SQLAlchemy's SQLite text (``YYYY-MM-DD HH:MM:SS.ffffff``), which
+    PostgreSQL's timestamp input reads too. NaT becomes None."""
+    values = np.asarray(values).astype("datetime64[us]")
+    text = np.datetime_as_string(values, unit="us").astype(f"U{_DATETIME_CHARS}")
+    # Replace the ISO "T" by a space in place: each character is one UCS-4 code unit.
+    text.view(np.uint32).reshape(-1, _DATETIME_CHARS)[:, 10] = ord(" ")
+    out = text.tolist()
+    nat = np.isnat(values)
+    if nat.any():
+        for i in np.flatnonzero(nat).tolist():
+            out[i] = None
+    return out
+
+
+_SQLITE_CONVERTED = (datetime, Decimal, bool)
+
+
+def _column_values(values, dialect: str) -> list:
+    """One column as a list of driver-ready Python values."""
+    if not isinstance(values, np.ndarray) or values.dtype.kind == "O":
+        values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        # Text and numbers go as they are; convert only a column that holds something else.
+        if dialect == "sqlite" and any(issubclass(t, _SQLITE_CONVERTED) for t in set(map(type, values))):
+            return [_sqlite_value(v) for v in values]
+        return values
+    kind = values.dtype.kind
+    if kind == "M":
+        return format_datetimes(values)
+    if kind == "b":
+        return values.astype(np.int64).tolist() if dialect == "sqlite" else values.tolist()
+    if kind == "f":
+        # Money in currency units: cents / 100 is the double nearest the decimal amount, so
+        # SQLite gets the same float as float(Decimal) would give, and repr() the exact text.
+        return values.tolist()
+    return values.tolist()
 
 
 class BulkWriter:
@@ -39,6 +93,8 @@ class BulkWriter:
             # A freshly generated store: durability during the load buys nothing.
             cur.execute("PRAGMA synchronous=OFF")
             cur.execute("PRAGMA journal_mode=MEMORY")
+            # Room for index builds to sort in memory (256 MiB; pages are only taken when needed).
+            cur.execute("PRAGMA cache_size=-262144")
             cur.close()
         return self
 
@@ -55,14 +111,34 @@ class BulkWriter:
         if not rows:
             return
         columns = [c.name for c in table.columns]
+        if self.dialect == "sqlite":
+            rows = [tuple(_sqlite_value(v) for v in row) for row in rows]
+        self._write_rows(table, columns, rows)
+
+    def write_columns(self, table: Table, columns: Mapping[str, Sequence]) -> int:
+        """Write one chunk given column by column; returns the number of rows written."""
+        names = [c.name for c in table.columns]
+        missing = [n for n in names if n not in columns]
+        extra = [n for n in columns if n not in names]
+        if missing or extra:
+            raise ValueError(f"{table.name}: columns missing {missing}, unknown {extra}")
+        lists = [_column_values(columns[n], self.dialect) for n in names]
+        lengths = {len(values) for values in lists}
+        if len(lengths) > 1:
+            raise ValueError(f"{table.name}: columns of different lengths {sorted(lengths)}")
+        if not lists or not lists[0]:
+            return 0
+        rows = list(zip(*lists))
+        self._write_rows(table, names, rows)
+        return len(rows)
+
+    def _write_rows(self, table: Table, columns: list[str], rows: Iterable[tuple]) -> None:
         cur = self._conn.cursor()
         try:
             if self.dialect == "sqlite":
                 placeholders = ", ".join("?" for _ in columns)
                 cur.executemany(
-                    f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})",
-                    [tuple(_sqlite_value(v) for v in row) for row in rows],
-                )
+                    f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})", rows)
             elif self.dialect == "postgresql" and self.engine.driver == "psycopg":
                 with cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
@@ -76,3 +152,19 @@ class BulkWriter:
         finally:
             cur.close()
         self._conn.commit()
+
+    def create_indexes(self, tables: Iterable[Table]) -> None:
+        """Build the tables' secondary indexes (after the load), then refresh planner statistics
+        on PostgreSQL, as a warehouse's loader would."""
+        cur = self._conn.cursor()
+        try:
+            for table in tables:
+                for index in sorted(table.indexes, key=lambda i: i.name or ""):
+                    cur.execute(str(CreateIndex(index).compile(dialect=self.engine.dialect)))
+            self._conn.commit()
+            if self.dialect == "postgresql":
+                for table in tables:
+                    cur.execute(f"ANALYZE {table.name}")
+                self._conn.commit()
+        finally:
+            cur.close()
