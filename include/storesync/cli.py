@@ -31,6 +31,8 @@ def _settings(args):
 def _window(args, settings):
     from storesync.core.windows import Window
 
+    if args.start and not args.end:
+        raise ValueError("--start needs --end (or give --end and --hours)")
     if args.start and args.end:
         return Window(args.start, args.end)
     end = args.end or _latest_activity(settings)
@@ -153,13 +155,23 @@ def cmd_reconcile(args) -> int:
             print(f"{d.id}\t{d.vendor}\t{d.event_type}\t{d.entity_id}\tattempts={d.attempts}")
         print(f"{len(held)} deliveries held for reconciliation")
         return 0
-    found_ids = set()
-    if args.found_file:
-        with open(args.found_file) as fh:
-            found_ids = {line.strip() for line in fh if line.strip()}
-    found = [d.id for d in held if d.entity_id in found_ids]
-    missing = [d.id for d in held if d.entity_id not in found_ids]
-    marked = ledger.mark_accepted(found, reason=f"reconciled from vendor export {args.found_file}")
+    if args.resend_missing and not args.found_file:
+        raise ValueError("--resend-missing needs --found-file: without the vendor's record, resending is blind")
+    # One line per delivery the vendor's export shows: "<event_type>\t<entity_id>", or just the
+    # entity id when --event-type names the one event type the export covers.
+    found = set()
+    with open(args.found_file) as fh:
+        for line in fh:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) == 2:
+                found.add((fields[0], fields[1]))
+            elif fields[0] and args.event_type:
+                found.add((args.event_type, fields[0]))
+            elif fields[0]:
+                raise ValueError(f"{args.found_file}: '{fields[0]}' has no event type; use --event-type")
+    present = [d.id for d in held if (d.event_type, d.entity_id) in found]
+    missing = [d.id for d in held if (d.event_type, d.entity_id) not in found]
+    marked = ledger.mark_accepted(present, reason=f"reconciled from vendor export {args.found_file}")
     requeued = ledger.requeue(missing, reset_attempts=False) if args.resend_missing else 0
     print(f"reconciled: {marked} found at the vendor (accepted), {requeued} requeued to send, "
           f"{len(missing) - requeued} still held")
@@ -223,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vendor")
     p.add_argument("--event-type")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--found-file", help="file of entity ids the vendor's export shows as received")
+    p.add_argument("--found-file", help="the vendor's export: lines of '<event_type>TAB<entity_id>' it received")
     p.add_argument("--resend-missing", action="store_true", help="requeue held ids not in the export")
     p.add_argument("--ledger-url")
     p.set_defaults(func=cmd_reconcile)

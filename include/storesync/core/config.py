@@ -26,6 +26,12 @@ class SecretStr(str):
     def __repr__(self) -> str:
         return "SecretStr('**********')" if self else "SecretStr('')"
 
+    def __str__(self) -> str:
+        return "**********" if self else ""
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
     def reveal(self) -> str:
         return str.__str__(self)
 

@@ -151,9 +151,12 @@ class DeliveryEngine:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"send-{self.sender.vendor}") as pool:
             try:
                 while True:
-                    if len(queue) < self.concurrency:
+                    free = self.concurrency - len(in_flight) - len(queue)
+                    if free > 0:
+                        # Claim no more than can be sent now: a claim that never left is held as
+                        # unknown if this process dies, so claims must not run ahead of sending.
                         queue.extend(self.ledger.claim(self.sender.vendor, self.sender.account,
-                                                       self.claim_size, self.owner))
+                                                       min(free, self.claim_size), self.owner))
                     while queue and len(in_flight) < self.concurrency:
                         delivery = queue.pop(0)
                         in_flight[pool.submit(self._send_one, delivery)] = delivery
@@ -172,7 +175,7 @@ class DeliveryEngine:
                         report.by_event[f"{delivery.event_type}:{outcome.state}"] += 1
                         if outcome.state == UNKNOWN:
                             report.held_unknown += 1
-                    self.ledger.record(results, run_id=self.run_id)
+                    self.ledger.record(results, run_id=self.run_id, owner=self.owner)
                     auth = next((o for _, o in results if o.error_class == AuthError.error_class), None)
                     if auth:
                         raise AuthError(f"{self.sender.vendor} refused the credentials "
@@ -186,7 +189,7 @@ class DeliveryEngine:
                         leftovers.append((delivery, future.result()))
                     except Exception:  # noqa: BLE001 - the sender never raises; belt and braces
                         leftovers.append((delivery, Outcome(RETRY, error_class="retryable")))
-                self.ledger.record(leftovers, run_id=self.run_id)
+                self.ledger.record(leftovers, run_id=self.run_id, owner=self.owner)
                 self.ledger.release(queue)
         report.elapsed_s = time.monotonic() - started
         return report

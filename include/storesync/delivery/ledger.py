@@ -20,7 +20,7 @@ Rules that keep it honest:
 - a run's deliveries stay ``staged`` (never sent) until its quality gate passes; a failed gate
   leaves them staged, and the rerun of that window adopts them;
 - a delivery waits while an earlier one for the same ordering key (an order's placed before its
-  fulfilled) is still open, so status changes reach the vendor once and in order.
+  fulfilled) is still open or dead-lettered, so status changes reach the vendor once and in order.
 
 The ledger lives in a database the user controls (SQLite by default; the warehouse's own
 PostgreSQL, in its own schema, in production) next to the sync-run table and a per-record log,
@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -54,6 +55,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -90,6 +92,7 @@ deliveries = Table(
     Column("vendor_code", String(20)),
     Column("vendor_error", Text),
     Column("claimed_by", String(120)),
+    Column("claimed_at", DateTime),
     Column("sync_name", String(80)),
     Column("planned_run_id", String(200)),
     Column("last_run_id", String(200)),
@@ -101,6 +104,11 @@ deliveries = Table(
     Column("accepted_at", DateTime),
     Column("next_attempt_at", DateTime),
     Index("ix_deliveries_claim", "vendor", "account", "state", "id"),
+    # Only open rows are claimed: a partial index keeps the claim cheap however many are accepted.
+    Index("ix_deliveries_claimable", "vendor", "account", "id",
+          sqlite_where=text("state IN ('planned', 'retry')"),
+          postgresql_where=text("state IN ('planned', 'retry')")),
+    Index("ix_deliveries_planned_run", "planned_run_id", "state"),
     Index("ix_deliveries_ordering", "vendor", "account", "ordering_key", "seq"),
     Index("ix_deliveries_entity", "vendor", "event_type", "entity_id"),
     Index("ix_deliveries_window", "sync_name", "window_start", "window_end"),
@@ -153,18 +161,28 @@ def utcnow() -> datetime:
     return datetime.utcnow()
 
 
+# A claim older than this is presumed dead whoever holds it (a worker on another host that
+# vanished): far longer than one request with all its in-line retries can take.
+CLAIM_LEASE_S = 15 * 60
+
+
 def process_identity() -> str:
-    """Who holds a claim: host and pid, so a later run can tell a dead owner from a live one."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who holds a claim: host, pid and a token unique to this engine, so a later run can tell a
+    dead owner from a live one, and two engines in one process never share claims."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def owner_is_alive(claimed_by: str | None) -> bool:
-    """Whether the process that claimed a delivery still runs (unknown hosts count as alive)."""
+def owner_is_alive(claimed_by: str | None, claimed_at: datetime | None = None,
+                   lease_s: float = CLAIM_LEASE_S) -> bool:
+    """Whether the claim's owner may still be sending: on this host, its process still runs; on
+    another host, its lease has not run out."""
     if not claimed_by:
         return False
-    host, _, pid = claimed_by.rpartition(":")
+    if claimed_at is not None and (utcnow() - claimed_at).total_seconds() > lease_s:
+        return False
+    host, pid = (claimed_by.split(":") + ["", ""])[:2]
     if host != socket.gethostname():
-        return True  # another worker's claim: only its lease can expire it
+        return True
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):
@@ -250,7 +268,8 @@ class Ledger:
             if url_or_engine.startswith("sqlite"):
                 # Several processes share one SQLite ledger: wait for locks instead of failing.
                 kwargs["connect_args"] = {"timeout": 60}
-            url_or_engine = create_engine(url_or_engine, **kwargs)
+            # hide_parameters: a failed statement's message must not carry payloads (emails) to logs
+            url_or_engine = create_engine(url_or_engine, hide_parameters=True, **kwargs)
         self.engine = url_or_engine
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -356,7 +375,9 @@ class Ledger:
             earlier.c.account == deliveries.c.account,
             earlier.c.ordering_key == deliveries.c.ordering_key,
             earlier.c.seq < deliveries.c.seq,
-            earlier.c.state.in_(OPEN_STATES),
+            # A dead earlier event blocks too: a return must never reach a vendor before its
+            # purchase; replaying the dead letter releases what waits behind it.
+            earlier.c.state.in_((*OPEN_STATES, DEAD)),
         )
         candidates = (
             select(deliveries.c.id)
@@ -376,7 +397,8 @@ class Ledger:
             conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids), deliveries.c.state.in_(CLAIMABLE_STATES))
-                .values(state=SENDING, claimed_by=owner, attempts=deliveries.c.attempts + 1, updated_at=now)
+                .values(state=SENDING, claimed_by=owner, claimed_at=now, attempts=deliveries.c.attempts + 1,
+                        updated_at=now)
             )
             rows = conn.execute(
                 select(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.claimed_by == owner,
@@ -394,8 +416,11 @@ class Ledger:
             attempts=row["attempts"], historical=bool(row["historical"]), claimed_by=row["claimed_by"],
         )
 
-    def record(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None) -> None:
-        """Write what each vendor answered, and one record-log line per answer, in one transaction."""
+    def record(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None,
+               owner: str | None = None) -> None:
+        """Write what each vendor answered, and one record-log line per answer, in one transaction.
+        With ``owner``, only rows this owner still holds are written (a claim recovered by another
+        run after its lease ran out is that run's to settle)."""
         if not results:
             return
         now = utcnow()
@@ -411,7 +436,10 @@ class Ledger:
                     values["accepted_at"] = now
                 if outcome.state != SENDING:
                     values["claimed_by"] = None
-                conn.execute(update(deliveries).where(deliveries.c.id == delivery.id).values(**values))
+                condition = deliveries.c.id == delivery.id
+                if owner is not None:
+                    condition = condition & (deliveries.c.claimed_by == owner) & (deliveries.c.state == SENDING)
+                conn.execute(update(deliveries).where(condition).values(**values))
             conn.execute(insert(record_log), [
                 {"run_id": run_id, "delivery_id": d.id, "vendor": d.vendor, "operation": d.event_type,
                  "entity_id": d.entity_id, "status": o.state, "http_status": o.http_status,
@@ -438,7 +466,7 @@ class Ledger:
                 select(deliveries).where(deliveries.c.vendor == vendor, deliveries.c.account == account,
                                          deliveries.c.state == SENDING)
             ).mappings().all()
-            dead = [self._delivery(r) for r in rows if not owner_is_alive(r["claimed_by"])]
+            dead = [self._delivery(r) for r in rows if not owner_is_alive(r["claimed_by"], r["claimed_at"])]
             if dead:
                 conn.execute(
                     update(deliveries).where(deliveries.c.id.in_([d.id for d in dead]),
@@ -501,14 +529,6 @@ class Ledger:
         with self.engine.connect() as conn:
             return {state: n for state, n in conn.execute(query)}
 
-    def open_count(self, vendor: str, account: str) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(func.count()).select_from(deliveries)
-                .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
-                       deliveries.c.state.in_(OPEN_STATES))
-            ).scalar_one()
-
     def window_is_settled(self, sync_name: str, window_start: datetime, window_end: datetime) -> bool:
         """True when every delivery planned for this window reached a terminal state."""
         with self.engine.connect() as conn:
@@ -563,9 +583,6 @@ class Ledger:
                 .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
                        deliveries.c.state == RETRY)
             ).scalar()
-
-    def iter_dead(self, vendor: str | None = None) -> Iterator[Delivery]:
-        yield from self.in_state(DEAD, vendor=vendor)
 
 
 def _create_tables(engine: Engine) -> None:

@@ -81,7 +81,9 @@ class Warehouse:
     """The store's warehouse, read through its models."""
 
     def __init__(self, url_or_engine: str | Engine, models_dir: str | Path) -> None:
-        self.engine = create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        # hide_parameters: a failed statement's message must not carry customer data to logs
+        self.engine = (create_engine(url_or_engine, hide_parameters=True) if isinstance(url_or_engine, str)
+                       else url_or_engine)
         self.models_dir = Path(models_dir)
         missing = [n for n in MODEL_NAMES if not (self.models_dir / f"{n}.sql").is_file()]
         if missing:
