@@ -11,20 +11,24 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+
+from storesync.provider.notifiers import alert_callbacks
 
 VENDORS = ["sendlane", "sailthru"]
 SYNC = "order_events"
 
 
 @dag(
-    schedule="@hourly",
+    # A data-interval timetable: Airflow 3's "@hourly" gives runs an empty interval by default.
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["storesync", "orders", "sendlane", "sailthru"],
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2)},
     doc_md=__doc__,
+    on_failure_callback=alert_callbacks(),
 )
 def storesync_order_events():
     @task

@@ -24,6 +24,8 @@ _AIRFLOW_HOME = Path(os.environ.get("STORESYNC_TEST_AIRFLOW_HOME") or
 os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# Unit-test mode turns cron data intervals on; production's default is off: test what ships.
+os.environ.setdefault("AIRFLOW__SCHEDULER__CREATE_CRON_DATA_INTERVALS", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
 os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
 PG_ADMIN_URL = os.environ.get("STORESYNC_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

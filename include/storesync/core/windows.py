@@ -19,7 +19,9 @@ def to_naive_utc(value: datetime | str) -> datetime:
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value.tzinfo is not None:
         value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
+    # A plain datetime, whatever subclass came in (Airflow hands pendulum's, which sqlite3 can't bind).
+    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                    value.microsecond)
 
 
 @dataclass(frozen=True, slots=True)

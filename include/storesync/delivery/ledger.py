@@ -587,13 +587,13 @@ class Ledger:
 
 def _create_tables(engine: Engine) -> None:
     """Create the ledger's tables; two processes starting at once may race, and that is fine."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(3):
         try:
             metadata.create_all(engine, checkfirst=True)
             return
-        except (OperationalError, ProgrammingError):
+        except (OperationalError, ProgrammingError, IntegrityError):  # PostgreSQL: UniqueViolation
             if attempt == 2:
                 raise
 

@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from storesync.quality.checks import REGISTRY
 from storesync.quality.serialize import dumps, native
@@ -95,7 +95,7 @@ class QuarantineStore:
         if not inspect(self.engine).has_table(TABLE_NAME):
             try:
                 metadata.create_all(self.engine, checkfirst=True)
-            except (OperationalError, ProgrammingError):
+            except (OperationalError, ProgrammingError, IntegrityError):
                 # Another worker created it between our check and our CREATE.
                 if not inspect(self.engine).has_table(TABLE_NAME):
                     raise
