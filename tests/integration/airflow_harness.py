@@ -583,12 +583,11 @@ def create_storesync_schema(ledger_url: str) -> None:
 
     from storesync.core.throttle import rate_slots_metadata
     from storesync.delivery import ledger
-    from storesync.pipeline import consent
     from storesync.quality import store
 
     engine = create_engine(ledger_url)
     try:
-        for metadata in (ledger.metadata, store.metadata, consent.metadata, rate_slots_metadata):
+        for metadata in (ledger.metadata, store.metadata, rate_slots_metadata):
             metadata.create_all(engine, checkfirst=True)
     finally:
         engine.dispose()
