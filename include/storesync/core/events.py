@@ -72,6 +72,9 @@ class OrderEvent:
     payment_method: str | None = None
     historical: bool = False  # part of a historical sync: vendors must not fire live flows
     seq: int = 0  # order of this change among the order's changes
+    # The warehouse's stable id of this change: the event's identity at the vendors. (``seq`` only
+    # orders; a late, backdated history row would shift it.)
+    change_id: int | str | None = None
 
     @property
     def total_items(self) -> int:

@@ -104,6 +104,7 @@ def order_events(changes: pd.DataFrame, orders: pd.DataFrame, lines: pd.DataFram
             discount_code=_clean(order.get("discount_code")), billing_address=address, shipping_address=address,
             accepts_marketing=_clean(order.get("accepts_marketing")), message_id=_clean(order.get("sailthru_bid")),
             payment_method=_clean(order.get("payment_method")), historical=historical, seq=seq,
+            change_id=_int_or_str(change.get("change_id")),
         )
 
 

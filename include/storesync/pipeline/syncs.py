@@ -251,19 +251,31 @@ def _open_quarantine_ids(ctx: SyncContext, entity: str) -> list:
 
 
 def plan_customers(ctx: SyncContext, window: Window, *, ltv_vars: dict | None = None,
-                   historical: bool = False) -> PlanReport:
+                   historical: bool = False, ltv_lookup=None) -> PlanReport:
+    """Customers changed in the window → customer added / profiles (and list contacts).
+
+    Profile fields (LTV) come from ``ltv_vars`` (``{customer_id: {name: value}}``) and/or
+    ``ltv_lookup``, a callable ``customer_ids -> {customer_id: {name: value}}`` called once per
+    chunk, so a large customer base never has to sit in memory."""
     report = _new_report(ctx, window)
     for n, frame in enumerate(ctx.warehouse.stream("customers", window, ctx.settings.chunk_size)):
         passed = _validated(ctx, report, "customers", frame, f"customers-{n}")
-        events = list(build.customer_events(passed, vars_by_customer=ltv_vars, historical=historical))
+        chunk_vars = ltv_vars
+        if ltv_lookup is not None and len(passed):
+            chunk_vars = {**(ltv_vars or {}), **ltv_lookup(passed["customer_id"].tolist())}
+        events = list(build.customer_events(passed, vars_by_customer=chunk_vars, historical=historical))
         report.events["customer"] += len(events)
         _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_customer(e)))
     _gate(ctx, report)
     return report
 
 
-def plan_products(ctx: SyncContext, window: Window, *, historical: bool = False) -> PlanReport:
-    """Products changed in the window; the nightly full sync passes ``Window.everything_before``."""
+def plan_products(ctx: SyncContext, window: Window, *, historical: bool = False,
+                  version_salt: str | None = None) -> PlanReport:
+    """Products changed in the window; the nightly full sync passes ``Window.everything_before``.
+
+    ``version_salt`` (a forced full resend) gives every delivery a version of its own, so even
+    unchanged products are sent again, once per salt."""
     report = _new_report(ctx, window)
     for n, frame in enumerate(ctx.warehouse.stream("products", window, ctx.settings.chunk_size)):
         passed = _validated(ctx, report, "products", frame, f"products-{n}")
@@ -271,19 +283,34 @@ def plan_products(ctx: SyncContext, window: Window, *, historical: bool = False)
             else pd.DataFrame()
         events = list(build.product_events(passed, variants, historical=historical))
         report.events["product"] += len(events)
-        _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_product(e)))
+        planned = (p for e in events for t in ctx.targets for p in t.plan_product(e))
+        if version_salt:
+            planned = (_salted(p, version_salt) for p in planned)
+        _stage(ctx, report, window, planned)
     _gate(ctx, report)
     return report
 
 
-def plan_checkouts(ctx: SyncContext, window: Window) -> PlanReport:
-    """Checkouts changed in the window: open ones become reminders, completed ones clear them."""
+def _salted(item: PlannedDelivery, salt: str) -> PlannedDelivery:
+    import hashlib
+
+    item.version = f"{item.version}~{hashlib.sha256(salt.encode()).hexdigest()[:12]}"
+    return item
+
+
+def plan_checkouts(ctx: SyncContext, window: Window, *, reminders: bool = True) -> PlanReport:
+    """Checkouts changed in the window: open ones become reminders, completed ones clear them.
+
+    ``reminders=False`` plans only the clearing calls (a backfill of carts too old to remind)."""
     report = _new_report(ctx, window)
     for n, frame in enumerate(ctx.warehouse.stream("checkouts", window, ctx.settings.chunk_size)):
         passed = _validated(ctx, report, "checkouts", frame, f"checkouts-{n}")
         lines = ctx.warehouse.for_ids("checkout_lines", passed["checkout_id"].tolist()) if len(passed) \
             else pd.DataFrame()
         events = list(build.checkout_events(passed, lines))
+        if not reminders:
+            report.events["checkout_open_too_old"] += sum(1 for e in events if not e.completed)
+            events = [e for e in events if e.completed]
         report.events.update("checkout_completed" if e.completed else "checkout_open" for e in events)
         _stage(ctx, report, window, (p for e in events for t in ctx.targets for p in t.plan_checkout(e)))
     _gate(ctx, report)

@@ -12,6 +12,11 @@ which is what makes delivery exactly-once:
 | product created / changed      | product_added                  | content                           | content hash   |
 | checkout open                  | checkout_started               | incomplete purchase + reminder    | content hash   |
 | checkout completed             | (nothing: the order clears it) | incomplete purchase, items cleared| "cleared"      |
+| customer (with ``list_id`` set)| contact on the list (LTV custom fields) | (in the profile's vars)  | content hash   |
+
+Consent: the Sendlane target sends every email in ``unsubscribed`` (the vendor's own unsubscribes,
+read back by ``storesync.pipeline.consent``; loaded lazily from the ledger database unless given)
+as not consenting, in order events, customer events and contacts alike.
 
 Content-hash versions make unchanged products and profiles no-ops; status-change versions make a
 backfill of an already-synced interval a no-op. All of an order's deliveries share one ordering
@@ -88,15 +93,32 @@ class _BaseTarget:
 class SendlaneTarget(_BaseTarget):
     vendor = "sendlane"
 
-    def __init__(self, settings: Settings, client_factory=None) -> None:
+    def __init__(self, settings: Settings, client_factory=None, unsubscribed=None) -> None:
         super().__init__(fingerprint(settings.sendlane.api_token))
         self.settings = settings
         self.client_factory = client_factory
+        self._unsubscribed = unsubscribed
+
+    @property
+    def unsubscribed(self):
+        """Lowercased emails unsubscribed at Sendlane (the last readback, from the ledger DB)."""
+        if self._unsubscribed is None:
+            from storesync.pipeline.consent import load_unsubscribed
+
+            self._unsubscribed = load_unsubscribed(self.settings.ledger_url, self.vendor, self.account)
+        return self._unsubscribed
+
+    def _safely_consenting(self, build, *args):
+        """A mapper call with the vendor's unsubscribes; rejections become dead letters-to-be."""
+        try:
+            return build(*args, unsubscribed=self.unsubscribed)
+        except DeliveryError as exc:
+            return "/_invalid", {"_invalid": str(exc)}
 
     def plan_order(self, event: OrderEvent) -> list[PlannedDelivery]:
         from storesync.mappers import sendlane
 
-        mapped = self._safely(sendlane.map_order_event, event, self.settings.sendlane.event_paths)
+        mapped = self._safely_consenting(sendlane.map_order_event, event, self.settings.sendlane.event_paths)
         if mapped is None:
             return []
         path, payload = mapped
@@ -107,9 +129,21 @@ class SendlaneTarget(_BaseTarget):
     def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]:
         from storesync.mappers import sendlane
 
-        path, payload = self._safely(sendlane.map_customer_added, event, self.settings.sendlane.event_paths)
-        return [self._planned("customer_added", event.customer_id, content_version(payload), path, payload,
-                              historical=event.historical, occurred_at=event.updated_at)]
+        path, payload = self._safely_consenting(sendlane.map_customer_added, event,
+                                                self.settings.sendlane.event_paths)
+        planned = [self._planned("customer_added", event.customer_id, content_version(payload), path, payload,
+                                 historical=event.historical, occurred_at=event.updated_at)]
+        list_id = self.settings.sendlane.list_id
+        if list_id:
+            # The list contact carries consent and the custom fields (LTV) that events cannot.
+            mapped = self._safely_consenting(sendlane.map_contact, event, None)
+            if isinstance(mapped, tuple):
+                endpoint, contact = mapped
+            else:
+                endpoint, contact = f"/lists/{list_id}/contacts", {"contacts": [mapped]}
+            planned.append(self._planned("contact", event.customer_id, content_version(contact), endpoint,
+                                         contact, historical=event.historical, occurred_at=event.updated_at))
+        return planned
 
     def plan_product(self, event: ProductEvent) -> list[PlannedDelivery]:
         from storesync.mappers import sendlane

@@ -125,3 +125,335 @@ def finish(context, *, sync_name: str) -> dict:
         ledger.advance_watermark(sync_name, window.end)
     ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
     return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
+
+
+# ============================================================================ the DAG suite
+# Each function below is what one task of a storesync DAG calls; the DAG files stay thin.
+
+EXPECTED_INTERVALS_HOURS = {
+    # sync name (ledger watermark) -> its schedule interval, for the monitor's "no progress" check
+    "order_events": 1, "customers": 1, "checkouts": 1, "products_changed": 1,
+    "products": 24, "ltv": 24, "ltv_profiles": 24,
+}
+
+
+def _suite_settings() -> Settings:
+    """``settings()`` plus the Sendlane list for contacts (LTV custom fields, consent), from the
+    connection's extra ``list_id`` when the settings file does not name one."""
+    from dataclasses import replace
+
+    current = settings()
+    if not current.sendlane.list_id:
+        conn = _connection("sendlane_default")
+        list_id = conn.extra_dejson.get("list_id") if conn is not None else None
+        if list_id:
+            current = replace(current, sendlane=replace(current.sendlane, list_id=str(list_id)))
+    return current
+
+
+def _open(context, *, sync_name: str, vendors, dry_run: bool = False, current: Settings | None = None):
+    from storesync.pipeline.jobs import open_context
+
+    current = current or _suite_settings()
+    return open_context(current, run_id=run_id_from_context(context), sync_name=sync_name, vendors=vendors,
+                        dry_run=dry_run, client_factories=client_factories(current.ledger_url))
+
+
+def _planned(ctx, entity: str, window: Window, **kwargs) -> dict:
+    from storesync.pipeline.jobs import plan_entity
+
+    report = plan_entity(ctx, entity, window, **kwargs)
+    log.info("planned %s for %s: %s", entity, window, report["planned"])
+    return report
+
+
+def finish_sync(context, *, sync_name: str, full_catalog: bool = False) -> dict:
+    """``finish`` for syncs whose plan covered the whole past up to the interval's end (nightly
+    catalog, LTV profiles): their deliveries carry that window, so settle that window."""
+    from storesync.delivery.ledger import Ledger
+
+    window = window_from_context(context)
+    if full_catalog:
+        window = Window.everything_before(window.end)
+    ledger = Ledger(settings().ledger_url)
+    settled = ledger.window_is_settled(sync_name, window.start, window.end)
+    if settled:
+        ledger.advance_watermark(sync_name, window.end)
+    ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
+    return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
+
+
+# ---------------------------------------------------------------------------- products
+def plan_products(context, *, sync_name: str, vendors, full_catalog: bool = False,
+                  force_full: bool = False) -> dict:
+    """The catalog (``full_catalog``: every product updated before the interval's end) or the
+    interval's changed products. ``force_full`` salts every version with this run's id, so every
+    product goes again, once for this run (its retries included)."""
+    window = window_from_context(context)
+    if full_catalog:
+        window = Window.everything_before(window.end)
+    ctx = _open(context, sync_name=sync_name, vendors=vendors)
+    salt = run_id_from_context(context) if force_full else None
+    report = _planned(ctx, "products", window, version_salt=salt)
+    report["force_full"] = bool(force_full)
+    return report
+
+
+# ---------------------------------------------------------------------------- customers and consent
+def read_vendor_unsubscribes(context, *, vendors) -> dict:
+    """Read Sendlane's own unsubscribes into ``storesync_vendor_unsubscribes`` (before anything
+    about people is planned), so the Sendlane mappers never send consent for them."""
+    from storesync.core.config import fingerprint
+    from storesync.delivery.ledger import Ledger
+    from storesync.pipeline.consent import load_unsubscribed, read_back_sendlane
+
+    if "sendlane" not in vendors:
+        return {"skipped": "sendlane is not among this sync's vendors"}
+    current = _suite_settings()
+    ledger = Ledger(current.ledger_url)
+    account = fingerprint(current.sendlane.api_token)
+    factory = client_factories(current.ledger_url).get("sendlane")
+    if factory is not None:
+        client = factory(current.sendlane)
+    else:
+        from storesync.pipeline.senders import default_sendlane_client
+
+        client = default_sendlane_client(current.sendlane, account, ledger.engine)
+    counts = read_back_sendlane(client, ledger.engine, account)
+    counts["active"] = len(load_unsubscribed(ledger.engine, "sendlane", account))
+    log.info("sendlane unsubscribes: %s", counts)
+    return counts
+
+
+def latest_ltv_as_of(warehouse_engine):
+    """The newest ``as_of`` in the LTV table, or None (no LTV computed yet)."""
+    from sqlalchemy import inspect, text
+
+    from storesync.ltv import LTV_TABLE
+    from storesync.ltv.historic import _as_date
+
+    if not inspect(warehouse_engine).has_table(LTV_TABLE):
+        return None
+    with warehouse_engine.connect() as conn:
+        value = conn.execute(text(f"SELECT MAX(as_of) FROM {LTV_TABLE}")).scalar()
+    return None if value is None else _as_date(value)
+
+
+def ltv_lookup(warehouse_engine, as_of):
+    """``customer_ids -> {customer_id: LTV profile fields}`` for one ``as_of`` (per chunk)."""
+    from storesync.ltv import ltv_profile_fields
+
+    def lookup(customer_ids) -> dict:
+        ids = [int(i) if str(i).isdigit() else i for i in customer_ids]
+        return dict(ltv_profile_fields(warehouse_engine, as_of, ids))
+
+    return lookup
+
+
+def plan_customers(context, *, sync_name: str, vendors, full: bool = False, ltv_as_of="latest") -> dict:
+    """Customers changed in the interval (``full``: every customer updated before its end) →
+    customer added, Sailthru profiles and (with a Sendlane list) contacts, with LTV profile fields
+    of ``ltv_as_of`` ("latest": the newest LTV computed). Consent: the Sendlane target reads the
+    vendor unsubscribes recorded by ``read_vendor_unsubscribes``.
+
+    Profiles carry the customer's current state (the warehouse keeps only current rows) and so the
+    current LTV: a backfilled interval sends what a rerun now would, never an older LTV."""
+    window = window_from_context(context)
+    if full:
+        window = Window.everything_before(window.end)
+    ctx = _open(context, sync_name=sync_name, vendors=vendors)
+    as_of = latest_ltv_as_of(ctx.warehouse.engine) if ltv_as_of == "latest" else ltv_as_of
+    lookup = ltv_lookup(ctx.warehouse.engine, as_of) if as_of is not None else None
+    report = _planned(ctx, "customers", window, ltv_lookup=lookup)
+    report["ltv_as_of"] = None if as_of is None else str(as_of)
+    return report
+
+
+# ---------------------------------------------------------------------------- checkouts
+def plan_checkouts(context, *, sync_name: str, vendors, reminder_max_age_hours: float = 24) -> dict:
+    """Checkouts changed in the interval. Reminders go only for intervals that ended at most
+    ``reminder_max_age_hours`` ago (0: always): a backfill or a long catch-up of old intervals
+    sends the clearing calls but does not remind people of carts they left days ago."""
+    from datetime import datetime, timedelta
+
+    window = window_from_context(context)
+    age = datetime.utcnow() - window.end
+    reminders = not reminder_max_age_hours or age <= timedelta(hours=float(reminder_max_age_hours))
+    ctx = _open(context, sync_name=sync_name, vendors=vendors)
+    report = _planned(ctx, "checkouts", window, reminders=reminders)
+    report["reminders"] = reminders
+    return report
+
+
+# ---------------------------------------------------------------------------- LTV
+def compute_ltv(context, **predict_options) -> dict:
+    """``run_ltv`` for the interval's day (``as_of`` = the data interval's start date): an upsert,
+    so any date can be rerun or backfilled with the same numbers. Predictions need repeat buyers:
+    when the models cannot be fitted the historic figures still stand (logged, not failed)."""
+    from sqlalchemy import create_engine
+
+    from storesync.delivery.ledger import Ledger
+    from storesync.ltv import LtvFitError, compute_historic_ltv, run_ltv
+
+    window = window_from_context(context)
+    as_of = window.start.date()
+    current = settings()
+    engine = create_engine(current.warehouse_url)
+    try:
+        try:
+            result = run_ltv(engine, as_of, **predict_options)
+            rows, fit, note = result.rows_historic, result.fit, None
+        except LtvFitError as exc:
+            log.warning("LTV predictions for %s not fitted (%s): historic figures only", as_of, exc)
+            rows, fit, note = compute_historic_ltv(engine, as_of), None, str(exc)[:500]
+    finally:
+        engine.dispose()
+    Ledger(current.ledger_url).advance_watermark("ltv", window.end)
+    return {"as_of": as_of.isoformat(), "customers": rows, "predicted": fit is not None,
+            "repeat_customers": getattr(fit, "n_repeat_customers", None), "note": note}
+
+
+def push_ltv_profiles(context, *, sync_name: str, vendors) -> dict:
+    """Plan the profiles whose LTV changed (every customer, content-hash diffed: unchanged ones are
+    no-ops). Only for the newest LTV date: a backfilled day recomputes its numbers but never
+    pushes older figures over newer ones."""
+    from sqlalchemy import create_engine
+
+    window = window_from_context(context)
+    as_of = window.start.date()
+    engine = create_engine(settings().warehouse_url)
+    try:
+        latest = latest_ltv_as_of(engine)
+    finally:
+        engine.dispose()
+    if latest != as_of:
+        return {"skipped": f"LTV {as_of} is not the newest ({latest}): profiles keep the newest figures"}
+    return plan_customers(context, sync_name=sync_name, vendors=vendors, full=True, ltv_as_of=as_of)
+
+
+# ---------------------------------------------------------------------------- dead-letter replay
+def replay(context, *, vendor: str | None = None, event_type: str | None = None, ids=None,
+           dry_run: bool = True) -> dict:
+    """Replay dead letters (all, one vendor's, one event type's, chosen ids). A dry run lists what
+    would be replayed, by vendor and event type, and changes nothing."""
+    from collections import Counter
+
+    from storesync.delivery.ledger import DEAD, Ledger
+    from storesync.pipeline.jobs import replay_dead_letters
+
+    vendor = vendor or None
+    event_type = event_type or None
+    ids = [int(i) for i in (ids or [])]
+    current = settings()
+    dead = [d for d in Ledger(current.ledger_url).in_state(DEAD, vendor=vendor)
+            if (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
+    selection = {"matching": len(dead), "by_event": dict(Counter(f"{d.vendor}:{d.event_type}" for d in dead)),
+                 "ids": [d.id for d in dead][:200]}
+    if dry_run:
+        log.info("dry run: would replay %s", selection)
+        return {"dry_run": True, **selection}
+    result = replay_dead_letters(current, vendor=vendor, event_type=event_type, ids=ids or None,
+                                 run_id=run_id_from_context(context),
+                                 client_factories=client_factories(current.ledger_url))
+    held = sum(d.get("unknown", 0) for d in result["deliveries"].values())
+    if held:
+        raise RuntimeError(f"{held} replayed deliveries have an unknown outcome and are held; "
+                           "run `storesync reconcile --list`")
+    return {"dry_run": False, **selection, **result}
+
+
+# ---------------------------------------------------------------------------- monitor
+def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, factor: float = 3.0,
+                      min_rows: int = 10) -> list[dict]:
+    """Entities whose rows quarantined in ``[since, until)`` reach ``min_rows`` and exceed ``factor``
+    × their average per interval over the ``baseline_hours`` before ``since``."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, inspect, select
+
+    from storesync.quality.store import TABLE_NAME, quarantine
+
+    if not inspect(engine).has_table(TABLE_NAME):
+        return []
+    interval = until - since
+    baseline_start = since - timedelta(hours=baseline_hours)
+    intervals = max(1.0, (since - baseline_start) / interval)
+
+    def counts(start, end) -> dict:
+        with engine.connect() as conn:
+            return dict(conn.execute(
+                select(quarantine.c.entity, func.count())
+                .where(quarantine.c.quarantined_at >= start, quarantine.c.quarantined_at < end)
+                .group_by(quarantine.c.entity)).all())
+
+    now_counts, before = counts(since, until), counts(baseline_start, since)
+    spikes = []
+    for entity, n in sorted(now_counts.items()):
+        average = before.get(entity, 0) / intervals
+        if n >= min_rows and n > factor * average:
+            spikes.append({"entity": entity, "quarantined": n, "baseline_per_interval": round(average, 2)})
+    return spikes
+
+
+def monitor(context, *, max_intervals: int = 3, quarantine_factor: float = 3.0, quarantine_min_rows: int = 10,
+            expected_intervals_hours: dict | None = None) -> dict:
+    """Alert (Slack webhook / e-mail, through the storesync notifier) on the ledger's new dead
+    letters and stalled syncs, and on quarantine spikes, for the run's data interval: each dead
+    letter and each spike is reported by the one run whose interval saw it."""
+    from datetime import timedelta
+
+    from storesync.delivery.ledger import Ledger
+    from storesync.provider.notifiers import alert_on_ledger, send_alert
+    from storesync.provider.notifiers.alert import airflow_base_url
+    from storesync.provider.notifiers.messages import QUARANTINE, Alert, run_link
+
+    window = window_from_context(context)
+    dag_run = context["dag_run"]
+    engine = Ledger(settings().ledger_url).engine
+    hours = {**EXPECTED_INTERVALS_HOURS, **(expected_intervals_hours or {})}
+    expected = {name: timedelta(hours=float(h)) for name, h in hours.items()}
+    alerts = alert_on_ledger(engine, since=window.start, now=window.end, expected_interval=expected,
+                             max_intervals=int(max_intervals), dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+    spikes = quarantine_spikes(engine, window.start, window.end, factor=float(quarantine_factor),
+                               min_rows=int(quarantine_min_rows))
+    for spike in spikes:
+        alert = Alert(QUARANTINE, f"{spike['entity']}: {spike['quarantined']} rows quarantined in one interval",
+                      dag_run.dag_id, dag_run.run_id,
+                      (("Entity", spike["entity"]), ("Quarantined in interval", str(spike["quarantined"])),
+                       ("Trailing average per interval", str(spike["baseline_per_interval"])),
+                       ("Interval", str(window)), ("Next step", "look at storesync_quarantine and the Data Docs")),
+                      {"quarantined": spike["quarantined"]}, None,
+                      run_link(airflow_base_url(), dag_run.dag_id, dag_run.run_id))
+        send_alert(alert)
+        alerts.append(alert)
+    summary = {"window": str(window), "alerts": [a.title for a in alerts],
+               "kinds": sorted({a.kind for a in alerts}), "quarantine_spikes": spikes}
+    log.info("monitor: %s", summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------- historical sync
+HISTORICAL_ORDER = ("products", "customers", "orders")
+
+
+def historical_entities(context) -> list[str]:
+    """Check the run's params (fails the run at once on a bad range) and list its entities, the
+    catalog first, then people, then orders."""
+    from storesync.pipeline.historical import HistoricalRequest
+
+    request = HistoricalRequest.from_params(context["params"])
+    log.info("historical sync: %s .. %s, entities %s, vendors %s, dry run %s, budget share %.0f%%",
+             request.start, request.end, list(request.entities), list(request.vendors), request.dry_run,
+             request.budget_share * 100)
+    return [e for e in HISTORICAL_ORDER if e in request.entities]
+
+
+def historical(entity: str, context) -> dict:
+    """One entity of a historical sync, resuming from its checkpoints (see
+    ``storesync.pipeline.historical``)."""
+    from storesync.pipeline.historical import HistoricalRequest, run_historical
+
+    request = HistoricalRequest.from_params(context["params"])
+    current = _suite_settings()
+    return run_historical(current, request, entity, run_id_prefix=run_id_from_context(context),
+                          client_factories=client_factories(current.ledger_url))

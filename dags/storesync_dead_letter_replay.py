@@ -1,0 +1,62 @@
+"""
+### Dead-letter replay (triggered by hand)
+
+Deliveries a vendor refused for good (validation, a missing template, a bad email) are kept in
+the ledger as dead letters, with the vendor's error, and alerted on by the monitor. Once the
+cause is fixed (at the vendor, in configuration, or in the warehouse and re-planned), trigger
+this DAG to put them back in line and send them, exactly once each, within the vendor's budget.
+
+Params:
+- `vendor`: `sendlane`, `sailthru` or empty for both;
+- `event_type`: e.g. `purchase`, `incomplete_purchase`, `order_placed`; empty for all;
+- `ids`: ledger delivery ids (`storesync_deliveries.id`); empty for all that match;
+- `dry_run` (default **on**): list what would be replayed, by vendor and event type, and change
+  nothing. Turn it off to replay.
+
+A replayed delivery keeps its identity: if it was accepted meanwhile by another path, it is not
+among the dead letters and is not sent again. A dead letter blocks what follows it for the same
+order or cart (a return never reaches a vendor before its purchase); replaying it releases them.
+Dead letters of the historical sync are replayed here too, one call each on the live budget (a
+replayed purchase goes as a single `POST /purchase`, never in a second job).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Asset, Param, dag, task
+
+from storesync.provider.notifiers import alert_callbacks
+
+
+@dag(
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["storesync", "operations", "dead-letters", "sendlane", "sailthru"],
+    default_args={"owner": "data-engineering", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    params={
+        "vendor": Param(None, type=["null", "string"], enum=[None, "sendlane", "sailthru"],
+                        description="Only this vendor's dead letters (empty: both)"),
+        "event_type": Param(None, type=["null", "string"], description="Only this event type (empty: all)"),
+        "ids": Param([], type="array", items={"type": "integer"},
+                     description="Only these ledger delivery ids (empty: all that match)"),
+        "dry_run": Param(True, type="boolean", description="List what would be replayed; change nothing"),
+    },
+    doc_md=__doc__,
+    on_failure_callback=alert_callbacks(),
+)
+def storesync_dead_letter_replay():
+    @task(outlets=[Asset("storesync://ledger/replay")])
+    def replay(**context) -> dict:
+        from storesync.provider import tasks
+
+        params = context["params"]
+        return tasks.replay(context, vendor=params.get("vendor"), event_type=params.get("event_type"),
+                            ids=params.get("ids") or [], dry_run=bool(params.get("dry_run", True)))
+
+    replay()
+
+
+storesync_dead_letter_replay()
