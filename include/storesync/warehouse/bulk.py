@@ -81,6 +81,8 @@ def _column_values(values, dialect: str) -> list:
 
 
 class BulkWriter:
+    """Writes tables in bulk through one raw connection, committing after each chunk."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -93,9 +95,15 @@ class BulkWriter:
             # A freshly generated store: durability during the load buys nothing.
             cur.execute("PRAGMA synchronous=OFF")
             cur.execute("PRAGMA journal_mode=MEMORY")
-            # Room for index builds to sort in memory (256 MiB; pages are only taken when needed).
-            cur.execute("PRAGMA cache_size=-262144")
+            # Appends need little cache (64 MiB); index builds get more, see create_indexes.
+            cur.execute(f"PRAGMA cache_size=-{64 * 1024}")
+            cur.execute("PRAGMA threads=2")  # a helper thread for SQLite's sorter
             cur.close()
+        elif self.dialect == "postgresql":
+            cur = self._conn.cursor()
+            cur.execute("SET synchronous_commit TO OFF")  # this session only: a load, not a ledger
+            cur.close()
+            self._conn.commit()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -129,6 +137,7 @@ class BulkWriter:
         if not lists or not lists[0]:
             return 0
         rows = list(zip(*lists))
+        del lists
         self._write_rows(table, names, rows)
         return len(rows)
 
@@ -156,8 +165,12 @@ class BulkWriter:
     def create_indexes(self, tables: Iterable[Table]) -> None:
         """Build the tables' secondary indexes (after the load), then refresh planner statistics
         on PostgreSQL, as a warehouse's loader would."""
+        tables = list(tables)
         cur = self._conn.cursor()
         try:
+            if self.dialect == "sqlite":
+                # Sorting the keys in memory (up to 512 MiB) instead of in temporary files.
+                cur.execute(f"PRAGMA cache_size=-{512 * 1024}")
             for table in tables:
                 for index in sorted(table.indexes, key=lambda i: i.name or ""):
                     cur.execute(str(CreateIndex(index).compile(dialect=self.engine.dialect)))
