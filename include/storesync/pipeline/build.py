@@ -29,18 +29,30 @@ DEFAULT_STATUS_EVENTS = {"fulfilled": "fulfilled", "completed": "fulfilled", "ca
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return [] if frame is None or frame.empty else frame.to_dict("records")
+    """Rows as dicts of plain Python values, missing values (NaN, NaT, NA) as None.
+
+    Column-wise: ``DataFrame.to_dict("records")`` boxes every cell on its own and was a third
+    of the event-building time on a million orders."""
+    if frame is None or frame.empty:
+        return []
+    columns = list(frame.columns)
+    values = []
+    for name in columns:
+        series = frame[name]
+        column = series.tolist()
+        missing = series.isna()
+        if missing.any():
+            column = [None if gone else value for value, gone in zip(column, missing.tolist())]
+        values.append(column)
+    return [dict(zip(columns, row)) for row in zip(*values)]
 
 
 def _clean(value):
-    """pandas NaN/NaT/None → None; everything else unchanged."""
-    if value is None:
+    """NaN/NaT/NA → None; everything else unchanged (rows from ``_records`` are clean already)."""
+    if value is None or value is pd.NaT or value is pd.NA:
         return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
+    if isinstance(value, float) and value != value:
+        return None
     return value
 
 
@@ -82,9 +94,17 @@ def order_events(changes: pd.DataFrame, orders: pd.DataFrame, lines: pd.DataFram
     """One event per status change that matters, for orders that passed the gate."""
     status_events = status_events or DEFAULT_STATUS_EVENTS
     headers = {r["order_id"]: r for r in _records(orders)}
+
+    def _items(order_id) -> tuple[LineItem, ...]:
+        items = items_by_order.get(order_id)
+        if items is None:
+            items = items_by_order[order_id] = _line_items(lines_by_order[order_id])
+        return items
+
     lines_by_order: dict = defaultdict(list)
     for line in _records(lines):
         lines_by_order[line["order_id"]].append(line)
+    items_by_order: dict = {}  # an order placed and fulfilled in one window shares its items
     for change in _records(changes):
         order = headers.get(change["order_id"])
         if order is None:
@@ -100,7 +120,7 @@ def order_events(changes: pd.DataFrame, orders: pd.DataFrame, lines: pd.DataFram
             email=email, status=change["status"],
             currency=order["currency"], subtotal=order["subtotal"], total_tax=order["total_tax"],
             total_discounts=order["total_discounts"], total=order["total"], occurred_at=change["changed_at"],
-            created_at=order["created_at"], line_items=_line_items(lines_by_order[order["order_id"]]),
+            created_at=order["created_at"], line_items=_items(order["order_id"]),
             discount_code=_clean(order.get("discount_code")), billing_address=address, shipping_address=address,
             accepts_marketing=_clean(order.get("accepts_marketing")), message_id=_clean(order.get("sailthru_bid")),
             payment_method=_clean(order.get("payment_method")), historical=historical, seq=seq,
