@@ -176,3 +176,15 @@ def test_entities_are_kept_apart(store):
     assert store.resolve_passed("orders", [2], "run-2") == 1
     assert [(r["entity"], r["entity_id"]) for r in store.open_rows()] == [("customers", 2)]
     assert store.counts_by_reason("run-1") == {"email_well_formed": 2}
+
+
+def test_open_ids_are_the_keys_of_open_records(store):
+    from storesync.quality.store import entity_key
+
+    store.record(validate([order(1, email="bad"), order(2, email="bad"), order(3, order_id=None)], run_id="run-1"))
+    assert store.open_ids("orders") == {"1", "2"}  # no key for a row without an id
+    store.record(validate([order(1)], run_id="run-2"), resolve=False)
+    assert store.open_ids("orders") == {"1", "2"}  # passed, but not resolved yet
+    store.resolve_passed("orders", [1], "run-2")
+    assert store.open_ids("orders") == {"2"} and store.open_ids("customers") == set()
+    assert {entity_key(v) for v in (2, 2.0, np.int64(2), "2")} == {"2"}

@@ -81,6 +81,8 @@ def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
         "run_id": ctx.run_id,
         "dry_run": ctx.dry_run,
         "rows": rows,
+        # Rows of earlier runs' quarantine looked at again (not in ``rows``: not this run's share).
+        "rechecked": {e: s for p in plans.values() for e, s in p.get("rechecked", {}).items()},
         "planned": sum((Counter(p["planned"]) for p in plans.values()), Counter()),
         "changes": sum((Counter(p["changes"]) for p in plans.values()), Counter()),
         "deliveries": deliveries,
@@ -96,6 +98,9 @@ def format_summary(summary: dict) -> str:
     for entity, s in summary["rows"].items():
         reasons = ", ".join(f"{r} ×{n}" for r, n in list(s["reasons"].items())[:3])
         lines.append(f"{entity:<12}{s['rows_in']:>10}{s['passed']:>10}{s['quarantined']:>13}  {reasons}")
+    for entity, s in summary.get("rechecked", {}).items():
+        lines.append(f"{entity:<12} re-checked from earlier runs' quarantine: {s['checked']}, fixed "
+                     f"{s['passed']}, still quarantined {s['quarantined']}")
     lines.append("")
     if summary["dry_run"]:
         lines.append("would send (new or changed):")

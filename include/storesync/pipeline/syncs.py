@@ -12,6 +12,19 @@ Each sync is two steps, which are also the Airflow tasks:
 ``deliver(ctx, vendor)``
     drains that vendor account's open deliveries (this run's and any earlier run's retries).
 
+Quarantined rows are resolved (closed in ``storesync_quarantine``) only once the run that passed
+them has passed its gate and released their deliveries: a run that fails leaves them open, so the
+next run still owes, and plans, their events.
+
+Orders quarantined by earlier runs are looked at again on every run (``plan_order_events``). Those
+ids are read *before* the window pass, and each such order is planned from its whole status
+history up to ``max(window end, now)``: whether it comes back through this window (a new status
+change) or only through the re-check, every event it owes (its placement and each change of the
+windows it was held back in) is planned, once, in order. A row that is re-checked and still bad is
+neither recorded again nor counted in this run's quarantine share: it belongs to the run that
+quarantined it. (An open order that changes in this window is part of this window's batch, and is
+counted and recorded as such.)
+
 A dry run does everything but write deliveries: it counts what would be created, updated or
 skipped per vendor and keeps a few sample payloads, emails masked.
 """
@@ -27,7 +40,7 @@ from datetime import datetime
 import pandas as pd
 
 from storesync.core.config import Settings
-from storesync.core.windows import Window
+from storesync.core.windows import Window, to_naive_utc
 from storesync.delivery.engine import DeliveryEngine, DeliveryReport
 from storesync.delivery.ledger import Ledger, PlannedDelivery
 from storesync.pipeline import build
@@ -52,6 +65,15 @@ class EntityStats:
 
 
 @dataclass
+class RecheckStats:
+    """Rows of earlier runs' quarantine looked at again: never part of this run's share."""
+
+    checked: int = 0
+    passed: int = 0
+    quarantined: int = 0
+
+
+@dataclass
 class PlanReport:
     sync_name: str
     run_id: str
@@ -63,6 +85,12 @@ class PlanReport:
     changes: Counter = field(default_factory=Counter)  # "vendor:create|update|unchanged"
     samples: dict[str, list] = field(default_factory=lambda: defaultdict(list))
     promoted: int = 0
+    rechecked: dict[str, RecheckStats] = field(default_factory=lambda: defaultdict(RecheckStats))
+    resolved: Counter = field(default_factory=Counter)  # quarantine records closed, by entity
+    # Ids open in the quarantine when the run first looked (entity_key text), and those of them
+    # that passed in this run: resolved once the gate has passed.
+    open_keys: dict[str, set] = field(default_factory=dict, repr=False)
+    fixed: dict[str, set] = field(default_factory=lambda: defaultdict(set), repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -72,6 +100,9 @@ class PlanReport:
                          for name, s in self.entities.items()},
             "events": dict(self.events), "planned": dict(self.planned), "changes": dict(self.changes),
             "samples": dict(self.samples) if self.dry_run else {}, "promoted": self.promoted,
+            "rechecked": {name: {"checked": s.checked, "passed": s.passed, "quarantined": s.quarantined}
+                          for name, s in self.rechecked.items()},
+            "resolved": dict(self.resolved),
         }
 
 
@@ -103,15 +134,48 @@ def _validate(ctx: SyncContext, entity: str, frame: pd.DataFrame, batch_id: str)
 
 
 def _account(ctx: SyncContext, report: PlanReport, outcome) -> pd.DataFrame:
-    """Count a validated chunk, store its quarantine (and resolve fixed rows); return what passed."""
+    """Count a validated chunk of this run's batch and store its quarantine; return what passed.
+    Earlier quarantine records of rows that passed are resolved after the gate (``_gate``)."""
     stats = report.entities[outcome.entity]
     stats.rows_in += outcome.rows_in
     stats.rows_passed += outcome.rows_passed
     stats.rows_quarantined += outcome.rows_quarantined
     stats.reasons.update(outcome.reason_counts())
     if not ctx.dry_run:
-        ctx.quarantine_store().record(outcome)
+        _note_fixed(ctx, report, outcome)
+        ctx.quarantine_store().record(outcome, resolve=False)
     return outcome.passed
+
+
+def _account_recheck(ctx: SyncContext, report: PlanReport, outcome) -> pd.DataFrame:
+    """A re-checked chunk of earlier runs' quarantine: counted apart from this run's batch (its
+    share is not this run's), still-bad rows left as they are recorded; return what passed."""
+    stats = report.rechecked[outcome.entity]
+    stats.checked += outcome.rows_in
+    stats.passed += outcome.rows_passed
+    stats.quarantined += outcome.rows_quarantined
+    if not ctx.dry_run:
+        _note_fixed(ctx, report, outcome)
+    return outcome.passed
+
+
+def _note_fixed(ctx: SyncContext, report: PlanReport, outcome) -> None:
+    """Remember the passed rows that have open quarantine records, to resolve after the gate."""
+    from storesync.quality.store import entity_key
+
+    entity = outcome.entity
+    if entity not in report.open_keys:
+        report.open_keys[entity] = ctx.quarantine_store().open_ids(entity)
+    open_keys = report.open_keys[entity]
+    if open_keys and outcome.rows_passed:
+        report.fixed[entity].update(k for k in map(entity_key, outcome.passed_ids()) if k in open_keys)
+
+
+def _resolve_fixed(ctx: SyncContext, report: PlanReport) -> None:
+    store = ctx.quarantine_store()
+    for entity, keys in report.fixed.items():
+        if keys:
+            report.resolved[entity] += store.resolve_passed(entity, sorted(keys), ctx.run_id)
 
 
 def _validated(ctx: SyncContext, report: PlanReport, entity: str, frame: pd.DataFrame, batch_id: str):
@@ -142,6 +206,9 @@ def _gate(ctx: SyncContext, report: PlanReport) -> None:
                                top_reasons=stats.reasons.most_common(5))
     if not ctx.dry_run:
         report.promoted = ctx.ledger.promote(ctx.run_id)
+        # Only now: had the run failed, its fixed rows would stay open and the next run would
+        # still plan (and so adopt) their staged deliveries.
+        _resolve_fixed(ctx, report)
 
 
 # ---------------------------------------------------------------------------- planning
@@ -196,9 +263,10 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def _validated_orders(ctx: SyncContext, report: PlanReport, order_ids: list, batch: str):
-    """Orders and their lines for a chunk, through the gate. An order with a bad line is held
-    back whole (its line items and totals would be wrong), with the line's reason."""
+def _checked_orders(ctx: SyncContext, order_ids: list, batch: str):
+    """Orders and their lines for a chunk, through the gate (outcomes, not yet accounted). An order
+    with a bad line is held back whole (its line items and totals would be wrong), with the
+    line's reason."""
     from dataclasses import replace
 
     from storesync.quality import QuarantinedRow
@@ -215,25 +283,52 @@ def _validated_orders(ctx: SyncContext, report: PlanReport, order_ids: list, bat
                          for r in orders.passed[held].to_dict("records")]
             orders = replace(orders, passed=orders.passed[~held].reset_index(drop=True),
                              quarantined=[*orders.quarantined, *held_rows])
-    return _account(ctx, report, orders), _account(ctx, report, lines)
+    return orders, lines
 
 
 def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = False) -> PlanReport:
-    """Orders whose status changed in the window → placed/fulfilled/cancelled/refunded events."""
+    """Orders whose status changed in the window → placed/fulfilled/cancelled/refunded events;
+    then the orders earlier runs quarantined, re-checked (see the module's docstring)."""
+    from storesync.quality.store import entity_key
+
     report = _new_report(ctx, window)
     size = ctx.settings.chunk_size
+    # Before the window pass: an open order that passes in it must be planned from its whole
+    # history too, and it is no longer open once it has passed.
+    owed = {entity_key(i): i for i in _open_quarantine_ids(ctx, "orders")}
+    # Up to now, not to the window's end: a late rerun of an old window must not leave the
+    # changes of the windows after it behind (the order will not be re-checked again).
+    history_end = max(window.end, to_naive_utc(ctx.now))
     for n, changes in enumerate(ctx.warehouse.stream_order_changes(window, size)):
         order_ids = changes["order_id"].unique().tolist()
-        orders, lines = _validated_orders(ctx, report, order_ids, f"orders-{n}")
-        _plan_orders(ctx, report, window, changes, orders, lines, historical)
-    # Orders quarantined by earlier runs get another look: fixed ones pass and are sent now.
-    retry_ids = _open_quarantine_ids(ctx, "orders")
-    for n, ids in enumerate(_chunks(retry_ids, size)):
-        changes = ctx.warehouse.for_ids("order_history", ids, window_end=window.end)
-        orders, lines = _validated_orders(ctx, report, ids, f"orders-requarantine-{n}")
-        _plan_orders(ctx, report, window, changes, orders, lines, historical)
+        reopened = [owed.pop(k) for k in dict.fromkeys(map(entity_key, order_ids)) if k in owed]
+        if reopened:
+            changes = _with_history(ctx, changes, reopened, history_end)
+        orders, lines = _checked_orders(ctx, order_ids, f"orders-{n}")
+        _plan_orders(ctx, report, window, changes, _account(ctx, report, orders),
+                     _account(ctx, report, lines), historical)
+    # The rest of them get another look: fixed ones pass and are sent now; the others stay as
+    # their own runs recorded them, outside this run's share.
+    for n, ids in enumerate(_chunks(list(owed.values()), size)):
+        changes = ctx.warehouse.for_ids("order_history", ids, window_end=history_end)
+        orders, lines = _checked_orders(ctx, ids, f"orders-recheck-{n}")
+        _plan_orders(ctx, report, window, changes, _account_recheck(ctx, report, orders),
+                     _account_recheck(ctx, report, lines), historical)
     _gate(ctx, report)
     return report
+
+
+def _with_history(ctx: SyncContext, changes: pd.DataFrame, order_ids: list, end) -> pd.DataFrame:
+    """The chunk's changes, with these orders' whole history (up to ``end``) in place of their
+    changes of the window, ordered by order and position in its history."""
+    from storesync.quality.store import entity_key
+
+    keys = {entity_key(i) for i in order_ids}
+    history = ctx.warehouse.for_ids("order_history", order_ids, window_end=end)
+    kept = changes[~changes["order_id"].map(entity_key).isin(keys)]
+    frames = [frame for frame in (kept, history) if len(frame)]
+    merged = pd.concat(frames, ignore_index=True) if frames else changes.iloc[0:0]
+    return merged.sort_values(["order_id", "seq"], kind="stable", ignore_index=True)
 
 
 def _plan_orders(ctx, report, window, changes, orders, lines, historical) -> None:
@@ -243,10 +338,12 @@ def _plan_orders(ctx, report, window, changes, orders, lines, historical) -> Non
 
 
 def _open_quarantine_ids(ctx: SyncContext, entity: str) -> list:
+    """Ids of ``entity`` with open quarantine records, whichever run recorded them (a retry of
+    this very run included: its earlier attempt may have re-recorded an order owed from before)."""
     if ctx.dry_run:
         return []
     ids = {row["entity_id"] for row in ctx.quarantine_store().open_rows(entity)
-           if row.get("run_id") != ctx.run_id and row.get("entity_id") is not None}
+           if row.get("entity_id") is not None}
     return sorted((int(i) if str(i).isdigit() else i for i in ids), key=str)
 
 

@@ -4,7 +4,10 @@ Table ``storesync_quarantine`` (SQLAlchemy Core; SQLite and PostgreSQL), created
 record per quarantined row per run, so a run's counts stay exact and the history stays readable.
 A record is *open* until a later run passes a row with the same entity id: then ``resolved_at``
 (and ``resolved_run_id``) are set on every open record of that id, which is how "a quarantined row
-that is fixed in the warehouse passes on a later run" shows.
+that is fixed in the warehouse passes on a later run" shows. (The pipeline resolves only after that
+run has passed its gate: ``record(outcome, resolve=False)``, then ``resolve_passed``.) A row that a
+later run merely re-checks and finds still bad is not recorded again: its record stays the one of
+the run that quarantined it.
 
 ``row`` holds the row as the warehouse gave it (JSON; Decimals as exact strings, datetimes as ISO
 8601): it contains personal data (emails, names), like the warehouse itself; ``reasons`` never do.
@@ -69,14 +72,17 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _key(entity_id: Any) -> str | None:
-    """Entity ids as text, the same for 42, 42.0, numpy 42 and "42"."""
+def entity_key(entity_id: Any) -> str | None:
+    """Entity ids as text, the same for 42, 42.0, numpy 42 and "42" (how the store keys them)."""
     entity_id = native(entity_id)
     if entity_id is None:
         return None
     if isinstance(entity_id, float) and entity_id.is_integer():
         entity_id = int(entity_id)
     return str(entity_id)
+
+
+_key = entity_key
 
 
 class QuarantineStore:
@@ -186,6 +192,18 @@ class QuarantineStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(q.id)).mappings().all()
         return [self._decode(row) for row in rows]
+
+    def open_ids(self, entity: str) -> set[str]:
+        """The ids (as ``entity_key`` text) of ``entity`` with an open record."""
+        self.ensure_table()
+        q = quarantine.c
+        query = (
+            select(q.entity_id)
+            .where(q.entity == entity, q.resolved_at.is_(None), q.entity_id.is_not(None))
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
 
     def counts_by_reason(self, run_id: str, entity: str | None = None) -> dict[str, int]:
         """Rows quarantined in ``run_id`` per failed check (a row failing two checks counts under
