@@ -26,12 +26,14 @@ quarantined it. (An open order that changes in this window is part of this windo
 counted and recorded as such.)
 
 A dry run does everything but write deliveries: it counts what would be created, updated or
-skipped per vendor and keeps a few sample payloads, emails masked.
+skipped per vendor and keeps a few sample payloads, personal data masked (``mask_sample``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -249,7 +251,74 @@ def _count_dry_run(ctx: SyncContext, report: PlanReport, planned: list[PlannedDe
     for item in planned:
         key = f"{item.vendor}:{item.event_type}"
         if len(report.samples[key]) < SAMPLES_PER_EVENT:
-            report.samples[key].append({"endpoint": item.endpoint, "payload": mask_payload(item.payload)})
+            report.samples[key].append({"endpoint": item.endpoint, "payload": mask_sample(item.payload)})
+
+
+# ---------------------------------------------------------------------------- masking samples
+MASK = "***"
+
+# Keys (lowercased, without "_", "-" or spaces) whose values are personal data: names, phone
+# numbers, street addresses and postcodes, IP addresses, birthdays. Product names (``title``,
+# ``product_name``), cities, countries, amounts and ids stay visible.
+PERSONAL_KEYS = frozenset({
+    "name", "fullname", "firstname", "lastname", "middlename", "customername", "billingname",
+    "shippingname", "phone", "phonenumber", "mobile", "mobilephone", "mobilenumber", "cell",
+    "cellphone", "telephone", "tel", "sms", "smsnumber", "fax", "address", "address1", "address2",
+    "addressline1", "addressline2", "street", "streetaddress", "line1", "line2", "postalcode",
+    "postcode", "zip", "zipcode", "ip", "ipaddress", "clientip", "browserip", "remoteip", "userip",
+    "birthday", "birthdate", "dateofbirth", "dob",
+})
+# A labelled value, as in Sendlane's custom fields: ``{"key": "phone", "value": "..."}``.
+FIELD_LABELS = ("key", "name", "field")
+
+_IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+_IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
+
+
+def _norm(key) -> str:
+    return re.sub(r"[\s_\-]", "", str(key)).lower()
+
+
+def _mask_ip(match: re.Match) -> str:
+    try:
+        ipaddress.ip_address(match.group(0))
+    except ValueError:
+        return match.group(0)  # 12:30:45, a version number: not an address
+    return MASK
+
+
+def _mask_text(text: str) -> str:
+    return _IPV6_RE.sub(_mask_ip, _IPV4_RE.sub(_mask_ip, text))
+
+
+def _mask_personal(value, personal: bool = False):
+    if isinstance(value, dict):
+        label = next((value[k] for k in FIELD_LABELS if isinstance(value.get(k), str)), None)
+        labelled = "value" in value and label is not None and _norm(label) in PERSONAL_KEYS
+        out = {}
+        for key, item in value.items():
+            if labelled and key in FIELD_LABELS and item == label:
+                out[key] = item  # the field's name is structure, not data
+            else:
+                out[key] = _mask_personal(item, personal or _norm(key) in PERSONAL_KEYS
+                                          or (labelled and key == "value"))
+        return out
+    if isinstance(value, list | tuple):
+        return [_mask_personal(item, personal) for item in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if personal:
+        return MASK
+    return _mask_text(value) if isinstance(value, str) else value
+
+
+def mask_sample(payload):
+    """A payload for people to look at (dry-run samples): credentials never shown, emails
+    masked (``b***@example.com``), and the other personal data (names, phone numbers, street
+    addresses and postcodes, IP addresses, birthdays) replaced by ``***``. Keys, nesting, ``None``
+    values and the non-personal fields (products, amounts, ids, dates, cities, countries) stay as
+    they are, so the sample still shows what would be sent."""
+    return _mask_personal(mask_payload(payload))
 
 
 def _new_report(ctx: SyncContext, window: Window) -> PlanReport:
