@@ -3,18 +3,24 @@
 Models are plain SQL a user adapts to their schema (see ``include/sql/README.md``). This module
 only loads and runs them: results stream from a server-side cursor, so memory stays flat
 whatever the window holds.
+
+Everything is UTC: windows are naive UTC, and on PostgreSQL every warehouse session runs with
+``TimeZone = UTC`` (``warehouse_engine``), whatever the server's or the database's setting, so a
+window bound compared with a ``timestamptz`` column means the same instant, and SQL date
+functions cut days at UTC midnight. ``timestamptz`` values come back as naive UTC datetimes,
+like every other datetime in a model's frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import bindparam, create_engine, text
+from sqlalchemy import bindparam, create_engine, event, text
 from sqlalchemy.engine import Engine
 
 from storesync.core.errors import ConfigurationError
@@ -52,9 +58,13 @@ def _to_decimal(value):
 
 
 def _to_datetime(value):
-    if value is None or isinstance(value, datetime):
+    if value is None:
         return value
-    return datetime.fromisoformat(str(value))
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    if value.tzinfo is not None:  # timestamptz (or text with an offset): the same instant, naive UTC
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
 
 
 def _to_bool(value):
@@ -77,13 +87,46 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+WAREHOUSE_TIMEZONE = "UTC"
+
+
+def warehouse_engine(url: str, **kwargs) -> Engine:
+    """An engine for the warehouse: statement parameters hidden from error messages (they would
+    carry customer data to logs) and, on PostgreSQL, every session in UTC."""
+    kwargs.setdefault("hide_parameters", True)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql":
+        in_utc(engine)
+    return engine
+
+
+def in_utc(engine: Engine) -> Engine:
+    """Run each new connection of a PostgreSQL ``engine`` with ``TimeZone = UTC``.
+
+    Set on connect, with any driver, and committed: a ``SET`` inside a transaction that is rolled
+    back (as the pool does when it takes a connection back) would be undone. A libpq
+    ``options=-c timezone=UTC`` connect argument would replace any ``options`` in the URL."""
+
+    @event.listens_for(engine, "connect")
+    def _set_utc(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET TIME ZONE '{WAREHOUSE_TIMEZONE}'")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+
+    return engine
+
+
 class Warehouse:
-    """The store's warehouse, read through its models."""
+    """The store's warehouse, read through its models.
+
+    Given a URL, it makes its engine with ``warehouse_engine`` (UTC sessions on PostgreSQL); an
+    engine passed in is used as it is."""
 
     def __init__(self, url_or_engine: str | Engine, models_dir: str | Path) -> None:
-        # hide_parameters: a failed statement's message must not carry customer data to logs
-        self.engine = (create_engine(url_or_engine, hide_parameters=True) if isinstance(url_or_engine, str)
-                       else url_or_engine)
+        self.engine = warehouse_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.models_dir = Path(models_dir)
         missing = [n for n in MODEL_NAMES if not (self.models_dir / f"{n}.sql").is_file()]
         if missing:
