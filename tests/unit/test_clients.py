@@ -653,3 +653,58 @@ def test_clients_refuse_bad_configuration():
         SendlaneClient("https://api.sendlane.com/v2", "", INTEGRATION_TOKEN)
     with pytest.raises(ConfigurationError):
         SailthruClient("https://api.sailthru.com", SAILTHRU_KEY, "")
+
+
+# ------------------------------------------------------------------ gateway errors to non-idempotent writes
+GATEWAY_BODY = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_sailthru_purchase_answered_by_a_gateway_error_is_an_unknown_outcome_not_retried(server, status):
+    server.script.then((status, GATEWAY_BODY, None)).then((200, {"ok": True}, None))
+    with pytest.raises(UnknownOutcomeError) as caught:
+        sailthru(url_of(server)).purchase({"email": "a@example.com", "items": [],
+                                           "purchase_keys": {"extid": "1"}})
+    assert caught.value.http_status == status
+    assert len(server.script.requests) == 1  # never resent blindly
+    server.script.steps.clear()
+    server.script.then((status, GATEWAY_BODY, None))
+    with pytest.raises(UnknownOutcomeError):
+        sailthru(url_of(server)).return_({"email": "a@example.com", "items": []})
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_sailthru_purchase_answered_500_or_503_is_still_retried(server, status):
+    server.script.then((status, GATEWAY_BODY, None)).then((200, {"ok": True}, None))
+    sailthru(url_of(server)).purchase({"email": "a@example.com", "items": []})
+    assert len(server.script.requests) == 2
+
+
+def test_gateway_errors_to_upserts_and_reads_stay_retryable(server):
+    server.script.then((502, GATEWAY_BODY, None)).then((200, {"ok": True}, None))
+    sailthru(url_of(server)).user({"id": "42", "key": "extid"})
+    assert len(server.script.requests) == 2
+    server.script.requests.clear()
+    server.script.steps.clear()
+    server.script.then((504, GATEWAY_BODY, None)).then((200, {"purchase": {"extid": "1"}}, None))
+    assert sailthru(url_of(server)).lookup_purchase("1") is not None
+    assert len(server.script.requests) == 2
+
+
+def test_sailthru_own_error_code_on_a_502_is_not_taken_for_a_gateway(server):
+    server.script.then((502, {"error": 9, "errormsg": "Internal error"}, None)).then((200, {"ok": True}, None))
+    sailthru(url_of(server)).purchase({"email": "a@example.com", "items": []})
+    assert len(server.script.requests) == 2
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_sendlane_tracking_event_answered_by_a_gateway_error_is_an_unknown_outcome(server, status):
+    server.script.then((status, GATEWAY_BODY, None)).then(OK)
+    with pytest.raises(UnknownOutcomeError):
+        sendlane(url_of(server)).track("/tracking/order-placed", {"order_id": 1})
+    assert len(server.script.requests) == 1
+    server.script.requests.clear()
+    server.script.steps.clear()
+    server.script.then((status, GATEWAY_BODY, None)).then(OK)
+    sendlane(url_of(server)).add_contacts("7", [{"email": "a@example.com"}])  # an upsert: retried
+    assert len(server.script.requests) == 2

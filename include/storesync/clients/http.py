@@ -31,6 +31,16 @@ timeouts), so the close cannot race the next request. What is left after both (a
 the same instant as a request that was fully written) stays ``UnknownOutcomeError``: a false
 "unknown" costs a lookup or a hold; a false "retryable" costs a duplicate order.
 
+Gateway errors
+==============
+
+A 502 or 504 without the vendor's own error body comes from a gateway in front of the vendor: it
+gave up waiting for the upstream, which may well have processed the request. For a request that
+is safe to repeat (a read, an upsert) that is just retryable; for a non-idempotent write (a
+Sailthru purchase or return, a Sendlane tracking event) it is an ``UnknownOutcomeError``
+(``gateway_unknown_outcome``): looked up or held like a dropped connection, never resent blindly.
+500 and 503 mean the vendor itself failed or refused before acting: retryable.
+
 Retries
 =======
 
@@ -285,6 +295,21 @@ def request_never_left(exc: BaseException) -> bool:
     )
 
 
+GATEWAY_STATUSES = frozenset({502, 504})
+
+
+def gateway_unknown_outcome(error: DeliveryError | None, *, idempotent: bool) -> DeliveryError | None:
+    """``error`` unless it is a gateway's 502/504 (no vendor error code) to a non-idempotent
+    request: then an ``UnknownOutcomeError`` carrying the same status and detail."""
+    if (idempotent or error is None or not isinstance(error, RetryableError)
+            or error.http_status not in GATEWAY_STATUSES or error.vendor_code is not None):
+        return error
+    return UnknownOutcomeError(
+        f"gateway error (HTTP {error.http_status}) to a non-idempotent request: the vendor may have "
+        f"processed it: {error}",
+        http_status=error.http_status, vendor_message=error.vendor_message)
+
+
 def transport_error(
     exc: requests.RequestException, *, changes_state: bool, redact: Callable[[str], str]
 ) -> DeliveryError:
@@ -393,6 +418,7 @@ __all__ = [
     "build_session",
     "call_with_retries",
     "check_base_url",
+    "gateway_unknown_outcome",
     "make_redactor",
     "parse_json_body",
     "request_never_left",

@@ -18,6 +18,7 @@ only when there is not:
 | 2xx without an ``error`` code                 | none                   | accepted                               |
 | error 43, or HTTP 429                         | ``RateLimitedError``   | over the per-minute limit; ``retry_after`` = ``X-Rate-Limit-Reset`` minus now |
 | error 9, or HTTP 5xx                          | ``RetryableError``     | Sailthru's internal error              |
+| HTTP 502/504 without an error code to a POST of ``purchase``, ``return`` or ``job`` | ``UnknownOutcomeError`` | a gateway timed out; Sailthru may have recorded it (``gateway_unknown_outcome``) |
 | error 3, 4, 5                                 | ``AuthError``          | bad API key, IP not allowed, bad signature: stop the run and alert |
 | error 32–37                                   | ``SuppressedError``    | opted out / not emailable: record, never retry |
 | error 2, 6, 11, 14, 15, 18, 42, 99, any other code; other 4xx | ``PermanentError`` | the request itself is wrong: dead-letter it |
@@ -49,6 +50,7 @@ from storesync.clients.http import (
     build_session,
     call_with_retries,
     check_base_url,
+    gateway_unknown_outcome,
     make_redactor,
     parse_json_body,
     scrubbed,
@@ -75,6 +77,8 @@ SUPPRESSED_CODES = frozenset(range(32, 38))
 RETRYABLE_CODES = frozenset({9})
 RATE_LIMITED_CODE = 43
 JOB_FAILED_STATUSES = frozenset({"failed", "error", "expired", "cancelled"})
+# Writes that count twice when repeated (a purchase, a return, a job); user and content are upserts.
+NON_IDEMPOTENT_POSTS = frozenset({"purchase", "return", "job"})
 
 
 def sailthru_signature(params: dict, secret: str) -> str:
@@ -195,6 +199,7 @@ class SailthruClient:
         url = f"{self.base_url}/{endpoint}"
         limiter = self.limiters(endpoint, method)
         changes_state = method != "GET"
+        idempotent = not changes_state or endpoint not in NON_IDEMPOTENT_POSTS
 
         params = self._signed_params(data)
 
@@ -212,7 +217,7 @@ class SailthruClient:
                 raise transport_error(exc, changes_state=changes_state, redact=self._redact) from None
             if isinstance(limiter, ObservesResponses):
                 limiter.observe(response.headers)
-            error = classify_sailthru_response(response)
+            error = gateway_unknown_outcome(classify_sailthru_response(response), idempotent=idempotent)
             if error is not None:
                 raise scrubbed(error, self._redact)
             body = parse_json_body(response)

@@ -12,6 +12,7 @@ Error classification (``classify_sendlane_response``; network failures by the ru
 | 2xx                                           | none                  | accepted (not yet processed)             |
 | 429                                           | ``RateLimitedError``  | account over 240/min; no Retry-After is sent, so the retry loop backs off and pauses the shared limiter |
 | 5xx, 408                                      | ``RetryableError``    | the vendor failed, or never got the whole request |
+| 502/504 to a ``/tracking/*`` event            | ``UnknownOutcomeError`` | a gateway timed out; Sendlane may have recorded the event (``gateway_unknown_outcome``); list contacts are upserts and stay retryable |
 | 401 (often plain text, not JSON)              | ``AuthError``         | bad API token: every request would fail  |
 | 403                                           | ``AuthError``         | locked out after too many errors: stop, alert, let the lockout lapse |
 | 400, 422                                      | ``PermanentError``    | validation; the field errors are kept in ``vendor_message`` |
@@ -38,6 +39,7 @@ from storesync.clients.http import (
     build_session,
     call_with_retries,
     check_base_url,
+    gateway_unknown_outcome,
     make_redactor,
     parse_json_body,
     scrubbed,
@@ -158,6 +160,8 @@ class SendlaneClient:
             "Accept": "application/json",
         }
         changes_state = method != "GET"
+        # Tracking events are not idempotent (an order placed twice counts twice); contacts are upserts.
+        idempotent = not changes_state or not path.lstrip("/").startswith("tracking/")
 
         def attempt_once() -> dict:
             try:
@@ -169,7 +173,7 @@ class SendlaneClient:
                 # ``from None``: the original exception's text holds the URL and, for some failures,
                 # request details; the redacted detail is kept in the message instead.
                 raise transport_error(exc, changes_state=changes_state, redact=self._redact) from None
-            error = classify_sendlane_response(response)
+            error = gateway_unknown_outcome(classify_sendlane_response(response), idempotent=idempotent)
             if error is not None:
                 raise scrubbed(error, self._redact)
             body = parse_json_body(response)
