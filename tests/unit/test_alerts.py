@@ -238,6 +238,39 @@ def test_run_counts(ledger_engine):
     assert split_ledger_run_id("a/b/plan") == ("a", "b") and split_ledger_run_id("x") == (None, "x")
 
 
+def test_find_stuck_deliveries(ledger_engine):
+    from storesync.provider.notifiers.checks import find_stuck_deliveries
+    from storesync.provider.notifiers.messages import stuck_deliveries_message
+
+    now = datetime(2026, 11, 20, 12, 0)
+    old, recent = now - timedelta(hours=7), now - timedelta(hours=1)
+    rows = [
+        _delivery_row(1, state="staged", updated_at=old, sync="customers"),
+        _delivery_row(2, state="staged", updated_at=old - timedelta(hours=1), sync="order_events"),
+        _delivery_row(3, state="sending", updated_at=old),
+        _delivery_row(4, vendor="sailthru", state="unknown", updated_at=old),
+        _delivery_row(5, state="unknown", updated_at=recent),       # not old enough
+        _delivery_row(6, state=RETRY, updated_at=old),              # retries re-drive themselves
+        _delivery_row(7, state="planned", updated_at=old),
+        _delivery_row(8, state=ACCEPTED, updated_at=old),
+    ]
+    with ledger_engine.begin() as conn:
+        conn.execute(insert(deliveries), rows)
+    stuck = find_stuck_deliveries(ledger_engine, timedelta(hours=6), now.replace(tzinfo=timezone.utc))
+    assert [(s.vendor, s.state, s.count) for s in stuck] == [
+        ("sailthru", "unknown", 1), ("sendlane", "sending", 1), ("sendlane", "staged", 2)]
+    staged = stuck[2]
+    assert staged.oldest_at == old - timedelta(hours=1) and staged.sync_names == ("customers", "order_events")
+    assert [(s.vendor, s.state) for s in find_stuck_deliveries(ledger_engine, timedelta(hours=7, minutes=30), now)
+            ] == [("sendlane", "staged")]
+    with pytest.raises(ValueError):
+        find_stuck_deliveries(ledger_engine, timedelta(0), now)
+    alert = stuck_deliveries_message("sendlane", state="unknown", count=2, oldest_at=old, now=now,
+                                     older_than=timedelta(hours=6), dag_id=DAG_ID, run_id=RUN_ID)
+    assert alert.kind == "stuck_deliveries" and "2 sendlane deliveries stuck in unknown" in alert.title
+    assert "storesync reconcile --list" in alert.text and not EMAIL_RE.search(alert.text)
+
+
 # ============================================================================ local receivers
 class WebhookReceiver:
     """A local HTTP endpoint that records every POST and answers ``status``."""
@@ -543,6 +576,26 @@ def test_alert_on_ledger_sends_dead_letters_and_stalls(alert_env, tmp_path):
     texts = [hook.json(i)["text"] for i in range(len(hook.requests))]
     assert "3 new sendlane dead letters" in texts[0] and "order_events: no progress" in texts[1]
     assert all("storesync_monitor" in t and "scheduled__m" in t and not EMAIL_RE.search(t) for t in texts)
+    ledger.engine.dispose()
+
+
+def test_alert_on_ledger_reports_deliveries_stuck_open(alert_env, tmp_path):
+    from storesync.provider.notifiers import alert_on_ledger
+
+    now = datetime(2026, 11, 20, 12, 0)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'monitor.db'}")
+    with ledger.engine.begin() as conn:
+        conn.execute(insert(deliveries), [_delivery_row(i, state="unknown", updated_at=now - timedelta(hours=9))
+                                          for i in range(2)])
+    with WebhookReceiver() as hook:
+        alert_env.setenv("AIRFLOW_CONN_STORESYNC_SLACK", slack_conn(hook.url))
+        alerts = alert_on_ledger(ledger.engine, since=now - timedelta(hours=1), now=now,
+                                 expected_interval={}, max_intervals=3, stuck_after=timedelta(hours=6),
+                                 dag_id="storesync_monitor", run_id="scheduled__m")
+        assert alert_on_ledger(ledger.engine, since=now - timedelta(hours=1), now=now, expected_interval={},
+                               stuck_after=None) == []
+    assert [a.kind for a in alerts] == ["stuck_deliveries"]
+    assert "2 sendlane deliveries stuck in unknown" in hook.json(0)["text"]
     ledger.engine.dispose()
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import BaseNotifier
 
@@ -45,6 +45,7 @@ from storesync.provider.notifiers.messages import (
     no_progress_message,
     quarantine_message,
     scrub,
+    stuck_deliveries_message,
 )
 
 log = logging.getLogger(__name__)
@@ -265,14 +266,25 @@ def send_alert(alert: Alert, **kwargs) -> list[str]:
     return StoresyncAlertNotifier(**kwargs).send(alert)
 
 
+DEFAULT_STUCK_AFTER = timedelta(hours=6)
+
+
 def alert_on_ledger(engine, *, since: datetime, now: datetime, expected_interval, max_intervals: int = 3,
-                    dag_id: str | None = None, run_id: str | None = None, notifier=None) -> list[Alert]:
-    """Check the ledger for new dead letters and stalled syncs and send an alert for each finding.
+                    dag_id: str | None = None, run_id: str | None = None, notifier=None,
+                    stuck_after: timedelta | None = DEFAULT_STUCK_AFTER) -> list[Alert]:
+    """Check the ledger for new dead letters, stalled syncs and deliveries stuck in ``staged``,
+    ``sending`` or ``unknown`` for longer than ``stuck_after`` (None: not checked), and send an
+    alert for each finding.
 
     For a monitoring task: ``since`` / ``now`` are its data interval. Returns the alerts built
     (sent when a channel is configured).
     """
-    from storesync.provider.notifiers.checks import find_new_dead_letters, find_stalled_syncs
+    from storesync.provider.notifiers.checks import (
+        find_new_dead_letters,
+        naive_utc,
+        find_stalled_syncs,
+        find_stuck_deliveries,
+    )
 
     notifier = notifier or StoresyncAlertNotifier()
     base_url = notifier.base_url or airflow_base_url()
@@ -287,6 +299,13 @@ def alert_on_ledger(engine, *, since: datetime, now: datetime, expected_interval
                             dag_id=dag_id, run_id=run_id, base_url=base_url)
         for stalled in find_stalled_syncs(engine, expected_interval, max_intervals, now)
     ]
+    if stuck_after is not None:
+        alerts += [
+            stuck_deliveries_message(stuck.vendor, state=stuck.state, count=stuck.count, oldest_at=stuck.oldest_at,
+                                     now=naive_utc(now), older_than=stuck_after, sync_names=stuck.sync_names,
+                                     dag_id=dag_id, run_id=run_id, base_url=base_url)
+            for stuck in find_stuck_deliveries(engine, stuck_after, now)
+        ]
     for alert in alerts:
         notifier.send(alert)
     return alerts

@@ -1,4 +1,4 @@
-"""Ledger checks behind the alerts: new dead letters, stalled syncs, a run's counts.
+"""Ledger checks behind the alerts: new dead letters, stalled syncs, stuck deliveries, a run's counts.
 
 Pure SQLAlchemy Core over the delivery ledger's own tables (``storesync_deliveries``,
 ``storesync_watermarks``); no Airflow. Each takes an ``Engine`` (a ``Ledger`` or a URL also work,
@@ -16,7 +16,11 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
-from storesync.delivery.ledger import DEAD, deliveries, watermarks
+from storesync.delivery.ledger import DEAD, SENDING, STAGED, UNKNOWN, deliveries, watermarks
+
+# Open states that do not settle by themselves within a run: a failed gate (staged), a dead or
+# hung sender (sending), an unresolved outcome (unknown).
+STUCK_STATES = (STAGED, SENDING, UNKNOWN)
 
 UNCLASSIFIED = "unclassified"
 
@@ -45,6 +49,17 @@ class StalledSync:
     max_intervals: int
     behind: timedelta | None
     intervals_behind: int | None
+
+
+@dataclass(frozen=True)
+class StuckDeliveries:
+    """Open deliveries of one vendor and state unchanged for longer than the threshold."""
+
+    vendor: str
+    state: str
+    count: int
+    oldest_at: datetime  # the oldest row's last change (``updated_at``)
+    sync_names: tuple[str, ...]
 
 
 def _engine(engine_or_url) -> Engine:
@@ -158,6 +173,34 @@ def find_stalled_syncs(engine, expected_interval: timedelta | Mapping[str, timed
     return stalled
 
 
+def find_stuck_deliveries(engine, older_than: timedelta, now: datetime, *,
+                          states: tuple[str, ...] = STUCK_STATES) -> list[StuckDeliveries]:
+    """Deliveries still ``staged``, ``sending`` or ``unknown`` whose last change is more than
+    ``older_than`` before ``now``, per vendor and state: a gate that keeps failing, a claim whose
+    owner hangs, an outcome nobody reconciled. Indexed (state, updated_at): cheap however large
+    the ledger. Reported on every check until resolved."""
+    if older_than.total_seconds() <= 0:
+        raise ValueError("older_than must be positive")
+    engine = _engine(engine)
+    cutoff = naive_utc(now) - older_than
+    query = (
+        select(deliveries.c.vendor, deliveries.c.state, deliveries.c.sync_name, func.count(),
+               func.min(deliveries.c.updated_at))
+        .where(deliveries.c.state.in_(list(states)), deliveries.c.updated_at < cutoff)
+        .group_by(deliveries.c.vendor, deliveries.c.state, deliveries.c.sync_name)
+    )
+    grouped: dict[tuple[str, str], list] = {}
+    with engine.connect() as conn:
+        for vendor, state, sync_name, n, oldest in conn.execute(query):
+            entry = grouped.setdefault((vendor, state), [0, oldest, []])
+            entry[0] += n
+            entry[1] = min(entry[1], oldest)
+            if sync_name:
+                entry[2].append(sync_name)
+    return [StuckDeliveries(vendor, state, n, oldest, tuple(sorted(set(names))))
+            for (vendor, state), (n, oldest, names) in sorted(grouped.items())]
+
+
 def run_counts(engine, ledger_run_id: str) -> dict[str, int]:
     """Deliveries by state that a run touched last (``last_run_id``): what a failure alert reports."""
     engine = _engine(engine)
@@ -169,9 +212,12 @@ def run_counts(engine, ledger_run_id: str) -> dict[str, int]:
 
 __all__ = [
     "DeadLetters",
+    "STUCK_STATES",
     "StalledSync",
+    "StuckDeliveries",
     "find_new_dead_letters",
     "find_stalled_syncs",
+    "find_stuck_deliveries",
     "naive_utc",
     "run_counts",
     "split_ledger_run_id",

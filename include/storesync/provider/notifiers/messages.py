@@ -23,6 +23,7 @@ from html import escape
 from urllib.parse import quote
 
 FAILED_RUN, QUARANTINE, DEAD_LETTERS, NO_PROGRESS = "failed_run", "quarantine", "dead_letters", "no_progress"
+STUCK = "stuck_deliveries"
 MAX_DETAIL_CHARS = 600
 MASK = "***"
 
@@ -256,6 +257,29 @@ def no_progress_message(sync_name: str, *, watermark: datetime | None, now: date
                  run_link(base_url, dag_id, run_id) if dag_id else None)
 
 
+STUCK_NEXT_STEP = {
+    "staged": "the run's quality gate failed: fix the data and rerun the window",
+    "sending": "a sender hangs or died: the next delivery run recovers it (outcome unknown)",
+    "unknown": "storesync reconcile --list",
+}
+
+
+def stuck_deliveries_message(vendor: str, *, state: str, count: int, oldest_at: datetime, now: datetime,
+                             older_than: timedelta, sync_names: Iterable[str] = (), dag_id: str | None = None,
+                             run_id: str | None = None, base_url: str | None = None) -> Alert:
+    """Open deliveries of one vendor have stayed in ``state`` for longer than ``older_than``."""
+    facts = [("Vendor", vendor), ("State", state), ("Deliveries", str(count)),
+             ("Oldest unchanged since", oldest_at.isoformat(sep=" ", timespec="seconds")),
+             ("Age", str(now - oldest_at).split(".")[0]), ("Threshold", str(older_than))]
+    names = [n for n in sync_names if n]
+    if names:
+        facts.append(("Syncs", ", ".join(names)))
+    facts.append(("Next step", STUCK_NEXT_STEP.get(state, "look at storesync_deliveries")))
+    return Alert(STUCK, f"{count} {vendor} deliver{'ies' if count != 1 else 'y'} stuck in {state}",
+                 dag_id, run_id, tuple(facts), {state: count}, None,
+                 run_link(base_url, dag_id, run_id) if dag_id else None)
+
+
 __all__ = [
     "Alert",
     "DEAD_LETTERS",
@@ -263,10 +287,12 @@ __all__ = [
     "MAX_DETAIL_CHARS",
     "NO_PROGRESS",
     "QUARANTINE",
+    "STUCK",
     "dead_letters_message",
     "failed_run_message",
     "no_progress_message",
     "quarantine_message",
+    "stuck_deliveries_message",
     "run_link",
     "scrub",
 ]
