@@ -179,3 +179,333 @@ def test_rerun_after_everything_settled_sends_nothing(ledger):
     plan(ledger, item("1"), item("2"), run_id="run-2")
     report = DeliveryEngine(ledger, vendor).run()
     assert report.requests == 0 and len(vendor.received) == 2
+
+
+# ---------------------------------------------------------------------------- content versions
+def content(entity, version, event="content", seq=0):
+    return PlannedDelivery(vendor="fake", account="acct", event_type=event, entity_id=entity, version=version,
+                           endpoint="/x", payload={"id": entity, "v": version}, seq=seq, versioning="content")
+
+
+class PayloadVendor(ScriptedVendor):
+    """Also remembers which version of each entity arrived, in order."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.versions: list[tuple[str, str]] = []
+
+    def send(self, delivery):
+        answer = super().send(delivery)
+        self.versions.append((delivery.entity_id, delivery.payload.get("v")))
+        return answer
+
+
+def states_of(ledger, entity):
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import deliveries
+
+    with ledger.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(deliveries.c.version, deliveries.c.state).where(deliveries.c.entity_id == entity)
+            .order_by(deliveries.c.id))]
+
+
+def test_content_revert_is_sent_again_and_unchanged_content_is_not(ledger):
+    vendor = PayloadVendor()
+    for n, version in enumerate(["A", "A", "B", "B", "A", "A"]):
+        plan(ledger, content("p", version), run_id=f"run-{n}")
+        DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert vendor.versions == [("p", "A"), ("p", "B"), ("p", "A")]
+    assert states_of(ledger, "p") == [("A", ACCEPTED), ("B", ACCEPTED), ("A", ACCEPTED)]
+    assert ledger.known_versions("fake", "acct", "content", ["p", "other"]) == {"p": "A"}
+
+
+def test_a_forced_resend_is_not_followed_by_another_of_the_same_content(ledger):
+    vendor = PayloadVendor()
+    plan(ledger, content("p", "A"), run_id="r1")
+    plan(ledger, content("p", "A~salt1"), run_id="forced")  # a forced full resend of the same content
+    DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert plan(ledger, content("p", "A"), run_id="r2") == 0
+    assert plan(ledger, content("p", "A~salt2"), run_id="forced-again") == 1
+
+
+def test_a_newer_version_supersedes_older_ones_not_yet_in_flight(ledger):
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import SUPERSEDED, Outcome, record_log
+
+    plan(ledger, content("p", "A"), content("q", "A"), run_id="r1")
+    # q's first version failed once and waits for its retry.
+    claimed = ledger.claim("fake", "acct", 10, owner="me:1")
+    ledger.record([(d, Outcome(RETRY)) for d in claimed if d.entity_id == "q"], run_id="r1", owner="me:1")
+    ledger.release([d for d in claimed if d.entity_id == "p"])  # p's never left: plainly pending
+    ledger.plan([content("p", "B"), content("q", "B")], sync_name="test", run_id="r2")
+    # Staged (gate not passed yet): nothing is superseded by it.
+    assert [s for _, s in states_of(ledger, "p")] == [RETRY, "staged"]
+    ledger.promote("r2")
+    assert states_of(ledger, "p") == [("A", SUPERSEDED), ("B", "planned")]
+    assert states_of(ledger, "q") == [("A", SUPERSEDED), ("B", "planned")]
+    with ledger.engine.connect() as conn:
+        logged = conn.execute(select(record_log.c.entity_id, record_log.c.status, record_log.c.run_id)
+                              .where(record_log.c.status == SUPERSEDED)).all()
+    assert sorted(logged) == [("p", SUPERSEDED, "r2"), ("q", SUPERSEDED, "r2")]
+    vendor = PayloadVendor()
+    DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert sorted(vendor.versions) == [("p", "B"), ("q", "B")]
+    assert ledger.counts(states=[SUPERSEDED, ACCEPTED]) == {SUPERSEDED: 2, ACCEPTED: 2}
+
+
+def test_in_flight_versions_are_never_superseded_and_the_newer_one_waits(ledger):
+    from storesync.delivery.ledger import Outcome
+
+    plan(ledger, content("p", "A"), content("u", "A"), run_id="r1")
+    claimed = {d.entity_id: d for d in ledger.claim("fake", "acct", 10, owner="me:1")}
+    ledger.record([(claimed["u"], Outcome(UNKNOWN))], run_id="r1", owner="me:1")  # u: outcome unknown
+    plan(ledger, content("p", "B"), content("u", "B"), run_id="r2")
+    assert states_of(ledger, "p") == [("A", SENDING), ("B", "planned")]
+    assert states_of(ledger, "u") == [("A", UNKNOWN), ("B", "planned")]
+    # Neither B goes while its A may still be arriving.
+    assert ledger.claim("fake", "acct", 10, owner="me:2") == []
+    ledger.record([(claimed["p"], Outcome(ACCEPTED))], run_id="r1", owner="me:1")
+    assert [(d.entity_id, d.payload["v"]) for d in ledger.claim("fake", "acct", 10, owner="me:2")] == [("p", "B")]
+
+
+def test_a_dead_older_version_does_not_block_a_newer_one(ledger):
+    vendor = PayloadVendor({"p": [PermanentError("422 bad title", http_status=422)]})
+    plan(ledger, content("p", "A"), run_id="r1")
+    DeliveryEngine(ledger, vendor, policy=FAST).run()
+    plan(ledger, content("p", "B"), run_id="r2")
+    DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert states_of(ledger, "p") == [("A", DEAD), ("B", ACCEPTED)]
+
+
+def test_a_resend_found_necessary_after_a_newer_version_was_planned_is_superseded(ledger):
+    from storesync.delivery.ledger import SUPERSEDED, Outcome
+
+    plan(ledger, content("p", "A"), run_id="r1")
+    claimed = ledger.claim("fake", "acct", 10, owner="me:1")
+    ledger.record([(claimed[0], Outcome(UNKNOWN))], run_id="r1", owner="me:1")
+    plan(ledger, content("p", "B"), run_id="r2")
+    vendor = PayloadVendor(lookup={"p": "lookup"})  # the lookup: A never arrived
+    report = DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert vendor.versions == [("p", "B")]
+    assert states_of(ledger, "p") == [("A", SUPERSEDED), ("B", ACCEPTED)]
+    assert report.superseded == 1
+
+
+# ---------------------------------------------------------------------------- held and pending unknowns
+def test_rows_recovered_into_a_held_state_fail_the_deliver_task(ledger):
+    import socket
+
+    from sqlalchemy import update
+
+    from storesync.delivery.ledger import deliveries
+    from storesync.provider.tasks import raise_if_held
+
+    plan(ledger, item("held"), item("fine"))
+    ledger.claim("fake", "acct", 1, owner=f"{socket.gethostname()}:999999999:dead")  # a dead process's claim
+    with ledger.engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.state == SENDING)
+                     .values(claimed_by=f"{socket.gethostname()}:999999999:dead"))
+    vendor = ScriptedVendor(lookup={"held": "hold"})
+    report = DeliveryEngine(ledger, vendor, policy=FAST).run().as_dict()
+    assert vendor.received == [("order_placed", "fine")]  # everything else was still sent
+    assert report["held_unknown"] == 1 and report["held_from_earlier"] == 1 and report["unknown"] == 0
+    with pytest.raises(RuntimeError, match=r"1 fake deliveries .* held \(0 from this run, 1 recovered"):
+        raise_if_held("fake", report)
+    # A later run still fails while it is held.
+    again = DeliveryEngine(ledger, vendor, policy=FAST).run().as_dict()
+    with pytest.raises(RuntimeError):
+        raise_if_held("fake", again)
+
+
+class FakeSailthruClient:
+    """POST /purchase: the gateway answers 502 the first time (the purchase did not arrive);
+    GET /purchase by extid: whatever arrived."""
+
+    def __init__(self):
+        self.posts: list[dict] = []
+        self.failures = 1
+
+    def post(self, endpoint, payload):
+        if self.failures:
+            self.failures -= 1
+            raise UnknownOutcomeError("gateway error (HTTP 502)", http_status=502)
+        self.posts.append(payload)
+        return {"ok": True}
+
+    def lookup_purchase(self, extid):
+        return next(({"extid": extid} for p in self.posts if p["purchase_keys"]["extid"] == extid), None)
+
+
+def test_sailthru_negative_lookup_is_trusted_only_after_the_grace_period(ledger):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storesync.core.config import SailthruSettings
+    from storesync.delivery.ledger import deliveries, utcnow
+    from storesync.pipeline.senders import SailthruSender
+
+    client = FakeSailthruClient()
+    sender = SailthruSender(SailthruSettings(unknown_grace_s=120), "acct", client_factory=lambda _s: client)
+    sender.vendor = "fake"
+    purchase = PlannedDelivery(vendor="fake", account="acct", event_type="purchase", entity_id="o1", version="1",
+                               endpoint="/purchase", payload={"purchase_keys": {"extid": "o1"}, "items": []})
+    plan(ledger, purchase)
+    first = DeliveryEngine(ledger, sender, policy=FAST).run()
+    # Not found right after the 502 proves nothing: no resend, not held for a person either.
+    assert client.posts == [] and first.awaiting_lookup == 1 and first.held_unknown == 0
+    assert ledger.counts() == {UNKNOWN: 1}
+    second = DeliveryEngine(ledger, sender, policy=FAST).run()  # a later run, still within the grace
+    assert client.posts == [] and second.awaiting_lookup == 1 and ledger.counts() == {UNKNOWN: 1}
+    with ledger.engine.begin() as conn:  # the grace period passes
+        conn.execute(update(deliveries).values(updated_at=utcnow() - timedelta(seconds=121)))
+    DeliveryEngine(ledger, sender, policy=FAST).run()
+    assert len(client.posts) == 1 and ledger.counts() == {ACCEPTED: 1}
+
+
+def test_sailthru_positive_lookup_is_trusted_at_once():
+    from storesync.core.config import SailthruSettings
+    from storesync.delivery.engine import LOOKUP_PENDING
+    from storesync.delivery.ledger import Delivery
+    from storesync.pipeline.senders import SailthruSender
+
+    client = FakeSailthruClient()
+    client.posts.append({"purchase_keys": {"extid": "o2"}})
+    sender = SailthruSender(SailthruSettings(), "acct", client_factory=lambda _s: client)
+
+    def delivery(extid):
+        return Delivery(id=1, delivery_key="k", vendor="sailthru", account="acct", event_type="purchase",
+                        entity_id=extid, version="1", ordering_key="o", seq=1, method="POST", endpoint="/purchase",
+                        payload={"purchase_keys": {"extid": extid}}, state=UNKNOWN, attempts=1)
+
+    assert sender.resolve_unknown(delivery("o2")) is True
+    assert sender.resolve_unknown(delivery("o3")) == LOOKUP_PENDING
+    assert SailthruSender(SailthruSettings(unknown_grace_s=0), "acct",
+                          client_factory=lambda _s: client).resolve_unknown(delivery("o3")) is False
+
+
+# ---------------------------------------------------------------------------- waiting for retries
+def test_waiting_for_retries_does_not_spin_on_blocked_work(ledger):
+    import time
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storesync.delivery.ledger import deliveries, utcnow
+
+    plan(ledger, item("9", "order_placed", seq=1), item("9", "order_fulfilled", seq=2))
+    with ledger.engine.begin() as conn:  # placed: held unknown; fulfilled: a retry due, but behind it
+        conn.execute(update(deliveries).where(deliveries.c.seq == 1).values(state=UNKNOWN))
+        conn.execute(update(deliveries).where(deliveries.c.seq == 2)
+                     .values(state=RETRY, next_attempt_at=utcnow() - timedelta(seconds=1)))
+    claims = []
+    original = ledger.claim
+
+    def counting_claim(*args, **kwargs):
+        claims.append(1)
+        return original(*args, **kwargs)
+
+    ledger.claim = counting_claim
+    started = time.monotonic()
+    DeliveryEngine(ledger, ScriptedVendor(lookup={"9": "hold"}),
+                   policy=RedrivePolicy(base_delay_s=0.01, max_wait_in_run_s=3)).run()
+    assert time.monotonic() - started < 1.5
+    assert len(claims) <= 2
+
+
+def test_waiting_for_a_retry_sleeps_until_it_is_due(ledger, monkeypatch):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    import storesync.delivery.engine as engine_module
+    from storesync.delivery.ledger import deliveries, utcnow
+
+    plan(ledger, item("r"))
+    with ledger.engine.begin() as conn:
+        conn.execute(update(deliveries).values(state=RETRY, next_attempt_at=utcnow() + timedelta(seconds=0.6)))
+    sleeps = []
+    real_sleep = engine_module.time.sleep
+
+    def recording_sleep(seconds):
+        sleeps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(engine_module.time, "sleep", recording_sleep)
+    vendor = ScriptedVendor()
+    DeliveryEngine(ledger, vendor, policy=RedrivePolicy(max_wait_in_run_s=5)).run()
+    assert vendor.received == [("order_placed", "r")]
+    assert len(sleeps) == 1 and 0.4 < sleeps[0] < 0.7
+
+
+# ---------------------------------------------------------------------------- watermarks
+def test_the_watermark_stops_at_the_first_window_not_settled(ledger):
+    from datetime import datetime, timedelta
+
+    from storesync.delivery.ledger import Outcome
+
+    t0 = datetime(2026, 1, 1)
+    windows = [(t0 + timedelta(hours=h), t0 + timedelta(hours=h + 1)) for h in range(3)]
+    for n, (start, end) in enumerate(windows):
+        ledger.start_run(f"w{n}", "hourly", window_start=start, window_end=end)
+        ledger.plan([item(f"e{n}")], sync_name="hourly", run_id=f"w{n}", window_start=start, window_end=end)
+        ledger.promote(f"w{n}")
+    claimed = {d.entity_id: d for d in ledger.claim("fake", "acct", 10, owner="me:1")}
+    # Windows 0 and 2 settle; window 1 is left with a retry.
+    ledger.record([(claimed["e0"], Outcome(ACCEPTED)), (claimed["e1"], Outcome(RETRY)),
+                   (claimed["e2"], Outcome(ACCEPTED))], run_id="x", owner="me:1")
+    assert ledger.window_is_settled("hourly", *windows[2])
+    assert ledger.advance_watermark("hourly", windows[2][1]) == windows[0][1]
+    assert ledger.watermark("hourly") == windows[0][1]
+    retry = ledger.claim("fake", "acct", 10, owner="me:2")
+    ledger.record([(retry[0], Outcome(ACCEPTED))], run_id="y", owner="me:2")
+    assert ledger.advance_watermark("hourly", windows[2][1]) == windows[2][1]
+    # Never back: a backfill of an old window keeps it.
+    assert ledger.advance_watermark("hourly", windows[0][1]) == windows[2][1]
+
+
+# ---------------------------------------------------------------------------- schema and reads
+def test_an_older_ledger_gets_the_new_column_and_indexes_in_place(db_url):
+    from sqlalchemy import Column, MetaData, Table, create_engine, inspect
+
+    from storesync.delivery.ledger import deliveries, metadata
+
+    engine = create_engine(db_url)
+    old = MetaData()
+    columns = [Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+               for c in deliveries.columns if c.name != "versioning"]
+    Table(deliveries.name, old, *columns)
+    for table in metadata.sorted_tables:
+        if table.name != deliveries.name:
+            table.to_metadata(old)
+    old.create_all(engine)
+    Ledger(db_url)
+    Ledger(db_url)  # twice: idempotent
+    inspector = inspect(engine)
+    assert "versioning" in {c["name"] for c in inspector.get_columns(deliveries.name)}
+    names = {i["name"] for i in inspector.get_indexes(deliveries.name)}
+    assert {"ix_deliveries_state_updated", "ix_deliveries_last_run", "ix_deliveries_open_window"} <= names
+    engine.dispose()
+
+
+def test_known_versions_reads_only_the_latest_row_of_the_entities_asked(ledger):
+    from sqlalchemy import event
+
+    for n, version in enumerate(["A", "B", "C", "D"]):
+        plan(ledger, content("p", version), content(f"other{n}", version), run_id=f"r{n}")
+    fetched = []
+
+    def count_rows(conn, cursor, statement, parameters, context, executemany):
+        if "storesync_deliveries" in statement and statement.lstrip().upper().startswith("SELECT"):
+            fetched.append(statement)
+
+    event.listen(ledger.engine, "after_cursor_execute", count_rows)
+    try:
+        result = ledger.known_versions("fake", "acct", "content", ["p"])
+    finally:
+        event.remove(ledger.engine, "after_cursor_execute", count_rows)
+    assert result == {"p": "D"}
+    assert len(fetched) == 1 and "max(" in fetched[0].lower()

@@ -71,9 +71,18 @@ class SendlaneSettings:
     list_id: str | None = None
     unknown_outcome: str = "hold"  # no lookup endpoint: never resend blindly
     event_paths: dict = field(default_factory=lambda: dict(DEFAULT_SENDLANE_EVENT_PATHS))
+    # The account's own id: keys the ledger and the shared budget. Unset: a fingerprint of the
+    # API token (so a rotated token looks like a new account: set this before rotating).
+    account_id: str | None = None
 
     def __post_init__(self) -> None:
         _secrets(self, "api_token", "integration_token")
+        _normalise_account_id(self)
+
+    @property
+    def account(self) -> str:
+        """The ledger's account key: ``account_id``, else the token's fingerprint."""
+        return account_key(self.account_id, self.api_token)
 
 
 @dataclass(frozen=True)
@@ -86,9 +95,22 @@ class SailthruSettings:
     reminder_template: str = "abandoned-cart"
     reminder_time: str = "+3 hours"
     unknown_outcome: str = "lookup"  # GET /purchase by extid resolves an unknown purchase
+    # A lookup that finds nothing is trusted only this long after the request was sent: a
+    # gateway may still be handing the request on, or the vendor still be recording it.
+    unknown_grace_s: float = 120.0
+    # The account's own id (see SendlaneSettings.account_id); unset: the API key's fingerprint.
+    account_id: str | None = None
 
     def __post_init__(self) -> None:
         _secrets(self, "api_key", "secret")
+        _normalise_account_id(self)
+        if self.unknown_grace_s < 0:
+            raise ConfigurationError("sailthru.unknown_grace_s must not be negative")
+
+    @property
+    def account(self) -> str:
+        """The ledger's account key: ``account_id``, else the API key's fingerprint."""
+        return account_key(self.account_id, self.api_key)
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,28 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         "STORESYNC_",
     )
     return replace(base, sendlane=sendlane, sailthru=sailthru)
+
+
+MAX_ACCOUNT_ID_LENGTH = 40  # the ledger's account column
+
+
+def _normalise_account_id(settings) -> None:
+    """``account_id``: None or empty means unset; numbers (TOML) become text; it must fit the
+    ledger's account column and must not contain the delivery key's separator."""
+    value = settings.account_id
+    value = None if value is None or not str(value).strip() else str(value).strip()
+    if value is not None and (len(value) > MAX_ACCOUNT_ID_LENGTH or "|" in value):
+        raise ConfigurationError(
+            f"account_id must be at most {MAX_ACCOUNT_ID_LENGTH} characters, without '|': {value!r}")
+    object.__setattr__(settings, "account_id", value)
+
+
+def account_key(account_id: str | None, secret: str) -> str:
+    """Which vendor account a ledger row and a shared budget belong to: the configured
+    ``account_id`` when there is one, else a fingerprint of the credential (the old default)."""
+    if account_id is not None and str(account_id).strip():
+        return str(account_id).strip()
+    return fingerprint(secret)
 
 
 def fingerprint(secret: str) -> str:

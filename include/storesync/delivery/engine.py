@@ -3,11 +3,18 @@
 One engine run, for one (vendor, account):
 1. recovery: ``sending`` rows left by a dead process become ``unknown``; every ``unknown`` row
    is resolved through the vendor's lookup where it has one (Sailthru purchases, by extid), or
-   held for reconciliation where it has none (Sendlane) — never resent blindly;
+   held for reconciliation where it has none (Sendlane) — never resent blindly. A lookup that
+   finds nothing too soon after the request (``LOOKUP_PENDING``) is not trusted yet: the row stays
+   ``unknown`` and is looked up again by a later run. Content rows waiting for a resend while a
+   newer version of their entity is out are superseded;
 2. re-drive: old ``retry`` rows go first (the ledger claims by id), then new work;
 3. sending: ``concurrency`` threads share one HTTP session; the vendor's limiter (inside the
    client) keeps the whole account under its budget, whoever else is sending;
 4. every answer is recorded as soon as it arrives, with a record-log line.
+
+The report tells held rows (a person must reconcile them: ``held_unknown``, this run's and those
+recovered from earlier runs) from rows awaiting a later lookup (``awaiting_lookup``); the task
+that runs the engine fails on the first, not on the second.
 
 An ``AuthError`` stops the run at once (bad credentials will fail every request, and Sendlane
 locks accounts out after too many errors): the run fails loudly and nothing is dead-lettered.
@@ -19,7 +26,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Protocol
 
@@ -46,6 +53,10 @@ from storesync.delivery.ledger import (
 
 log = logging.getLogger(__name__)
 
+# A lookup's verdict besides True (the vendor has it) / False (it does not) / None (cannot
+# tell: hold): "not found, but too soon to trust that" — look again later.
+LOOKUP_PENDING = "pending"
+
 
 class VendorSender(Protocol):
     """What the engine needs from a vendor: send one delivery, and look one up."""
@@ -56,9 +67,11 @@ class VendorSender(Protocol):
     def send(self, delivery: Delivery) -> dict | None:
         """Send it; return the vendor's answer, or raise a ``DeliveryError`` subclass."""
 
-    def resolve_unknown(self, delivery: Delivery) -> bool | None:
+    def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
         """After an unknown outcome: True = the vendor has it, False = it does not (safe to
-        send again), None = cannot tell (hold for reconciliation)."""
+        send again), None = cannot tell (hold for reconciliation), ``LOOKUP_PENDING`` = not found
+        yet, but too soon after the request to trust that (look again later).
+        ``delivery.unknown_since`` is when the outcome became unknown (the request left before)."""
 
 
 @dataclass
@@ -71,7 +84,10 @@ class DeliveryReport:
     requests: int = 0
     recovered: int = 0
     resolved_by_lookup: int = 0
-    held_unknown: int = 0
+    held_unknown: int = 0  # unknown and held for reconciliation (earlier runs' included)
+    held_from_earlier: int = 0  # of which recovered from earlier runs
+    awaiting_lookup: int = 0  # unknown, to be looked up again by a later run
+    superseded: int = 0
     elapsed_s: float = 0.0
 
     @property
@@ -84,6 +100,8 @@ class DeliveryReport:
             "retry": self.states[RETRY], "dead": self.states[DEAD], "suppressed": self.states[SUPPRESSED],
             "unknown": self.states[UNKNOWN], "recovered": self.recovered,
             "resolved_by_lookup": self.resolved_by_lookup, "held_unknown": self.held_unknown,
+            "held_from_earlier": self.held_from_earlier, "awaiting_lookup": self.awaiting_lookup,
+            "superseded": self.superseded,
             "by_event": dict(self.by_event), "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -113,6 +131,7 @@ class DeliveryEngine:
         self.claim_size = claim_size or concurrency * 8
         self.policy = policy or RedrivePolicy()
         self.owner = owner or process_identity()
+        self._claimed_at = None  # when the last claim looked for due work
 
     # ------------------------------------------------------------------ recovery
     def recover(self, report: DeliveryReport) -> None:
@@ -121,25 +140,39 @@ class DeliveryEngine:
         if orphans:
             log.warning("%d %s deliveries were in flight when their process died: outcome unknown",
                         len(orphans), self.sender.vendor)
-        found, resend = [], []
+        found, resend, held, pending = [], [], 0, 0
         for delivery in self.ledger.in_state(UNKNOWN, vendor=self.sender.vendor, account=self.sender.account):
             verdict = self._lookup(delivery)
             if verdict is True:
                 found.append(delivery.id)
             elif verdict is False:
                 resend.append(delivery.id)
+            elif verdict == LOOKUP_PENDING:
+                pending += 1
+            else:
+                held += 1
         self.ledger.mark_accepted(found, reason="confirmed by vendor lookup after an unknown outcome")
         self.ledger.requeue(resend, reset_attempts=False)
         report.resolved_by_lookup += len(found) + len(resend)
+        report.held_unknown += held
+        report.held_from_earlier += held
+        report.awaiting_lookup += pending
+        if held:
+            log.warning("%d %s deliveries from earlier runs are held with an unknown outcome",
+                        held, self.sender.vendor)
+        # A resend found necessary, or an old retry, must not go out over a newer version.
+        report.superseded += self.ledger.supersede_stale(self.sender.vendor, self.sender.account,
+                                                         run_id=self.run_id)
 
-    def _lookup(self, delivery: Delivery) -> bool | None:
+    def _lookup(self, delivery: Delivery) -> bool | str | None:
         try:
             return self.sender.resolve_unknown(delivery)
         except AuthError:
             raise
         except DeliveryError as exc:
-            log.warning("lookup of %s failed (%s): held for the next run", delivery.delivery_key, exc.error_class)
-            return None
+            log.warning("lookup of %s failed (%s): looked up again by a later run",
+                        delivery.delivery_key, exc.error_class)
+            return LOOKUP_PENDING
 
     # ------------------------------------------------------------------ sending
     def run(self) -> DeliveryReport:
@@ -155,6 +188,7 @@ class DeliveryEngine:
                     if free > 0:
                         # Claim no more than can be sent now: a claim that never left is held as
                         # unknown if this process dies, so claims must not run ahead of sending.
+                        self._claimed_at = utcnow()
                         queue.extend(self.ledger.claim(self.sender.vendor, self.sender.account,
                                                        min(free, self.claim_size), self.owner))
                     while queue and len(in_flight) < self.concurrency:
@@ -174,7 +208,10 @@ class DeliveryEngine:
                         report.states[outcome.state] += 1
                         report.by_event[f"{delivery.event_type}:{outcome.state}"] += 1
                         if outcome.state == UNKNOWN:
-                            report.held_unknown += 1
+                            if outcome.extra.get("awaiting_lookup"):
+                                report.awaiting_lookup += 1
+                            else:
+                                report.held_unknown += 1
                     self.ledger.record(results, run_id=self.run_id, owner=self.owner)
                     auth = next((o for _, o in results if o.error_class == AuthError.error_class), None)
                     if auth:
@@ -195,27 +232,38 @@ class DeliveryEngine:
         return report
 
     def _wait_for_due_retries(self, started: float) -> bool:
-        """Sleep until this account's earliest retry is due, if that is soon enough for this run."""
-        pending = self.ledger.in_state(RETRY, vendor=self.sender.vendor, account=self.sender.account, limit=1)
-        if not pending:
+        """Sleep until this account's next retry comes due, if that is soon enough for this run.
+
+        Only retries that came due after the last claim count: one that was due then and was
+        passed over waits behind an open delivery of its ordering key (or another run has it),
+        and polling for it would spin; it is left to the run that settles what it waits on. One
+        sleep per due time, never longer than the time the run has left to wait."""
+        now = utcnow()
+        due = self.ledger.next_due(self.sender.vendor, self.sender.account,
+                                   after=self._claimed_at or now)
+        if due is None:
             return False
-        due = self.ledger.next_due(self.sender.vendor, self.sender.account)
-        wait_s = 0.0 if due is None else max(0.0, (due - utcnow()).total_seconds())
+        wait_s = max(0.0, (due - now).total_seconds())
         if time.monotonic() - started + wait_s > self.policy.max_wait_in_run_s:
             return False
-        time.sleep(min(wait_s, 5.0) + 0.01)
+        time.sleep(wait_s + 0.01)
         return True
 
     def _send_one(self, delivery: Delivery) -> Outcome:
         try:
             answer = self.sender.send(delivery)
         except UnknownOutcomeError as exc:
+            delivery = replace(delivery, unknown_since=utcnow())
             verdict = self._lookup(delivery)
             if verdict is True:
                 return Outcome(ACCEPTED, error_class=exc.error_class,
                                vendor_error="no answer; confirmed by vendor lookup")
             if verdict is False:
                 return self._retry(delivery, exc)
+            if verdict == LOOKUP_PENDING:
+                fields = _error_fields(exc)
+                fields["vendor_error"] = f"not found by lookup yet; looked up again later: {fields['vendor_error']}"
+                return Outcome(UNKNOWN, extra={"awaiting_lookup": True}, **fields)
             return Outcome(UNKNOWN, **_error_fields(exc))
         except SuppressedError as exc:
             return Outcome(SUPPRESSED, **_error_fields(exc))

@@ -13,6 +13,17 @@ States::
        │                  │ └──no answer after sending──> unknown ──lookup──> accepted | retry
        └── replay ────────┘                                 (or held for reconciliation)
 
+    staged | planned | retry ──a newer version of the same entity was promoted──> superseded
+
+Two kinds of version (``versioning``):
+- ``change`` (order events): the warehouse's id of the status change. Every change is owed once.
+- ``content`` (products, profiles, carts): a hash of the payload. What is owed is the entity's
+  *latest* content: a version equal to the latest one planned for the entity is a no-op, any
+  other is planned, even one seen before (a revert A→B→A sends A again, under a key of its own),
+  and is sent after the older versions still in flight (``seq``). When it is promoted, older
+  versions not yet in flight (staged, planned, retry) become ``superseded``: only the newest is
+  sent. ``sending`` and ``unknown`` rows are never superseded (they may have arrived).
+
 Rules that keep it honest:
 - success is recorded only from the vendor's answer (``accepted`` is never assumed);
 - a claim is committed *before* the request leaves, so a process killed mid-request leaves
@@ -53,19 +64,25 @@ from sqlalchemy import (
     event,
     exists,
     func,
+    inspect,
     insert,
+    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import Engine
 
-STAGED, PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN = (
-    "staged", "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown",
+STAGED, PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN, SUPERSEDED = (
+    "staged", "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown", "superseded",
 )
 OPEN_STATES = (STAGED, PLANNED, SENDING, RETRY, UNKNOWN)
-TERMINAL_STATES = (ACCEPTED, DEAD, SUPPRESSED)
+TERMINAL_STATES = (ACCEPTED, DEAD, SUPPRESSED, SUPERSEDED)
 CLAIMABLE_STATES = (PLANNED, RETRY)
+# Open but not in flight: what a newer version of the same entity may supersede.
+SUPERSEDABLE_STATES = (STAGED, PLANNED, RETRY)
+CHANGE, CONTENT = "change", "content"
+_OPEN_SQL = "state IN ('staged', 'planned', 'sending', 'retry', 'unknown')"
 
 metadata = MetaData()
 
@@ -103,6 +120,9 @@ deliveries = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("accepted_at", DateTime),
     Column("next_attempt_at", DateTime),
+    # "content" for content-hash versions (see the module docstring); NULL (older ledgers) and
+    # "change" for status-change versions. Nullable: added to older ledgers in place.
+    Column("versioning", String(12)),
     Index("ix_deliveries_claim", "vendor", "account", "state", "id"),
     # Only open rows are claimed: a partial index keeps the claim cheap however many are accepted.
     Index("ix_deliveries_claimable", "vendor", "account", "id",
@@ -112,6 +132,13 @@ deliveries = Table(
     Index("ix_deliveries_ordering", "vendor", "account", "ordering_key", "seq"),
     Index("ix_deliveries_entity", "vendor", "event_type", "entity_id"),
     Index("ix_deliveries_window", "sync_name", "window_start", "window_end"),
+    # Summaries and checks read by state and time (dead letters since, stuck open rows) and by
+    # run: indexed, so none of them scans the whole table.
+    Index("ix_deliveries_state_updated", "state", "updated_at"),
+    Index("ix_deliveries_last_run", "last_run_id", "state"),
+    # Open rows are few however large the ledger grows: the watermark's settled prefix reads them.
+    Index("ix_deliveries_open_window", "sync_name", "window_start",
+          sqlite_where=text(_OPEN_SQL), postgresql_where=text(_OPEN_SQL)),
 )
 
 sync_runs = Table(
@@ -220,10 +247,17 @@ class PlannedDelivery:
     method: str = "POST"
     historical: bool = False
     occurred_at: datetime | None = None
+    versioning: str = CHANGE  # CONTENT: the latest version of the entity is what is owed
+    # Versions this delivery was known by in older ledgers (order events were versioned by
+    # ``seq``): when a row with one of them exists, the delivery is already in the ledger.
+    legacy_versions: tuple[str, ...] = ()
 
     @property
     def delivery_key(self) -> str:
         return f"{self.vendor}|{self.account}|{self.event_type}|{self.entity_id}|{self.version}"
+
+    def key_for(self, version: str) -> str:
+        return f"{self.vendor}|{self.account}|{self.event_type}|{self.entity_id}|{version}"
 
 
 @dataclass(slots=True)
@@ -246,6 +280,10 @@ class Delivery:
     attempts: int
     historical: bool = False
     claimed_by: str | None = None
+    versioning: str | None = None
+    # When its outcome became unknown (unknown rows only; nothing else writes an unknown row):
+    # the request was sent at or before this.
+    unknown_since: datetime | None = None
 
 
 @dataclass
@@ -280,24 +318,92 @@ class Ledger:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             self.engine = self.engine.execution_options(schema_translate_map={None: schema})
         self.schema = schema
-        _create_tables(self.engine)
+        _create_tables(self.engine, schema)
 
     # ------------------------------------------------------------------ planning
     def plan(self, items: Iterable[PlannedDelivery], *, sync_name: str, run_id: str,
              window_start: datetime | None = None, window_end: datetime | None = None,
              batch_size: int = 2000) -> int:
         """Stage deliveries not yet in the ledger (adopting this window's earlier staged ones);
-        returns how many were new. Nothing staged is sent until ``promote(run_id)``."""
+        returns how many were new. Nothing staged is sent until ``promote(run_id)``.
+
+        Content-versioned items are diffed against the latest version planned for their entity
+        (see the module docstring), in batches: one indexed read per batch and vendor/event type,
+        bounded to the batch's entities."""
         created = 0
-        batch: list[dict] = []
+        batch: list[PlannedDelivery] = []
         for item in items:
-            batch.append(self._row(item, sync_name, run_id, window_start, window_end))
+            batch.append(item)
             if len(batch) >= batch_size:
-                created += self._insert_new(batch)
+                created += self._plan_batch(batch, sync_name, run_id, window_start, window_end)
                 batch = []
         if batch:
-            created += self._insert_new(batch)
+            created += self._plan_batch(batch, sync_name, run_id, window_start, window_end)
         return created
+
+    def _plan_batch(self, items: list[PlannedDelivery], sync_name, run_id, window_start, window_end) -> int:
+        # Two versions of one content entity in a batch: the last one is the entity's content.
+        last_content = {(i.vendor, i.account, i.event_type, str(i.entity_id)): n
+                        for n, i in enumerate(items) if i.versioning == CONTENT}
+        items = [i for n, i in enumerate(items) if i.versioning != CONTENT
+                 or last_content[(i.vendor, i.account, i.event_type, str(i.entity_id))] == n]
+        content = [i for i in items if i.versioning == CONTENT]
+        legacy_keys = [i.key_for(v) for i in items for v in i.legacy_versions]
+        with self.engine.connect() as conn:
+            latest = self._latest_rows(conn, content)
+            known_legacy = self._existing_keys(conn, legacy_keys)
+            taken = self._existing_keys(conn, [i.delivery_key for i in content])
+        rows = []
+        for item in items:
+            if any(item.key_for(v) in known_legacy for v in item.legacy_versions):
+                continue  # planned by an older storesync under its old version
+            row = self._row(item, sync_name, run_id, window_start, window_end)
+            if item.versioning == CONTENT:
+                last = latest.get((item.vendor, item.account, item.event_type, str(item.entity_id)))
+                if last is not None and same_content(row["version"], last["version"]):
+                    # Unchanged: a no-op, or the adoption of a staged row (the conflict rule).
+                    row["delivery_key"] = last["delivery_key"]
+                else:
+                    if row["delivery_key"] in taken:
+                        # A version seen before (a revert): a key of its own, the same for any
+                        # planner that sees the same latest row, so a race still plans it once.
+                        row["delivery_key"] = f"{row['delivery_key']}#{last['id'] if last else 0}"
+                    if last is not None:
+                        row["seq"] = max(row["seq"], last["seq"] + 1)
+            rows.append(row)
+        return self._insert_new(rows) if rows else 0
+
+    def _latest_rows(self, conn, items: Sequence[PlannedDelivery]) -> dict[tuple, dict]:
+        """The newest non-superseded row of each item's entity (vendor, account, event type, id)."""
+        groups: dict[tuple, set[str]] = {}
+        for item in items:
+            groups.setdefault((item.vendor, item.account, item.event_type), set()).add(str(item.entity_id))
+        found: dict[tuple, dict] = {}
+        for (vendor, account, event_type), ids in groups.items():
+            ids = sorted(ids)
+            for start in range(0, len(ids), 1000):
+                newest = (select(func.max(deliveries.c.id))
+                          .where(deliveries.c.vendor == vendor, deliveries.c.event_type == event_type,
+                                 deliveries.c.entity_id.in_(ids[start:start + 1000]),
+                                 deliveries.c.account == account, deliveries.c.state != SUPERSEDED)
+                          .group_by(deliveries.c.entity_id))
+                rows = conn.execute(
+                    select(deliveries.c.id, deliveries.c.entity_id, deliveries.c.version, deliveries.c.seq,
+                           deliveries.c.delivery_key, deliveries.c.state)
+                    .where(deliveries.c.id.in_(newest))
+                ).mappings()
+                for row in rows:
+                    found[(vendor, account, event_type, row["entity_id"])] = dict(row)
+        return found
+
+    @staticmethod
+    def _existing_keys(conn, keys: Sequence[str]) -> set[str]:
+        keys = sorted(set(keys))
+        known: set[str] = set()
+        for start in range(0, len(keys), 1000):
+            known.update(conn.execute(select(deliveries.c.delivery_key)
+                                      .where(deliveries.c.delivery_key.in_(keys[start:start + 1000]))).scalars())
+        return known
 
     def _row(self, item: PlannedDelivery, sync_name, run_id, window_start, window_end) -> dict:
         now = utcnow()
@@ -309,6 +415,7 @@ class Ledger:
             "historical": item.historical, "state": STAGED, "attempts": 0, "sync_name": sync_name,
             "planned_run_id": run_id, "last_run_id": run_id, "window_start": window_start,
             "window_end": window_end, "occurred_at": item.occurred_at, "planned_at": now, "updated_at": now,
+            "versioning": item.versioning,
         }
 
     def _insert_new(self, rows: list[dict]) -> int:
@@ -342,28 +449,66 @@ class Ledger:
             return len(fresh)
 
     def promote(self, run_id: str) -> int:
-        """The run's quality gate passed: its staged deliveries may now be sent."""
+        """The run's quality gate passed: its staged deliveries may now be sent, and older
+        versions of the same entities that are not in flight are superseded by them."""
         with self.engine.begin() as conn:
-            return conn.execute(
+            promoted = conn.execute(
                 update(deliveries).where(deliveries.c.planned_run_id == run_id, deliveries.c.state == STAGED)
                 .values(state=PLANNED, updated_at=utcnow())
             ).rowcount
+            if promoted:
+                self._supersede(conn, run_id=run_id, promoted_run=run_id)
+        return promoted
+
+    def supersede_stale(self, vendor: str, account: str, *, run_id: str | None = None) -> int:
+        """Content rows waiting to be (re)sent (planned, retry) while a newer version of their
+        entity is already promoted: superseded. Catches what promotion could not (an older row
+        that was in flight then and came back as a retry, or a lookup's "not found")."""
+        with self.engine.begin() as conn:
+            return self._supersede(conn, run_id=run_id, vendor=vendor, account=account)
+
+    def _supersede(self, conn, *, run_id: str | None, promoted_run: str | None = None,
+                   vendor: str | None = None, account: str | None = None) -> int:
+        now = utcnow()
+        newer = deliveries.alias("newer")
+        same_entity = [newer.c.vendor == deliveries.c.vendor, newer.c.event_type == deliveries.c.event_type,
+                       newer.c.entity_id == deliveries.c.entity_id, newer.c.account == deliveries.c.account,
+                       newer.c.id > deliveries.c.id]
+        if promoted_run is not None:
+            same_entity += [newer.c.planned_run_id == promoted_run, newer.c.state == PLANNED]
+            states = SUPERSEDABLE_STATES
+        else:
+            same_entity += [newer.c.state.notin_((STAGED, SUPERSEDED))]
+            states = CLAIMABLE_STATES
+        condition = [deliveries.c.state.in_(states), deliveries.c.versioning == CONTENT, exists().where(*same_entity)]
+        if vendor is not None:
+            condition += [deliveries.c.vendor == vendor, deliveries.c.account == account]
+        reason = "superseded by a newer version of this entity before it was sent"
+        rows = conn.execute(
+            update(deliveries).where(*condition)
+            .values(state=SUPERSEDED, claimed_by=None, next_attempt_at=None, updated_at=now,
+                    vendor_error=reason, last_run_id=run_id)
+            .returning(deliveries.c.id, deliveries.c.vendor, deliveries.c.event_type, deliveries.c.entity_id)
+        ).all()
+        if rows:
+            conn.execute(insert(record_log), [
+                {"run_id": run_id, "delivery_id": r.id, "vendor": r.vendor, "operation": r.event_type,
+                 "entity_id": r.entity_id, "status": SUPERSEDED, "http_status": None, "error_class": None,
+                 "error": reason, "logged_at": now}
+                for r in rows
+            ])
+        return len(rows)
 
     def known_versions(self, vendor: str, account: str, event_type: str,
                        entity_ids: Sequence[str]) -> dict[str, str]:
-        """The latest planned version per entity: content-hash diffing skips unchanged ones."""
+        """The latest planned version per entity, for these entities only (one indexed read per
+        thousand): content-hash diffing compares with it."""
         if not entity_ids:
             return {}
+        probe = [PlannedDelivery(vendor, account, event_type, str(e), "", "", {}) for e in entity_ids]
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(deliveries.c.entity_id, deliveries.c.version)
-                .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
-                       deliveries.c.event_type == event_type,
-                       deliveries.c.entity_id.in_([str(e) for e in entity_ids]),
-                       deliveries.c.state != DEAD)
-                .order_by(deliveries.c.id)
-            ).all()
-        return {entity_id: version for entity_id, version in rows}
+            latest = self._latest_rows(conn, probe)
+        return {key[3]: row["version"] for key, row in latest.items()}
 
     # ------------------------------------------------------------------ claiming
     def claim(self, vendor: str, account: str, limit: int, owner: str) -> list[Delivery]:
@@ -376,8 +521,11 @@ class Ledger:
             earlier.c.ordering_key == deliveries.c.ordering_key,
             earlier.c.seq < deliveries.c.seq,
             # A dead earlier event blocks too: a return must never reach a vendor before its
-            # purchase; replaying the dead letter releases what waits behind it.
-            earlier.c.state.in_((*OPEN_STATES, DEAD)),
+            # purchase; replaying the dead letter releases what waits behind it. Not so for
+            # content versions: a newer version replaces a dead older one.
+            or_(earlier.c.state.in_(OPEN_STATES),
+                and_(earlier.c.state == DEAD,
+                     or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT))),
         )
         candidates = (
             select(deliveries.c.id)
@@ -414,6 +562,8 @@ class Ledger:
             ordering_key=row["ordering_key"], seq=row["seq"], method=row["method"],
             endpoint=row["endpoint"], payload=json.loads(row["payload"]), state=row["state"],
             attempts=row["attempts"], historical=bool(row["historical"]), claimed_by=row["claimed_by"],
+            versioning=row.get("versioning"),
+            unknown_since=row["updated_at"] if row["state"] == UNKNOWN else None,
         )
 
     def record(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None,
@@ -518,8 +668,12 @@ class Ledger:
 
     # ------------------------------------------------------------------ reporting
     def counts(self, *, vendor: str | None = None, sync_name: str | None = None,
-               run_id: str | None = None) -> dict[str, int]:
+               run_id: str | None = None, states: Sequence[str] | None = None) -> dict[str, int]:
+        """Deliveries by state. ``states`` (say, the open ones and dead letters) and ``run_id``
+        are indexed predicates: use them where a whole-ledger count is not needed."""
         query = select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
+        if states is not None:
+            query = query.where(deliveries.c.state.in_(list(states)))
         if vendor:
             query = query.where(deliveries.c.vendor == vendor)
         if sync_name:
@@ -558,9 +712,33 @@ class Ledger:
             conn.execute(update(sync_runs).where(sync_runs.c.run_id == run_id).values(
                 status=status, finished_at=utcnow(), counts=dumps(counts or {}), error=error))
 
-    def advance_watermark(self, sync_name: str, window_end: datetime) -> None:
-        """Move the sync's progress mark forward (never back: backfills of old windows keep it)."""
+    def settled_until(self, sync_name: str, window_end: datetime) -> datetime | None:
+        """The contiguous settled prefix: ``window_end`` when no delivery of the sync planned for
+        a window starting before it is still open, else the end of the latest window of the sync
+        (from its runs) that ends at or before the earliest open one starts; None when there is
+        none. Reads open rows only (a partial index) and the run table's index."""
+        with self.engine.connect() as conn:
+            first_open = conn.execute(
+                select(func.min(deliveries.c.window_start))
+                .where(deliveries.c.sync_name == sync_name, deliveries.c.state.in_(OPEN_STATES),
+                       deliveries.c.window_start < window_end)
+            ).scalar()
+            if first_open is None:
+                return window_end
+            return conn.execute(
+                select(func.max(sync_runs.c.window_end))
+                .where(sync_runs.c.sync_name == sync_name, sync_runs.c.window_end <= first_open)
+            ).scalar()
+
+    def advance_watermark(self, sync_name: str, window_end: datetime) -> datetime | None:
+        """Move the sync's progress mark forward to ``window_end``, or only as far as every
+        delivery before it is terminal (``settled_until``): a window left open blocks the mark
+        at its start even when later windows settled. Never back: backfills of old windows keep
+        it. Returns the watermark."""
         now = utcnow()
+        window_end = self.settled_until(sync_name, window_end)
+        if window_end is None:
+            return self.watermark(sync_name)
         with self.engine.begin() as conn:
             current = conn.execute(select(watermarks.c.window_end)
                                    .where(watermarks.c.sync_name == sync_name)).scalar()
@@ -569,33 +747,79 @@ class Ledger:
             elif window_end > current:
                 conn.execute(update(watermarks).where(watermarks.c.sync_name == sync_name)
                              .values(window_end=window_end, updated_at=now))
+            else:
+                return current
+        return window_end
 
     def watermark(self, sync_name: str) -> datetime | None:
         with self.engine.connect() as conn:
             return conn.execute(select(watermarks.c.window_end)
                                 .where(watermarks.c.sync_name == sync_name)).scalar()
 
-    def next_due(self, vendor: str, account: str) -> datetime | None:
-        """When the earliest waiting retry of this account comes due."""
+    def next_due(self, vendor: str, account: str, *, after: datetime | None = None) -> datetime | None:
+        """When the earliest waiting retry of this account comes due (with ``after``: the earliest
+        one due later than that; retries already due but not claimable wait on something else)."""
+        query = (select(func.min(deliveries.c.next_attempt_at))
+                 .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
+                        deliveries.c.state == RETRY))
+        if after is not None:
+            query = query.where(deliveries.c.next_attempt_at > after)
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(func.min(deliveries.c.next_attempt_at))
-                .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
-                       deliveries.c.state == RETRY)
-            ).scalar()
+            return conn.execute(query).scalar()
 
 
-def _create_tables(engine: Engine) -> None:
-    """Create the ledger's tables; two processes starting at once may race, and that is fine."""
+def same_content(new: str, latest: str) -> bool:
+    """Is content version ``new`` what ``latest`` already holds? A salted version (``hash~salt``,
+    a forced resend) holds its hash's content; a salted ``new`` is always owed once."""
+    return new == latest or ("~" not in new and latest.split("~", 1)[0] == new)
+
+
+def _create_tables(engine: Engine, schema: str | None = None) -> None:
+    """Create the ledger's tables; two processes starting at once may race, and that is fine.
+    Then bring an older ledger up to date in place (``_migrate``)."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(3):
         try:
             metadata.create_all(engine, checkfirst=True)
+            _migrate(engine, schema)
             return
         except (OperationalError, ProgrammingError, IntegrityError):  # PostgreSQL: UniqueViolation
             if attempt == 2:
                 raise
+
+
+# Columns added after the first release: nullable, so older rows need no backfill.
+_ADDED_COLUMNS = {"storesync_deliveries": {"versioning": "VARCHAR(12)"}}
+
+
+def _migrate(engine: Engine, schema: str | None) -> None:
+    """Add the columns and indexes a ledger created by an older storesync lacks (``create_all``
+    creates missing tables only). Idempotent; a concurrent migrator's work is tolerated."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    inspector = inspect(engine)
+    for table_name, added in _ADDED_COLUMNS.items():
+        have = {c["name"] for c in inspector.get_columns(table_name, schema=schema)}
+        qualified = f'"{schema}".{table_name}' if schema else table_name
+        for column, ddl_type in added.items():
+            if column not in have:
+                try:
+                    with engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {qualified} ADD COLUMN {column} {ddl_type}")
+                except (OperationalError, ProgrammingError):
+                    if column not in {c["name"] for c in inspect(engine).get_columns(table_name, schema=schema)}:
+                        raise
+    for table in (deliveries,):
+        have = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
+        for index in table.indexes:
+            if index.name not in have:
+                try:
+                    index.create(engine)
+                except (OperationalError, ProgrammingError):
+                    names = {i["name"] for i in inspect(engine).get_indexes(table.name, schema=schema)}
+                    if index.name not in names:
+                        raise
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -5,8 +5,10 @@ configuration (``unknown_outcome``):
 
 - Sailthru: ``lookup`` — purchases (and carts, which carry a per-version extid) by a signed
   ``GET /purchase`` on ``purchase_keys.extid``; content and profiles by ``GET /content`` and
-  ``GET /user``, comparing what we sent with what the vendor holds. Found → accepted, not found →
-  sent again.
+  ``GET /user``, comparing what we sent with what the vendor holds. Found → accepted; not found →
+  sent again, but only once ``unknown_grace_s`` (default 120 s) has passed since the outcome
+  became unknown: until then a gateway may still be handing the request on, or the vendor still
+  recording it, so the row stays ``unknown`` and a later run looks again (``LOOKUP_PENDING``).
 - Sendlane: ``hold`` — no endpoint tells whether an event arrived, and a second order-placed may
   count revenue twice, so the delivery is held as ``unknown`` for reconciliation
   (``storesync reconcile``) and reported; ``resend`` trusts Sendlane's documented event+id
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 from storesync.core.config import SailthruSettings, SendlaneSettings
 from storesync.core.errors import PermanentError
-from storesync.delivery.ledger import Delivery
+from storesync.delivery.engine import LOOKUP_PENDING
+from storesync.delivery.ledger import Delivery, utcnow
 
 INVALID_ENDPOINT = "/_invalid"
 
@@ -60,7 +63,17 @@ class SailthruSender:
         _reject_invalid(delivery)
         return self.client.post(delivery.endpoint.lstrip("/"), delivery.payload)
 
-    def resolve_unknown(self, delivery: Delivery) -> bool | None:
+    def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
+        found = self._found(delivery)
+        if found is False and not self._grace_over(delivery):
+            return LOOKUP_PENDING  # not there *yet* proves nothing
+        return found
+
+    def _grace_over(self, delivery: Delivery) -> bool:
+        since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
+        return (utcnow() - since).total_seconds() >= self.settings.unknown_grace_s
+
+    def _found(self, delivery: Delivery) -> bool | None:
         if self.settings.unknown_outcome == "hold":
             return None
         payload = delivery.payload

@@ -5,9 +5,9 @@ which is what makes delivery exactly-once:
 
 | event                          | Sendlane                       | Sailthru                          | version        |
 |--------------------------------|--------------------------------|-----------------------------------|----------------|
-| order placed                   | order_placed                   | purchase (purchase_keys.extid)    | change seq     |
-| order fulfilled                | order_fulfilled                | (nothing)                         | change seq     |
-| order cancelled / refunded     | order_cancelled / _refunded    | return                            | change seq     |
+| order placed                   | order_placed                   | purchase (purchase_keys.extid)    | change id      |
+| order fulfilled                | order_fulfilled                | (nothing)                         | change id      |
+| order cancelled / refunded     | order_cancelled / _refunded    | return                            | change id      |
 | customer created / changed     | customer_added                 | user profile                      | content hash   |
 | product created / changed      | product_added                  | content                           | content hash   |
 | checkout open                  | checkout_started               | incomplete purchase + reminder    | content hash   |
@@ -18,10 +18,21 @@ Consent: the Sendlane target sends every email in ``unsubscribed`` (the vendor's
 read back by ``storesync.pipeline.consent``; loaded lazily from the ledger database unless given)
 as not consenting, in order events, customer events and contacts alike.
 
-Content-hash versions make unchanged products and profiles no-ops; status-change versions make a
+Order events are versioned by ``change_id``, the warehouse's stable id of the status change
+(``seq``, the change's rank in the order's history, only orders them: a late, backdated history
+row would shift it). A delivery planned by an older storesync under its ``seq`` version is
+recognised (``legacy_versions``), so upgrading does not resend history.
+
+Content-hash versions (``versioning="content"``) are diffed by the ledger against the entity's
+latest planned version: unchanged products and profiles are no-ops, a revert A→B→A is sent again,
+and a newer version supersedes an older one not yet in flight. Status-change versions make a
 backfill of an already-synced interval a no-op. All of an order's deliveries share one ordering
 key, so its changes reach each vendor in order. A cart is keyed by the person (Sailthru keeps one
-cart per user), so its updates go in order too.
+cart per user), so its updates go in order too; the ordering key holds a hash of the email, never
+the email (``person_key``).
+
+The account in every identity is the vendor settings' ``account`` (``account_id`` when set, else a
+fingerprint of the credential).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import hashlib
 import re
 from typing import Protocol
 
-from storesync.core.config import Settings, fingerprint
+from storesync.core.config import Settings
 from storesync.core.errors import DeliveryError
 from storesync.core.events import CheckoutEvent, CustomerEvent, OrderEvent, ProductEvent
 from storesync.delivery.ledger import Delivery, PlannedDelivery, dumps
@@ -40,6 +51,21 @@ EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9.-]+)")
 
 def content_version(payload: dict) -> str:
     return hashlib.sha256(dumps(payload).encode()).hexdigest()[:20]
+
+
+def person_key(email: str) -> str:
+    """A stable key for a person in ledger keys: a hash of the normalised email, never the email."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
+
+
+def order_version(event: OrderEvent) -> str:
+    """An order event's version: the warehouse's id of its status change (``seq`` when the model
+    provides none)."""
+    return str(event.change_id) if event.change_id is not None else str(event.seq)
+
+
+def _legacy_order_versions(event: OrderEvent) -> tuple[str, ...]:
+    return (str(event.seq),) if event.change_id is not None and str(event.change_id) != str(event.seq) else ()
 
 
 def mask_email(text: str) -> str:
@@ -75,11 +101,19 @@ class _BaseTarget:
         self.account = account
 
     def _planned(self, event_type, entity_id, version, endpoint, payload, *, ordering_key=None, seq=0,
-                 historical=False, occurred_at=None) -> PlannedDelivery:
+                 historical=False, occurred_at=None, versioning="content",
+                 legacy_versions=()) -> PlannedDelivery:
         return PlannedDelivery(vendor=self.vendor, account=self.account, event_type=event_type,
                                entity_id=str(entity_id), version=str(version), endpoint=endpoint,
                                payload=payload, ordering_key=ordering_key or f"{event_type}:{entity_id}",
-                               seq=seq, historical=historical, occurred_at=occurred_at)
+                               seq=seq, historical=historical, occurred_at=occurred_at,
+                               versioning=versioning, legacy_versions=tuple(legacy_versions))
+
+    def _planned_order(self, event_type, event: OrderEvent, endpoint, payload) -> PlannedDelivery:
+        return self._planned(event_type, event.order_id, order_version(event), endpoint, payload,
+                             ordering_key=f"order:{event.order_id}", seq=event.seq,
+                             historical=event.historical, occurred_at=event.occurred_at,
+                             versioning="change", legacy_versions=_legacy_order_versions(event))
 
     def _safely(self, build, *args) -> tuple[str, dict] | None:
         """A mapper that rejects an event (say, no email) must not sink the chunk: that event is
@@ -94,7 +128,7 @@ class SendlaneTarget(_BaseTarget):
     vendor = "sendlane"
 
     def __init__(self, settings: Settings, client_factory=None, unsubscribed=None) -> None:
-        super().__init__(fingerprint(settings.sendlane.api_token))
+        super().__init__(settings.sendlane.account)
         self.settings = settings
         self.client_factory = client_factory
         self._unsubscribed = unsubscribed
@@ -122,9 +156,7 @@ class SendlaneTarget(_BaseTarget):
         if mapped is None:
             return []
         path, payload = mapped
-        return [self._planned(f"order_{event.kind}", event.order_id, event.seq, path, payload,
-                              ordering_key=f"order:{event.order_id}", seq=event.seq,
-                              historical=event.historical, occurred_at=event.occurred_at)]
+        return [self._planned_order(f"order_{event.kind}", event, path, payload)]
 
     def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]:
         from storesync.mappers import sendlane
@@ -159,7 +191,8 @@ class SendlaneTarget(_BaseTarget):
             return []  # Sendlane ends the abandoned-checkout flow itself when the order is placed
         path, payload = self._safely(sendlane.map_checkout_started, event, self.settings.sendlane.event_paths)
         return [self._planned("checkout_started", event.checkout_id, content_version(payload), path, payload,
-                              ordering_key=f"cart:{event.checkout_id}", occurred_at=event.updated_at)]
+                              ordering_key=f"cart:{event.checkout_id}", seq=_cart_seq(event),
+                              occurred_at=event.updated_at)]
 
     def sender(self, limiter_engine=None):
         from storesync.pipeline.senders import SendlaneSender
@@ -172,7 +205,7 @@ class SailthruTarget(_BaseTarget):
     vendor = "sailthru"
 
     def __init__(self, settings: Settings, client_factory=None) -> None:
-        super().__init__(fingerprint(settings.sailthru.api_key))
+        super().__init__(settings.sailthru.account)
         self.settings = settings
         self.client_factory = client_factory
 
@@ -186,9 +219,7 @@ class SailthruTarget(_BaseTarget):
         else:
             return []
         endpoint, payload = mapped
-        return [self._planned(event_type, event.order_id, event.seq, endpoint, payload,
-                              ordering_key=f"order:{event.order_id}", seq=event.seq,
-                              historical=event.historical, occurred_at=event.occurred_at)]
+        return [self._planned_order(event_type, event, endpoint, payload)]
 
     def plan_customer(self, event: CustomerEvent) -> list[PlannedDelivery]:
         from storesync.mappers import sailthru
@@ -209,18 +240,24 @@ class SailthruTarget(_BaseTarget):
 
         endpoint, payload = self._safely(sailthru.map_incomplete_purchase, event, self.settings.sailthru)
         version = "cleared" if event.completed else content_version(payload)
+        seq = _cart_seq(event)
         if endpoint != "/_invalid":
-            # A key per cart version lets an unknown outcome be looked up like a purchase.
-            payload["purchase_keys"] = {"extid": f"cart-{event.checkout_id}-{version[:12]}"}
+            # A key per cart version (and update: a cart reverted to earlier content is a new
+            # request) lets an unknown outcome be looked up like a purchase.
+            payload["purchase_keys"] = {"extid": f"cart-{event.checkout_id}-{version[:12]}-{seq}"}
         # One cart per person at Sailthru: order a person's cart updates.
+        person = f"cart:{person_key(event.email)}" if event.email else f"cart:{event.checkout_id}"
         return [self._planned("incomplete_purchase", event.checkout_id, version, endpoint, payload,
-                              ordering_key=f"cart:{(event.email or event.checkout_id)}",
-                              seq=int(event.updated_at.timestamp()), occurred_at=event.updated_at)]
+                              ordering_key=person, seq=seq, occurred_at=event.updated_at)]
 
     def sender(self, limiter_engine=None):
         from storesync.pipeline.senders import SailthruSender
 
         return SailthruSender(self.settings.sailthru, self.account, client_factory=self.client_factory)
+
+
+def _cart_seq(event: CheckoutEvent) -> int:
+    return int(event.updated_at.timestamp())
 
 
 def targets_for(settings: Settings, vendors: list[str] | tuple[str, ...] = ("sendlane", "sailthru"),

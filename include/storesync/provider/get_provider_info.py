@@ -37,6 +37,12 @@ SENDLANE_CONNECTION = {
                            "worker using it (Sendlane allows 240 per account).",
             "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 240},
         },
+        "account_id": {
+            "label": "Account id",
+            "description": "The Sendlane account's id: keys storesync's ledger and shared budget. "
+                           "Empty: a fingerprint of the API token (a new token then looks like a new account).",
+            "schema": {"type": ["string", "null"], "maxLength": 40},
+        },
     },
 }
 
@@ -51,6 +57,14 @@ SAILTHRU_CONNECTION = {
             "host": "https://api.sailthru.com (leave empty for the real API)",
             "login": "Sailthru API key",
             "password": "Sailthru shared secret (signs requests; never sent)",
+        },
+    },
+    "conn-fields": {
+        "account_id": {
+            "label": "Account id",
+            "description": "The Sailthru account's id: keys storesync's ledger. "
+                           "Empty: a fingerprint of the API key (a new key then looks like a new account).",
+            "schema": {"type": ["string", "null"], "maxLength": 40},
         },
     },
 }

@@ -31,13 +31,22 @@ def settings() -> Settings:
             api_token=sendlane_conn.password or "",
             integration_token=extra.get("integration_token") or "",
             budget_per_minute=int(extra.get("budget_per_minute") or base.sendlane.budget_per_minute),
+            account_id=_account_id(extra, base.sendlane.account_id),
         )
     if sailthru_conn is not None:
         overrides["sailthru"] = replace(
             base.sailthru, base_url=_base_url(sailthru_conn, base.sailthru.base_url),
             api_key=sailthru_conn.login or "", secret=sailthru_conn.password or "",
+            account_id=_account_id(sailthru_conn.extra_dejson, base.sailthru.account_id),
         )
     return replace(base, **overrides) if overrides else base
+
+
+def _account_id(extra: dict, default: str | None) -> str | None:
+    """The connection's extra ``account_id`` (the ledger's account key), else the settings' one;
+    neither: the ledger keys the account by a fingerprint of its credential."""
+    value = extra.get("account_id")
+    return str(value) if value not in (None, "") else default
 
 
 def _connection(conn_id: str):
@@ -108,11 +117,22 @@ def deliver(vendor: str, context, *, sync_name: str) -> dict:
     ctx = _context(context, sync_name=sync_name, vendors=[vendor])
     report = deliver_vendor(ctx, vendor)
     log.info("%s: %s", vendor, {k: v for k, v in report.items() if k != "by_event"})
-    if report["unknown"]:
-        # Held deliveries are not lost, but a person must reconcile them: fail loudly.
-        raise RuntimeError(f"{report['unknown']} {vendor} deliveries have an unknown outcome and are held; "
-                           "run `storesync reconcile --list`")
+    raise_if_held(vendor, report)
     return report
+
+
+def raise_if_held(vendor: str, report: dict) -> None:
+    """Fail the task, after everything else was sent, when deliveries are held with an unknown
+    outcome: this run's and those recovered from earlier runs alike. Held deliveries are not
+    lost, but a person must reconcile them. (Rows awaiting a later lookup are not held: the next
+    run looks them up again.)"""
+    held = report.get("held_unknown", 0)
+    if held:
+        earlier = report.get("held_from_earlier", 0)
+        raise RuntimeError(
+            f"{held} {vendor} deliveries have an unknown outcome and are held ({held - earlier} from this "
+            f"run, {earlier} recovered from earlier runs); {report.get('accepted', 0)} accepted, "
+            f"{report.get('awaiting_lookup', 0)} awaiting a later lookup; run `storesync reconcile --list`")
 
 
 def finish(context, *, sync_name: str) -> dict:
@@ -121,8 +141,8 @@ def finish(context, *, sync_name: str) -> dict:
     window = window_from_context(context)
     ledger = Ledger(settings().ledger_url)
     settled = ledger.window_is_settled(sync_name, window.start, window.end)
-    if settled:
-        ledger.advance_watermark(sync_name, window.end)
+    # Only as far as every earlier window settled too (the contiguous settled prefix).
+    ledger.advance_watermark(sync_name, window.end)
     ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
     return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
 
@@ -177,8 +197,8 @@ def finish_sync(context, *, sync_name: str, full_catalog: bool = False) -> dict:
         window = Window.everything_before(window.end)
     ledger = Ledger(settings().ledger_url)
     settled = ledger.window_is_settled(sync_name, window.start, window.end)
-    if settled:
-        ledger.advance_watermark(sync_name, window.end)
+    # Only as far as every earlier window settled too (the contiguous settled prefix).
+    ledger.advance_watermark(sync_name, window.end)
     ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
     return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
 
@@ -203,7 +223,6 @@ def plan_products(context, *, sync_name: str, vendors, full_catalog: bool = Fals
 def read_vendor_unsubscribes(context, *, vendors) -> dict:
     """Read Sendlane's own unsubscribes into ``storesync_vendor_unsubscribes`` (before anything
     about people is planned), so the Sendlane mappers never send consent for them."""
-    from storesync.core.config import fingerprint
     from storesync.delivery.ledger import Ledger
     from storesync.pipeline.consent import load_unsubscribed, read_back_sendlane
 
@@ -211,7 +230,7 @@ def read_vendor_unsubscribes(context, *, vendors) -> dict:
         return {"skipped": "sendlane is not among this sync's vendors"}
     current = _suite_settings()
     ledger = Ledger(current.ledger_url)
-    account = fingerprint(current.sendlane.api_token)
+    account = current.sendlane.account
     factory = client_factories(current.ledger_url).get("sendlane")
     if factory is not None:
         client = factory(current.sendlane)
@@ -355,7 +374,7 @@ def replay(context, *, vendor: str | None = None, event_type: str | None = None,
     result = replay_dead_letters(current, vendor=vendor, event_type=event_type, ids=ids or None,
                                  run_id=run_id_from_context(context),
                                  client_factories=client_factories(current.ledger_url))
-    held = sum(d.get("unknown", 0) for d in result["deliveries"].values())
+    held = sum(d.get("held_unknown", 0) for d in result["deliveries"].values())
     if held:
         raise RuntimeError(f"{held} replayed deliveries have an unknown outcome and are held; "
                            "run `storesync reconcile --list`")
@@ -396,10 +415,11 @@ def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, facto
 
 
 def monitor(context, *, max_intervals: int = 3, quarantine_factor: float = 3.0, quarantine_min_rows: int = 10,
-            expected_intervals_hours: dict | None = None) -> dict:
+            expected_intervals_hours: dict | None = None, stuck_after_hours: float = 6.0) -> dict:
     """Alert (Slack webhook / e-mail, through the storesync notifier) on the ledger's new dead
-    letters and stalled syncs, and on quarantine spikes, for the run's data interval: each dead
-    letter and each spike is reported by the one run whose interval saw it."""
+    letters, stalled syncs and deliveries stuck in staged/sending/unknown for more than
+    ``stuck_after_hours`` (0: not checked), and on quarantine spikes, for the run's data interval:
+    each dead letter and each spike is reported by the one run whose interval saw it."""
     from datetime import timedelta
 
     from storesync.delivery.ledger import Ledger
@@ -413,7 +433,8 @@ def monitor(context, *, max_intervals: int = 3, quarantine_factor: float = 3.0, 
     hours = {**EXPECTED_INTERVALS_HOURS, **(expected_intervals_hours or {})}
     expected = {name: timedelta(hours=float(h)) for name, h in hours.items()}
     alerts = alert_on_ledger(engine, since=window.start, now=window.end, expected_interval=expected,
-                             max_intervals=int(max_intervals), dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+                             max_intervals=int(max_intervals), dag_id=dag_run.dag_id, run_id=dag_run.run_id,
+                             stuck_after=timedelta(hours=float(stuck_after_hours)) if stuck_after_hours else None)
     spikes = quarantine_spikes(engine, window.start, window.end, factor=float(quarantine_factor),
                                min_rows=int(quarantine_min_rows))
     for spike in spikes:

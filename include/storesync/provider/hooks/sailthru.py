@@ -7,6 +7,7 @@ The connection (``conn_type="sailthru"``, default ``sailthru_default``):
 | host ("Base URL")   | empty for ``https://api.sailthru.com``; a whole URL (the emulator's ``http://127.0.0.1:PORT/sailthru``) or a host name (``https`` assumed) |
 | login ("API key")   | the API key                                                        |
 | password ("Secret") | the shared secret: it signs every request and is never sent        |
+| extra ``account_id`` | the Sailthru account's id: keys the ledger; unset: a fingerprint of the API key |
 
 As env vars: ``AIRFLOW_CONN_SAILTHRU_DEFAULT='{"conn_type": "sailthru", "login": "<key>",
 "password": "<secret>"}'`` or ``sailthru://<key>:<secret>@api.sailthru.com``.

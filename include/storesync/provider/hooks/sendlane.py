@@ -8,13 +8,14 @@ The connection (``conn_type="sendlane"``, default ``sendlane_default``):
 | password ("API token")    | the API v2 token (``Authorization: Bearer``)                   |
 | extra ``integration_token`` | the custom integration token (body ``token`` of tracking events) |
 | extra ``budget_per_minute`` | requests per minute for the account, default 200 (Sendlane allows 240) |
+| extra ``account_id``      | the Sendlane account's id: keys the ledger and the shared budget; unset: a fingerprint of the API token (set it before rotating tokens, or when several tokens share one account) |
 
 As env vars: ``AIRFLOW_CONN_SENDLANE_DEFAULT='{"conn_type": "sendlane", "password": "...",
 "extra": {"integration_token": "..."}}'`` or the URI form
 ``sendlane://:<api token>@api.sendlane.com/v2?integration_token=<token>``.
 
 The budget is shared: unless a limiter is passed in, the client gets a ``SharedWindowLimiter``
-in the ledger database keyed by the account's fingerprint, so every DAG, worker and host that
+in the ledger database keyed by the account (``account_id``, else the token's fingerprint), so every DAG, worker and host that
 syncs this Sendlane account draws on the one per-minute budget.
 """
 
@@ -27,7 +28,7 @@ from airflow.sdk.log import mask_secret
 
 from storesync.clients.http import DEFAULT_TIMEOUT, RetryPolicy, base_url_from_parts
 from storesync.clients.sendlane import DEFAULT_BUDGET_PER_MINUTE, SENDLANE_BASE_URL, SendlaneClient
-from storesync.core.config import fingerprint, load_settings
+from storesync.core.config import account_key, load_settings
 from storesync.core.errors import ConfigurationError, StoresyncError
 from storesync.core.throttle import RateLimiter, SharedWindowLimiter
 from storesync.provider.get_provider_info import ui_field_behaviour
@@ -91,17 +92,18 @@ class SendlaneHook(BaseHook):
                 base_url=base_url_from_parts(conn.host, conn.port, conn.schema, SENDLANE_BASE_URL),
                 api_token=api_token,
                 integration_token=integration_token,
-                limiter=self.limiter or self._shared_budget(api_token, budget),
+                limiter=self.limiter or self._shared_budget(account_key(extra.get("account_id"), api_token),
+                                                            budget),
                 retry_policy=self.retry_policy,
                 timeout=self.timeout,
                 pool_size=self.pool_size,
             )
         return self._client
 
-    def _shared_budget(self, api_token: str, budget: int) -> SharedWindowLimiter:
+    def _shared_budget(self, account: str, budget: int) -> SharedWindowLimiter:
         return SharedWindowLimiter(
             self.ledger_url or load_settings().ledger_url,
-            key=f"sendlane:{fingerprint(api_token)}",
+            key=f"sendlane:{account}",
             limit=budget,
         )
 
