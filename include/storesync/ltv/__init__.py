@@ -15,6 +15,10 @@ Definitions (as of ``as_of``)
   row by the cutoff takes ``orders.status`` if it has no history at all, else ``initial_status``
   ("pending": its history starts later). So a backfilled day gives the numbers a run on that day
   gave, whatever happened since; with ``status_history=None`` the current status is used instead.
+  Only orders with a history row at or after the cutoff are looked up in the history: for every
+  other order ``orders.status`` *is* its status after its last change (the orders model must keep
+  the current status, as a store's orders table does), so the query is one scan of ``orders``
+  plus index lookups for the few orders changed since.
 * **Valid order**: as-of status not in ``excluded_statuses`` (default ``failed``) nor in
   ``reversed_statuses`` (default ``cancelled``, ``refunded``). Pending and processing orders are
   valid: they were placed and not (yet) reversed.
