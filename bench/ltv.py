@@ -1,0 +1,232 @@
+"""LTV: storesync's in-warehouse SQL against a pandas groupby baseline and ``lifetimes``.
+
+storesync: ``compute_historic_ltv`` (one INSERT ... SELECT upsert of every customer's historic LTV
+and RFM summary, the LTV tables dropped first so every run does the same work) and
+``rfm_summary`` (the RFM rows the models are fitted on, fetched). Baseline, in one subprocess:
+read orders into pandas (chunked, statuses as categories) with the history of the orders changed
+since the cutoff, compute the same numbers with groupbys (as-of status, gross/net revenue, order
+count, first/last order, tenure, RFM over valid purchase days); then ``lifetimes.utils.
+summary_data_from_transaction_data`` on the valid orders (``freq="D"``). Both sides' totals are
+compared, so a fast wrong answer cannot pass.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from bench.common import Check, Measurement, Skipped, log, run_child
+from bench.stores import END, pg_available, store
+
+AS_OF = (END - timedelta(days=1)).date()  # cutoff = END: the whole period
+
+
+def storesync_child(url: str) -> dict:
+    """Child: the in-warehouse LTV and the RFM summary, timed."""
+    from sqlalchemy import create_engine, text
+
+    from storesync.ltv import compute_historic_ltv, rfm_summary
+    from storesync.ltv.tables import LTV_TABLE, MODELS_TABLE
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table in (LTV_TABLE, MODELS_TABLE):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    started = time.perf_counter()
+    rows = compute_historic_ltv(engine, AS_OF)
+    historic_s = time.perf_counter() - started
+    started = time.perf_counter()
+    rfm = rfm_summary(engine, AS_OF)
+    rfm_s = time.perf_counter() - started
+    with engine.connect() as conn:
+        totals = conn.execute(text(
+            f"SELECT COUNT(*), SUM(order_count), SUM(net_revenue), SUM(gross_revenue), "
+            f"SUM(rfm_frequency), SUM(rfm_recency_days), SUM(rfm_t_days) FROM {LTV_TABLE} "
+            f"WHERE as_of = :d"), {"d": AS_OF}).one()
+    engine.dispose()
+    return {"historic_s": historic_s, "rfm_s": rfm_s, "rows": rows, "rfm_customers": len(rfm),
+            "totals": _totals(*totals)}
+
+
+def _totals(customers, orders, net, gross, freq, recency, t_days) -> dict:
+    return {"customers": int(customers or 0), "order_count": int(orders or 0),
+            "net_revenue": round(float(net or 0), 2), "gross_revenue": round(float(gross or 0), 2),
+            "rfm_frequency": int(freq or 0), "rfm_recency_days": int(recency or 0), "rfm_t_days": int(t_days or 0)}
+
+
+def _read(url: str, cutoff):
+    """Orders into pandas (chunked, statuses as categories), and the status history of the orders
+    changed since the cutoff: all the same definitions need (see ``storesync.ltv``)."""
+    import pandas as pd
+    from sqlalchemy import DateTime, bindparam, create_engine, text
+
+    engine = create_engine(url)
+
+    def frames(sql: str, dates: list[str], **params):
+        out = []
+        statement = text(sql).bindparams(*(bindparam(k, type_=DateTime) for k in params))
+        with engine.connect().execution_options(stream_results=True) as conn:
+            for chunk in pd.read_sql(statement, conn, params=params, chunksize=1_000_000):
+                for col in dates:
+                    chunk[col] = pd.to_datetime(chunk[col], format="ISO8601")
+                chunk["status"] = chunk["status"].astype("category")
+                out.append(chunk)
+        frame = pd.concat(out, ignore_index=True)
+        frame["status"] = frame["status"].astype("category")
+        return frame
+
+    try:
+        orders = frames("SELECT customer_id, order_id, status, total, created_at FROM orders", ["created_at"])
+        history = frames("SELECT history_id, order_id, status, changed_at FROM order_status_history "
+                         "WHERE order_id IN (SELECT order_id FROM order_status_history WHERE changed_at >= :c)",
+                         ["changed_at"], c=cutoff.to_pydatetime())
+    finally:
+        engine.dispose()
+    orders["total"] = orders["total"].astype(float)
+    return orders, history
+
+
+def _as_of_status(orders, history, cutoff):
+    """Each order (created before the cutoff, with a customer) and its status as of the cutoff:
+    ``orders.status``, unless it changed since; then its latest change before the cutoff, or
+    "pending" when its history starts later (``storesync.ltv``'s definition)."""
+    import numpy as np
+    import pandas as pd
+
+    o = orders[(orders["created_at"] < cutoff) & orders["customer_id"].notna()].copy()
+    changed_since = history.loc[history["changed_at"] >= cutoff, "order_id"].unique()
+    h = history[history["changed_at"] < cutoff].sort_values(["order_id", "changed_at", "history_id"])
+    latest = h.drop_duplicates("order_id", keep="last").set_index("order_id")["status"].astype(str)
+    changed = o["order_id"].isin(changed_since)
+    before = o["order_id"].map(latest).fillna("pending")
+    current = o["status"].astype(str).where(o["status"].notna(), "pending")
+    o["asof"] = pd.Series(np.where(changed, before, current), index=o.index)
+    return o
+
+
+def pandas_ltv(o, as_of_day: int):
+    """The historic LTV and RFM summary with pandas groupbys (same definitions as storesync.ltv)."""
+    import numpy as np
+
+    gross = o["asof"] != "failed"
+    valid = ~o["asof"].isin(["failed", "cancelled", "refunded"])
+    o = o.assign(
+        day=(o["created_at"].values.astype("datetime64[D]").astype(np.int64)),
+        g_count=gross.astype(np.int64), g_sum=np.where(gross, o["total"], 0.0),
+        n_count=valid.astype(np.int64), n_sum=np.where(valid, o["total"], 0.0),
+        g_at=o["created_at"].where(gross),
+    )
+    days = o.groupby(["customer_id", "day"], sort=False).agg(
+        g_count=("g_count", "sum"), g_sum=("g_sum", "sum"), n_count=("n_count", "sum"), n_sum=("n_sum", "sum"),
+        first_at=("g_at", "min"), last_at=("g_at", "max")).reset_index()
+    days["valid_day"] = days["day"].where(days["n_count"] > 0)
+    days["gross_day"] = days["day"].where(days["g_count"] > 0)
+    first_valid = days.groupby("customer_id")["valid_day"].transform("min")
+    days["repeat_sum"] = days["n_sum"].where((days["n_count"] > 0) & (days["day"] > first_valid))
+    per = days.groupby("customer_id").agg(
+        order_count=("n_count", "sum"), gross_revenue=("g_sum", "sum"), net_revenue=("n_sum", "sum"),
+        first_order_at=("first_at", "min"), last_order_at=("last_at", "max"), first_gross_day=("gross_day", "min"),
+        n_valid_days=("valid_day", "count"), first_valid_day=("valid_day", "min"), last_valid_day=("valid_day", "max"),
+        repeat_sum=("repeat_sum", "sum"))
+    per["avg_order_value"] = (per["net_revenue"] / per["order_count"].where(per["order_count"] > 0)).round(2)
+    per["tenure_days"] = as_of_day - per["first_gross_day"]
+    has_valid = per["n_valid_days"] > 0
+    per["rfm_frequency"] = (per["n_valid_days"] - 1).where(has_valid)
+    per["rfm_recency_days"] = (per["last_valid_day"] - per["first_valid_day"]).where(has_valid)
+    per["rfm_t_days"] = (as_of_day - per["first_valid_day"]).where(has_valid)
+    per["rfm_monetary"] = np.where(per["n_valid_days"] > 1, per["repeat_sum"] / (per["n_valid_days"] - 1),
+                                   np.where(has_valid, 0.0, np.nan))
+    return per
+
+
+def baseline_child(url: str, lifetimes: bool = True) -> dict:
+    """Child: read, pandas LTV, and lifetimes' RFM summary, each timed."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from storesync.ltv import as_of_cutoff
+
+    warnings.filterwarnings("ignore")
+    cutoff = pd.Timestamp(as_of_cutoff(AS_OF))
+    as_of_day = int(np.datetime64(AS_OF, "D").astype(np.int64))
+    started = time.perf_counter()
+    orders, history = _read(url, cutoff)
+    read_s = time.perf_counter() - started
+    started = time.perf_counter()
+    o = _as_of_status(orders, history, cutoff)
+    asof_s = time.perf_counter() - started
+    del history
+    started = time.perf_counter()
+    per = pandas_ltv(o, as_of_day)
+    pandas_s = time.perf_counter() - started
+    totals = _totals(len(per), per["order_count"].sum(), per["net_revenue"].sum(), per["gross_revenue"].sum(),
+                     per["rfm_frequency"].sum(), per["rfm_recency_days"].sum(), per["rfm_t_days"].sum())
+    out = {"read_s": read_s, "asof_s": asof_s, "pandas_s": pandas_s, "orders": len(orders), "totals": totals}
+    del per
+    if lifetimes:
+        from lifetimes.utils import summary_data_from_transaction_data
+
+        valid = o.loc[~o["asof"].isin(["failed", "cancelled", "refunded"]), ["customer_id", "created_at", "total"]]
+        started = time.perf_counter()
+        summary = summary_data_from_transaction_data(valid, "customer_id", "created_at", monetary_value_col="total",
+                                                     observation_period_end=pd.Timestamp(AS_OF), freq="D")
+        out["lifetimes_s"] = time.perf_counter() - started
+        out["lifetimes_customers"] = len(summary)
+        out["lifetimes_frequency_sum"] = int(summary["frequency"].sum())
+    return out
+
+
+def measure_ltv(quick: bool) -> Measurement:
+    orders = 20_000 if quick else 10_000_000
+    m = Measurement("ltv", f"historic LTV + RFM summary over {orders:,} orders: in-warehouse SQL vs pandas",
+                    "in-warehouse SQL ≥ 5× faster than the pandas groupby baseline (read + compute)")
+    m.sizes = {"orders": orders, "as_of": AS_OF.isoformat()}
+    backends = ["sqlite", "postgresql"]
+    problem = pg_available()
+    for backend in backends:
+        if backend == "postgresql" and problem:
+            m.notes.append(f"postgresql skipped: {problem}")
+            continue
+        try:
+            st = store(backend, orders)
+        except Skipped as exc:
+            m.notes.append(f"{backend} skipped: {exc}")
+            continue
+        log(f"ltv ({backend}, {orders:,} orders): storesync in-warehouse SQL")
+        ours = run_child("bench.ltv:storesync_child", {"url": st.url}, timeout=3 * 3600)
+        log(f"  historic {ours['result']['historic_s']:.1f} s, RFM {ours['result']['rfm_s']:.1f} s; "
+            f"now pandas + lifetimes")
+        base = run_child("bench.ltv:baseline_child", {"url": st.url}, timeout=3 * 3600)
+        r, b = ours["result"], base["result"]
+        pandas_total = b["read_s"] + b["asof_s"] + b["pandas_s"]
+        lifetimes_total = b["read_s"] + b["asof_s"] + b.get("lifetimes_s", 0.0)
+        agree = _agree(r["totals"], b["totals"])
+        m.figures[backend] = {"historic_s": r["historic_s"], "rfm_summary_s": r["rfm_s"], "customers": r["rows"],
+                              "peak_rss_mb": ours["peak_rss_mb"], "totals": r["totals"]}
+        m.baseline[backend] = {"read_s": b["read_s"], "asof_status_s": b["asof_s"], "pandas_groupby_s": b["pandas_s"],
+                               "pandas_total_s": pandas_total, "lifetimes_summary_s": b.get("lifetimes_s"),
+                               "lifetimes_total_s": lifetimes_total, "peak_rss_mb": base["peak_rss_mb"],
+                               "totals": b["totals"], "lifetimes_customers": b.get("lifetimes_customers"),
+                               "totals_agree": agree}
+        ratio = pandas_total / r["historic_s"]
+        m.ratio[f"{backend} pandas/sql"] = ratio
+        m.ratio[f"{backend} pandas compute only/sql"] = (b["asof_s"] + b["pandas_s"]) / r["historic_s"]
+        m.ratio[f"{backend} lifetimes/sql rfm"] = lifetimes_total / r["rfm_s"]
+        m.checks.append(Check(f"{backend}: pandas (read + compute) / in-warehouse SQL", ratio, ">=", 5.0))
+        if not agree:
+            m.notes.append(f"{backend}: storesync and pandas totals differ: {r['totals']} vs {b['totals']}")
+        if b.get("lifetimes_customers") is not None and b["lifetimes_customers"] != r["rfm_customers"]:
+            m.notes.append(f"{backend}: lifetimes summarised {b['lifetimes_customers']} customers, "
+                           f"storesync's RFM summary {r['rfm_customers']}")
+        m.figures[backend]["rfm_customers"] = r["rfm_customers"]
+    return m
+
+
+def _agree(a: dict, b: dict) -> bool:
+    for key in a:
+        x, y = float(a[key]), float(b[key])
+        if abs(x - y) > max(0.02, abs(x) * 1e-9):
+            return False
+    return True
