@@ -263,3 +263,53 @@ def test_the_summary_shows_the_recheck_apart(env):
     assert summary["rows"]["orders"]["rows_in"] == 1
     assert summary["rechecked"]["orders"] == {"checked": 1, "passed": 0, "quarantined": 1}
     assert "re-checked from earlier runs' quarantine: 1, fixed 0, still quarantined 1" in format_summary(summary)
+
+
+def test_an_order_whose_deliveries_another_run_took_over_stays_open(env, monkeypatch):
+    """Two runs re-check the same fixed order and plan the same keys: the second (a backfill)
+    takes the staged rows over. The first passes its gate, but its promote does not release the
+    order's rows (they are the backfill's now), so it must not close the order's quarantine record:
+    the backfill then fails its gate, and only the still-open record makes a later run plan (and so
+    adopt and release) the order's events."""
+    from storesync.pipeline import syncs
+
+    store, settings = env
+    settings = settings.with_overrides(quarantine_thresholds={"orders": 0.4, "order_lines": 0.4})
+    store.add_order(1, W1.start + timedelta(hours=1), email="not-an-email")
+    for i in (2, 3):
+        store.add_order(i, W1.start + timedelta(hours=i))
+    plan(settings, W1, "w1")  # 1 of 3 quarantined: passes
+    store.fix_email(1)
+    store.add_order(4, W3.start + timedelta(hours=1))  # the hourly run's own good order
+    store.add_order(5, W2.start + timedelta(hours=1), email="bad")  # the backfill's window fails
+
+    real_gate = syncs._gate
+    backfill: list[Exception] = []
+
+    def gate(ctx, report):
+        if ctx.run_id == "hourly" and not backfill:
+            # The backfill plans between the hourly run's planning and its gate.
+            with pytest.raises(QualityGateError) as failed:
+                plan(settings, W2, "backfill", now=W3.end + SOON)
+            backfill.append(failed.value)
+        return real_gate(ctx, report)
+
+    monkeypatch.setattr(syncs, "_gate", gate)
+    hourly = plan(settings, W3, "hourly")
+    assert backfill, "the backfill did not run inside the hourly run"
+    assert hourly["rechecked"]["orders"]["passed"] == 1
+    with Ledger(settings.ledger_url).engine.connect() as conn:
+        owners = set(conn.execute(select(deliveries.c.planned_run_id)
+                                  .where(deliveries.c.entity_id == "1")).scalars())
+    assert owners == {"backfill"}  # taken over: the hourly run's promote left them staged
+    assert {r[3] for r in order_deliveries(settings, 1)} == {STAGED}
+    assert hourly["promoted"] == 2  # order 4's placed event, both vendors
+    assert "orders" not in hourly["resolved"]
+    quarantine = QuarantineStore(Ledger(settings.ledger_url).engine)
+    assert 1 in {r["entity_id"] for r in quarantine.open_rows("orders")}
+
+    monkeypatch.setattr(syncs, "_gate", real_gate)
+    later = plan(settings, W4, "w4")  # the next hourly run re-checks it and adopts its rows
+    assert later["resolved"] == {"orders": 1}
+    assert_owed_in_order(settings, 1, ["placed"])
+    assert 1 not in {r["entity_id"] for r in quarantine.open_rows("orders")}

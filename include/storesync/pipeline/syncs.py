@@ -14,7 +14,9 @@ Each sync is two steps, which are also the Airflow tasks:
 
 Quarantined rows are resolved (closed in ``storesync_quarantine``) only once the run that passed
 them has passed its gate and released their deliveries: a run that fails leaves them open, so the
-next run still owes, and plans, their events.
+next run still owes, and plans, their events. So does a row whose staged deliveries another run
+planned too, and so took over, before this one's gate (a backfill beside the hourly run): this
+run's promote leaves them staged, and the row stays open until a run releases them.
 
 Orders quarantined by earlier runs are looked at again on every run (``plan_order_events``). Those
 ids are read *before* the window pass, and each such order is planned from its whole status
@@ -90,9 +92,12 @@ class PlanReport:
     rechecked: dict[str, RecheckStats] = field(default_factory=lambda: defaultdict(RecheckStats))
     resolved: Counter = field(default_factory=Counter)  # quarantine records closed, by entity
     # Ids open in the quarantine when the run first looked (entity_key text), and those of them
-    # that passed in this run: resolved once the gate has passed.
+    # that passed in this run, each with the id its deliveries carry (an order line's: its
+    # order's): resolved once the gate has passed and none of those deliveries is still staged.
     open_keys: dict[str, set] = field(default_factory=dict, repr=False)
-    fixed: dict[str, set] = field(default_factory=lambda: defaultdict(set), repr=False)
+    fixed: dict[str, dict] = field(default_factory=lambda: defaultdict(dict), repr=False)
+    # (vendor, account, event type) of every delivery this run staged.
+    staged_kinds: set = field(default_factory=set, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -170,14 +175,56 @@ def _note_fixed(ctx: SyncContext, report: PlanReport, outcome) -> None:
         report.open_keys[entity] = ctx.quarantine_store().open_ids(entity)
     open_keys = report.open_keys[entity]
     if open_keys and outcome.rows_passed:
-        report.fixed[entity].update(k for k in map(entity_key, outcome.passed_ids()) if k in open_keys)
+        keys = [entity_key(i) for i in outcome.passed_ids()]
+        column = DELIVERED_AS.get(entity)
+        owners = ([entity_key(o) for o in outcome.passed[column].tolist()]
+                  if column in outcome.passed.columns else keys)
+        report.fixed[entity].update((k, o) for k, o in zip(keys, owners, strict=True) if k in open_keys)
+
+
+# Rows whose deliveries carry another entity's id: an order line is sent as part of its order.
+DELIVERED_AS = {"order_lines": "order_id"}
 
 
 def _resolve_fixed(ctx: SyncContext, report: PlanReport) -> None:
+    """Close the quarantine records of the rows that passed in this run, once none of their
+    deliveries is still staged. Another run may have planned the same delivery keys after this one
+    and taken the staged rows over (the adoption rule): this run's promote leaves them staged, and
+    the record stays open so that a later run re-checks the row and plans (adopts) them again."""
     store = ctx.quarantine_store()
-    for entity, keys in report.fixed.items():
+    for entity, owners in report.fixed.items():
+        if not owners:
+            continue
+        waiting = _still_staged(ctx, report, set(owners.values()))
+        keys = sorted(k for k, owner in owners.items() if owner not in waiting)
+        if len(keys) < len(owners):
+            log.info("%s: %d fixed row(s) left open, their deliveries are staged by another run",
+                     entity, len(owners) - len(keys))
         if keys:
-            report.resolved[entity] += store.resolve_passed(entity, sorted(keys), ctx.run_id)
+            report.resolved[entity] += store.resolve_passed(entity, keys, ctx.run_id)
+
+
+def _still_staged(ctx: SyncContext, report: PlanReport, entity_ids: set) -> set:
+    """Which of ``entity_ids`` (delivery entity ids) have a delivery of a kind this run staged
+    that is still ``staged``: one indexed read per kind and chunk (ix_deliveries_entity)."""
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import STAGED, deliveries
+
+    ids = sorted(i for i in entity_ids if i is not None)
+    if not ids or not report.staged_kinds:
+        return set()
+    d = deliveries.c
+    found: set = set()
+    with ctx.ledger.engine.connect() as conn:
+        for vendor, account, event_type in sorted(report.staged_kinds):
+            for chunk in _chunks(ids, 500):
+                found.update(conn.execute(
+                    select(d.entity_id).distinct()
+                    .where(d.vendor == vendor, d.event_type == event_type, d.entity_id.in_(chunk),
+                           d.account == account, d.state == STAGED)
+                ).scalars())
+    return found
 
 
 def _validated(ctx: SyncContext, report: PlanReport, entity: str, frame: pd.DataFrame, batch_id: str):
@@ -209,7 +256,8 @@ def _gate(ctx: SyncContext, report: PlanReport) -> None:
     if not ctx.dry_run:
         report.promoted = ctx.ledger.promote(ctx.run_id)
         # Only now: had the run failed, its fixed rows would stay open and the next run would
-        # still plan (and so adopt) their staged deliveries.
+        # still plan (and so adopt) their staged deliveries. Likewise a row whose deliveries another
+        # run took over since (they are still staged): ``_resolve_fixed`` leaves it open.
         _resolve_fixed(ctx, report)
 
 
@@ -222,6 +270,7 @@ def _stage(ctx: SyncContext, report: PlanReport, window: Window, planned: Iterab
         _count_dry_run(ctx, report, planned)
         return
     _count_changes(ctx, report, planned)
+    report.staged_kinds.update((p.vendor, p.account, p.event_type) for p in planned)
     ctx.ledger.plan(planned, sync_name=ctx.sync_name, run_id=ctx.run_id,
                     window_start=window.start, window_end=window.end)
 
