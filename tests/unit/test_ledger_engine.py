@@ -509,3 +509,100 @@ def test_known_versions_reads_only_the_latest_row_of_the_entities_asked(ledger):
         event.remove(ledger.engine, "after_cursor_execute", count_rows)
     assert result == {"p": "D"}
     assert len(fetched) == 1 and "max(" in fetched[0].lower()
+
+
+# ---------------------------------------------------------------------------- record and claim in one
+def _sending(ledger):
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import deliveries
+
+    with ledger.engine.connect() as conn:
+        return {r.entity_id: r.claimed_by for r in conn.execute(
+            select(deliveries.c.entity_id, deliveries.c.claimed_by).where(deliveries.c.state == SENDING))}
+
+
+def test_record_and_claim_writes_only_its_own_claims_and_claims_no_more_than_asked(ledger):
+    from storesync.delivery.ledger import Outcome
+
+    plan(ledger, *[item(f"e{i}") for i in range(10)])
+    mine = ledger.claim("fake", "acct", 2, owner="me:1")
+    theirs = ledger.claim("fake", "acct", 1, owner="them:1")  # another run's claim
+    assert [d.entity_id for d in mine + theirs] == ["e0", "e1", "e2"]
+    # The owner guard: an answer for a row this owner does not hold is not written.
+    claimed = ledger.record_and_claim([(mine[0], Outcome(ACCEPTED)), (theirs[0], Outcome(ACCEPTED))],
+                                      run_id="r", owner="me:1", vendor="fake", account="acct", limit=2)
+    assert [(d.entity_id, d.state, d.claimed_by, d.attempts) for d in claimed] == [
+        ("e3", SENDING, "me:1", 1), ("e4", SENDING, "me:1", 1)]
+    assert states_of(ledger, "e0") == [("1", ACCEPTED)]
+    assert states_of(ledger, "e2") == [("1", SENDING)]
+    assert _sending(ledger) == {"e1": "me:1", "e2": "them:1", "e3": "me:1", "e4": "me:1"}
+    # Limit 0: the answers are recorded, nothing is claimed.
+    assert ledger.record_and_claim([(mine[1], Outcome(RETRY))], run_id="r", owner="me:1",
+                                   vendor="fake", account="acct", limit=0) == []
+    assert _sending(ledger) == {"e2": "them:1", "e3": "me:1", "e4": "me:1"}
+    # Only what is sendable: e1 is a retry now, e5..e9 are planned; 3 asked, 3 claimed, in id order.
+    assert [d.entity_id for d in ledger.record_and_claim([], run_id="r", owner="me:1", vendor="fake",
+                                                         account="acct", limit=3)] == ["e1", "e5", "e6"]
+    assert len(_sending(ledger)) == 6
+
+
+def test_record_and_claim_keeps_the_ordering_rule(ledger):
+    from storesync.delivery.ledger import Outcome
+
+    plan(ledger, item("9", "order_placed", seq=1), item("9", "order_fulfilled", seq=2))
+    [placed] = ledger.claim("fake", "acct", 10, owner="me:1")  # fulfilled waits behind placed
+    assert placed.event_type == "order_placed"
+    [fulfilled] = ledger.record_and_claim([(placed, Outcome(ACCEPTED))], run_id="r", owner="me:1",
+                                          vendor="fake", account="acct", limit=10)
+    assert fulfilled.event_type == "order_fulfilled"
+
+
+def test_the_claim_walks_the_claimable_index_in_id_order(db_url):
+    """On SQLite: the claim reads open rows through the partial index, stopping at its limit,
+    never sorting the account's claimable rows; the claimed rows are looked up by id."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's plan")
+    from sqlalchemy import event
+
+    ledger = Ledger(db_url)
+    plan(ledger, *[item(f"e{i}") for i in range(50)])
+    statements = []
+    event.listen(ledger.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, params, context, many: statements.append((sql, params)))
+    assert len(ledger.claim("fake", "acct", 4, owner="me:1")) == 4
+    [(sql, params)] = [s for s in statements if "ix_" not in s[0] and "earlier" in s[0]]
+    with ledger.engine.connect() as conn:
+        steps = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+    assert any("ix_deliveries_claimable" in step for step in steps), steps
+    assert not any("TEMP B-TREE" in step for step in steps), steps
+
+
+def test_the_historical_claim_shares_the_live_rule_a_dead_older_version_does_not_block(db_url):
+    from datetime import timedelta
+
+    from storesync.delivery.ledger import Outcome, utcnow
+    from storesync.pipeline.historical import PARK_BASE, HistoricalLedger, unpark
+
+    hist = HistoricalLedger(db_url)
+    plan(hist, content("p", "A"), run_id="r1")
+    [a] = hist.claim("fake", "acct", 10, owner="me:1")
+    hist.record([(a, Outcome(DEAD))], run_id="r1", owner="me:1")
+    plan(hist, content("p", "B"), run_id="r2")
+    plan(hist, item("o", "order_placed", seq=1), item("o", "order_fulfilled", seq=2), run_id="r3")
+    [b, placed] = hist.claim("fake", "acct", 10, owner="me:1")
+    assert (b.version, placed.event_type) == ("B", "order_placed")
+    # A dead status change still blocks the one after it; a retry recorded through the batched
+    # write stays parked (never seen by the live claim).
+    assert hist.record_and_claim([(placed, Outcome(DEAD)), (b, Outcome(RETRY, next_attempt_at=utcnow() + timedelta(hours=1)))],
+                                 run_id="r", owner="me:1", vendor="fake", account="acct", limit=10) == []
+    assert Ledger(db_url).claim("fake", "acct", 10, owner="me:2") == []
+    [retry] = hist.in_state(RETRY)
+    assert retry.version == "B"
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import deliveries
+
+    with hist.engine.connect() as conn:
+        due = conn.execute(select(deliveries.c.next_attempt_at).where(deliveries.c.id == retry.id)).scalar()
+    assert due >= PARK_BASE and timedelta(minutes=59) < unpark(due) - utcnow() <= timedelta(hours=1)

@@ -44,6 +44,7 @@ import json
 import os
 import socket
 import uuid
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +61,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     create_engine,
     event,
     exists,
@@ -318,6 +320,7 @@ class Ledger:
                     conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             self.engine = self.engine.execution_options(schema_translate_map={None: schema})
         self.schema = schema
+        self._claim_statements: dict[tuple, tuple] = {}
         _create_tables(self.engine, schema)
 
     # ------------------------------------------------------------------ planning
@@ -513,45 +516,52 @@ class Ledger:
     # ------------------------------------------------------------------ claiming
     def claim(self, vendor: str, account: str, limit: int, owner: str) -> list[Delivery]:
         """Take up to ``limit`` sendable deliveries: open, due, and first in their ordering key."""
-        now = utcnow()
-        earlier = deliveries.alias("earlier")
-        blocked = exists().where(
-            earlier.c.vendor == deliveries.c.vendor,
-            earlier.c.account == deliveries.c.account,
-            earlier.c.ordering_key == deliveries.c.ordering_key,
-            earlier.c.seq < deliveries.c.seq,
-            # A dead earlier event blocks too: a return must never reach a vendor before its
-            # purchase; replaying the dead letter releases what waits behind it. Not so for
-            # content versions: a newer version replaces a dead older one.
-            or_(earlier.c.state.in_(OPEN_STATES),
-                and_(earlier.c.state == DEAD,
-                     or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT))),
-        )
-        candidates = (
-            select(deliveries.c.id)
-            .where(deliveries.c.vendor == vendor, deliveries.c.account == account,
-                   deliveries.c.state.in_(CLAIMABLE_STATES),
-                   (deliveries.c.next_attempt_at.is_(None)) | (deliveries.c.next_attempt_at <= now),
-                   ~blocked)
-            .order_by(deliveries.c.id)
-            .limit(limit)
-        )
         with self.engine.begin() as conn:
-            ids = list(conn.execute(candidates).scalars())
-            if not ids:
-                return []
-            # The state condition makes the claim atomic: a concurrent run claiming the same
-            # rows updates none of them.
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids), deliveries.c.state.in_(CLAIMABLE_STATES))
-                .values(state=SENDING, claimed_by=owner, claimed_at=now, attempts=deliveries.c.attempts + 1,
-                        updated_at=now)
-            )
-            rows = conn.execute(
-                select(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.claimed_by == owner,
-                                         deliveries.c.state == SENDING).order_by(deliveries.c.id)
-            ).mappings().all()
+            return self._claim_in(conn, vendor, account, limit, owner)
+
+    def record_and_claim(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None,
+                         owner: str, vendor: str, account: str, limit: int) -> list[Delivery]:
+        """``record(results, owner=owner)`` and ``claim(vendor, account, limit, owner)`` in one
+        transaction: what the delivery engine does as answers come back, so each batch of answers
+        costs one ledger transaction, not two. Claims at most ``limit`` (none when it is 0)."""
+        with self.engine.begin() as conn:
+            self._record_in(conn, results, run_id=run_id, owner=owner)
+            return self._claim_in(conn, vendor, account, limit, owner)
+
+    def _claim_filter(self, vendor: str, now: datetime, **scope) -> tuple[tuple, list, dict]:
+        """What makes a claimable row due for this ledger's claim, as ``(cache key, conditions,
+        their parameters)``; the conditions use bound parameters only (``c_now`` is always
+        given), so the statement is built once per cache key. The live claim: no retry delay
+        pending. (``HistoricalLedger`` claims its parked range instead, scoped by event type.)"""
+        due = or_(deliveries.c.next_attempt_at.is_(None),
+                  deliveries.c.next_attempt_at <= bindparam("c_now", type_=DateTime))
+        return ("live",), [due], {}
+
+    def _claim_in(self, conn, vendor: str, account: str, limit: int, owner: str, *,
+                  claimed_at: datetime | None = None, **scope) -> list[Delivery]:
+        """The claim, inside ``conn``'s transaction: the first ``limit`` due rows (by id) not
+        waiting on an earlier row of their ordering key become ``sending``, owned by ``owner``.
+        ``scope`` goes to ``_claim_filter`` (what a subclass's claim may be narrowed to)."""
+        if limit <= 0:
+            return []
+        now = utcnow()
+        key, conditions, params = self._claim_filter(vendor, now, **scope)
+        params = {**params, "c_vendor": vendor, "c_account": account, "c_limit": limit, "c_now": now,
+                  "c_owner": owner, "c_claimed_at": claimed_at or now}
+        returning = self.engine.dialect.update_returning
+        statements = self._claim_statements.get((key, returning))
+        if statements is None:
+            statements = self._claim_statements[(key, returning)] = _claim_statements(conditions, returning)
+        candidates, claim, reread = statements
+        if reread is None:
+            # One statement: the candidates' ids, claimed, and the claimed rows returned.
+            rows = conn.execute(claim, params).mappings().all()
+            return [self._delivery(row) for row in sorted(rows, key=lambda r: r["id"])]
+        ids = list(conn.execute(candidates, params).scalars())
+        if not ids:
+            return []
+        conn.execute(claim, {**params, "c_ids": ids})
+        rows = conn.execute(reread, {**params, "c_ids": ids}).mappings().all()
         return [self._delivery(row) for row in rows]
 
     @staticmethod
@@ -573,29 +583,33 @@ class Ledger:
         run after its lease ran out is that run's to settle)."""
         if not results:
             return
-        now = utcnow()
         with self.engine.begin() as conn:
-            for delivery, outcome in results:
-                values = {
-                    "state": outcome.state, "http_status": outcome.http_status,
-                    "error_class": outcome.error_class, "vendor_code": outcome.vendor_code,
-                    "vendor_error": outcome.vendor_error, "updated_at": now, "last_run_id": run_id,
-                    "next_attempt_at": outcome.next_attempt_at,
-                }
-                if outcome.state == ACCEPTED:
-                    values["accepted_at"] = now
-                if outcome.state != SENDING:
-                    values["claimed_by"] = None
-                condition = deliveries.c.id == delivery.id
-                if owner is not None:
-                    condition = condition & (deliveries.c.claimed_by == owner) & (deliveries.c.state == SENDING)
-                conn.execute(update(deliveries).where(condition).values(**values))
-            conn.execute(insert(record_log), [
-                {"run_id": run_id, "delivery_id": d.id, "vendor": d.vendor, "operation": d.event_type,
-                 "entity_id": d.entity_id, "status": o.state, "http_status": o.http_status,
-                 "error_class": o.error_class, "error": o.vendor_error, "logged_at": now}
-                for d, o in results
-            ])
+            self._record_in(conn, results, run_id=run_id, owner=owner)
+
+    def _record_in(self, conn, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None,
+                   owner: str | None) -> None:
+        """``record``, inside ``conn``'s transaction: one executemany per statement shape (owner
+        guard or not; a ``sending`` outcome keeps its claim), however many answers."""
+        if not results:
+            return
+        now = utcnow()
+        shapes: dict[bool, list[dict]] = {}
+        for delivery, outcome in results:
+            shapes.setdefault(outcome.state == SENDING, []).append({
+                "r_id": delivery.id, "r_state": outcome.state, "r_http_status": outcome.http_status,
+                "r_error_class": outcome.error_class, "r_vendor_code": outcome.vendor_code,
+                "r_vendor_error": outcome.vendor_error, "r_now": now, "r_run_id": run_id,
+                "r_next_attempt_at": outcome.next_attempt_at,
+                "r_accepted_at": now if outcome.state == ACCEPTED else None, "r_owner": owner,
+            })
+        for keep_claim, params in shapes.items():
+            conn.execute(_record_statement(owner is not None, keep_claim), params)
+        conn.execute(insert(record_log), [
+            {"run_id": run_id, "delivery_id": d.id, "vendor": d.vendor, "operation": d.event_type,
+             "entity_id": d.entity_id, "status": o.state, "http_status": o.http_status,
+             "error_class": o.error_class, "error": o.vendor_error, "logged_at": now}
+            for d, o in results
+        ])
 
     def release(self, items: Sequence[Delivery]) -> None:
         """Give back claims that were never sent (a run stopping early): they are plainly pending."""
@@ -766,6 +780,87 @@ class Ledger:
             query = query.where(deliveries.c.next_attempt_at > after)
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
+
+
+def _blocked_by_earlier():
+    """An earlier row of the same ordering key that a row must wait for: one still open, or a
+    dead one — a return must never reach a vendor before its purchase; replaying the dead letter
+    releases what waits behind it. Not so for content versions: a newer version replaces a dead
+    older one. (Read through ``ix_deliveries_ordering``: vendor, account, ordering key, seq.)"""
+    earlier = deliveries.alias("earlier")
+    return exists().where(
+        earlier.c.vendor == deliveries.c.vendor,
+        earlier.c.account == deliveries.c.account,
+        earlier.c.ordering_key == deliveries.c.ordering_key,
+        earlier.c.seq < deliveries.c.seq,
+        or_(earlier.c.state.in_(OPEN_STATES),
+            and_(earlier.c.state == DEAD,
+                 or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT))),
+    )
+
+
+def _claimable_state():
+    # Rendered inline, not bound: SQLite uses a partial index only when the query's WHERE names
+    # its literals, and ``ix_deliveries_claimable`` (open rows only, by id) is what lets the claim
+    # stop at ``limit`` rows in id order instead of sorting every claimable row of the account.
+    return deliveries.c.state.in_(bindparam("c_claimable", list(CLAIMABLE_STATES), expanding=True,
+                                            literal_execute=True))
+
+
+def _claim_statements(conditions: list, returning: bool) -> tuple:
+    """The claim's statements for one set of due conditions (bound parameters ``c_*``):
+    ``(candidates, claim, reread)``. With UPDATE ... RETURNING (SQLite >= 3.35, PostgreSQL) the
+    claim is one statement and ``reread`` is None; otherwise the candidates' ids are read, claimed
+    and read back. Either way the state condition on the UPDATE makes the claim atomic: rows a
+    concurrent run claimed first are not claimed again, and only rows this owner claimed return."""
+    candidates = (
+        select(deliveries.c.id)
+        .where(deliveries.c.vendor == bindparam("c_vendor"), deliveries.c.account == bindparam("c_account"),
+               _claimable_state(), *conditions, ~_blocked_by_earlier())
+        .order_by(deliveries.c.id)
+        .limit(bindparam("c_limit", type_=Integer))
+    )
+    values = {"state": SENDING, "claimed_by": bindparam("c_owner", type_=String),
+              "claimed_at": bindparam("c_claimed_at", type_=DateTime), "attempts": deliveries.c.attempts + 1,
+              "updated_at": bindparam("c_now", type_=DateTime)}
+    if returning:
+        # The guard reads the state through an expression no index covers: on the bare column,
+        # SQLite walks the state index (every claimable row of the ledger) instead of looking
+        # the few candidates up by id.
+        claim = (update(deliveries)
+                 .where(deliveries.c.id.in_(candidates), deliveries.c.state.concat("").in_(CLAIMABLE_STATES))
+                 .values(**values)
+                 .returning(*deliveries.c))
+        return candidates, claim, None
+    ids = bindparam("c_ids", expanding=True)
+    claim = update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.state.in_(CLAIMABLE_STATES)).values(**values)
+    reread = (select(deliveries)
+              .where(deliveries.c.id.in_(ids), deliveries.c.claimed_by == bindparam("c_owner", type_=String),
+                     deliveries.c.state == SENDING)
+              .order_by(deliveries.c.id))
+    return candidates, claim, reread
+
+
+@lru_cache(maxsize=None)
+def _record_statement(guarded: bool, keep_claim: bool):
+    """One answer's UPDATE, with bound parameters ``r_*`` (run as an executemany). ``guarded``:
+    only if ``r_owner`` still holds the row (``sending``). ``keep_claim``: a ``sending`` outcome
+    keeps its owner; any other clears it. ``accepted_at`` is written only when given."""
+    condition = [deliveries.c.id == bindparam("r_id", type_=Integer)]
+    if guarded:
+        condition += [deliveries.c.claimed_by == bindparam("r_owner", type_=String), deliveries.c.state == SENDING]
+    values = {
+        "state": bindparam("r_state", type_=String), "http_status": bindparam("r_http_status", type_=Integer),
+        "error_class": bindparam("r_error_class", type_=String),
+        "vendor_code": bindparam("r_vendor_code", type_=String),
+        "vendor_error": bindparam("r_vendor_error", type_=Text),
+        "updated_at": bindparam("r_now", type_=DateTime), "last_run_id": bindparam("r_run_id", type_=String),
+        "next_attempt_at": bindparam("r_next_attempt_at", type_=DateTime),
+        "accepted_at": func.coalesce(bindparam("r_accepted_at", type_=DateTime), deliveries.c.accepted_at),
+    }
+    if not keep_claim:
+        values["claimed_by"] = None
+    return update(deliveries).where(*condition).values(**values)
 
 
 def same_content(new: str, latest: str) -> bool:

@@ -87,8 +87,8 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
-    exists,
     func,
     insert,
     select,
@@ -108,7 +108,6 @@ from storesync.core.windows import Window
 from storesync.delivery.engine import DeliveryEngine, RedrivePolicy
 from storesync.delivery.ledger import (
     ACCEPTED,
-    CLAIMABLE_STATES,
     DEAD,
     OPEN_STATES,
     PLANNED,
@@ -240,61 +239,44 @@ class HistoricalLedger(Ledger):
                 .values(state=PLANNED, next_attempt_at=PARK_BASE, updated_at=utcnow())
             ).rowcount
 
-    def _claim(self, vendor: str, account: str, limit: int, owner: str, *,
-               only: Sequence[str] | None = None, exclude: Sequence[str] = (),
-               claimed_at: datetime | None = None) -> list[Delivery]:
-        now = utcnow()
-        earlier = deliveries.alias("earlier")
-        blocked = exists().where(
-            earlier.c.vendor == deliveries.c.vendor,
-            earlier.c.account == deliveries.c.account,
-            earlier.c.ordering_key == deliveries.c.ordering_key,
-            earlier.c.seq < deliveries.c.seq,
-            earlier.c.state.in_((*OPEN_STATES, DEAD)),  # as the live claim: a dead letter blocks too
-        )
-        conditions = [deliveries.c.vendor == vendor, deliveries.c.account == account,
-                      deliveries.c.state.in_(CLAIMABLE_STATES),
-                      deliveries.c.next_attempt_at >= PARK_BASE, deliveries.c.next_attempt_at <= park(now),
-                      ~blocked]
+    def _claim_filter(self, vendor: str, now: datetime, *, only: Sequence[str] | None = None):
+        """The historical claim: parked rows whose parked due time has come (never the live
+        claim's), of the event types ``only`` (a bulk job's), else of every event type of the
+        vendor except those that go in bulk jobs. Otherwise the live claim's rule (the ledger's
+        ``_claim_in``): claimable, first in their ordering key, ``limit`` at most."""
+        conditions = [deliveries.c.next_attempt_at >= bindparam("c_park_base", type_=DateTime),
+                      deliveries.c.next_attempt_at <= bindparam("c_park_now", type_=DateTime)]
+        params = {"c_park_base": PARK_BASE, "c_park_now": park(now)}
         if only is not None:
-            conditions.append(deliveries.c.event_type.in_(list(only)))
-        if exclude:
-            conditions.append(deliveries.c.event_type.not_in(list(exclude)))
-        candidates = select(deliveries.c.id).where(*conditions).order_by(deliveries.c.id).limit(limit)
-        with self.engine.begin() as conn:
-            ids = list(conn.execute(candidates).scalars())
-            if not ids:
-                return []
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id.in_(ids), deliveries.c.state.in_(CLAIMABLE_STATES))
-                .values(state=SENDING, claimed_by=owner, claimed_at=claimed_at or now,
-                        attempts=deliveries.c.attempts + 1, updated_at=now)
-            )
-            rows = conn.execute(
-                select(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.claimed_by == owner,
-                                         deliveries.c.state == SENDING).order_by(deliveries.c.id)
-            ).mappings().all()
-        return [self._delivery(row) for row in rows]
+            conditions.append(deliveries.c.event_type.in_(bindparam("c_types", expanding=True)))
+            params["c_types"] = list(only)
+            return ("parked", "only"), conditions, params
+        exclude = [event_type for (v, event_type) in self.job_event_types if v == vendor]
+        if not exclude:
+            return ("parked", "all"), conditions, params
+        conditions.append(deliveries.c.event_type.not_in(bindparam("c_types", expanding=True)))
+        params["c_types"] = exclude
+        return ("parked", "exclude"), conditions, params
 
     def claim(self, vendor: str, account: str, limit: int, owner: str) -> list[Delivery]:
         """Parked deliveries for single calls (what the delivery engine drains): everything of the
         account except the event types that go in bulk jobs."""
-        exclude = [event_type for (v, event_type) in self.job_event_types if v == vendor]
-        return self._claim(vendor, account, limit, owner, exclude=exclude)
+        return super().claim(vendor, account, limit, owner)
 
     def claim_for_job(self, vendor: str, account: str, event_type: str, limit: int,
                       owner: str) -> list[Delivery]:
         """Rows for one bulk job. Their claim never expires (``claimed_at`` in the parked range):
         no live engine's recovery may take a job's rows for lost while the job may still import
         them, however long it runs; only the historical resume settles them."""
-        return self._claim(vendor, account, limit, owner, only=[event_type], claimed_at=PARK_BASE)
+        with self.engine.begin() as conn:
+            return self._claim_in(conn, vendor, account, limit, owner, only=[event_type], claimed_at=PARK_BASE)
 
-    def record(self, results, *, run_id: str | None, owner: str | None = None) -> None:
-        """As ``Ledger.record``, but a retry stays parked (with its delay)."""
+    def _record_in(self, conn, results, *, run_id: str | None, owner: str | None) -> None:
+        """As the ledger's, but a retry stays parked (with its delay); ``record`` and
+        ``record_and_claim`` both write through here."""
         reparked = [(d, replace(o, next_attempt_at=park(o.next_attempt_at)) if o.state == RETRY else o)
                     for d, o in results]
-        super().record(reparked, run_id=run_id, owner=owner)
+        super()._record_in(conn, reparked, run_id=run_id, owner=owner)
 
     def next_parked_due(self, vendor: str, account: str) -> datetime | None:
         """When the account's earliest parked retry comes due (real time), or None."""
