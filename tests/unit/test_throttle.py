@@ -192,6 +192,26 @@ def test_shared_window_admits_limit_then_waits_for_the_oldest_to_age_out(db_url)
     assert waited == pytest.approx(11.0, abs=0.01)  # window + margin after the first slot
 
 
+def test_shared_window_held_slot_counts_until_its_answer_then_a_window_more(db_url):
+    """However long a request takes to reach the vendor, its slot counts until the answer."""
+    clock = FakeClock()
+    limiter = SharedWindowLimiter(db_url, "sendlane:abc", 1,
+                                  window_s=10.0, margin_s=1.0, clock=clock, sleep=clock.sleep)
+    settle = limiter.acquire_until_answered()
+    clock.now += 50.0  # far past window + margin: an admission-stamped slot would be gone
+    settle()
+    settle()  # idempotent
+    assert limiter.acquire() == pytest.approx(11.0, abs=0.01)  # window + margin after the answer
+
+
+def test_shared_window_unsettled_slot_counts_until_its_lease_ends(db_url):
+    clock = FakeClock()
+    limiter = SharedWindowLimiter(db_url, "sendlane:abc", 1, window_s=10.0, margin_s=1.0,
+                                  in_flight_s=5.0, clock=clock, sleep=clock.sleep)
+    limiter.acquire_until_answered()  # its process "dies": never settled
+    assert limiter.acquire() == pytest.approx(16.0, abs=0.3)  # lease + window + margin
+
+
 def test_shared_window_keys_are_separate_budgets(db_url):
     url = db_url
     clock = FakeClock()

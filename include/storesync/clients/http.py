@@ -44,7 +44,8 @@ Sailthru purchase or return, a Sendlane tracking event) it is an ``UnknownOutcom
 Retries
 =======
 
-``call_with_retries`` is the one retry loop: it takes a rate-limiter slot before every attempt,
+``call_with_retries`` is the one retry loop: it takes a rate-limiter slot before every attempt
+(held until the attempt's answer where the limiter can: ``HoldsUntilAnswered``),
 retries ``RetryableError`` (``RateLimitedError`` included) with capped exponential backoff and
 jitter, and re-raises everything else. ``UnknownOutcomeError`` is not a ``RetryableError``, so it
 is never retried here: the delivery engine resolves it by lookup or holds it. After a 429 the
@@ -80,7 +81,7 @@ from storesync.core.errors import (
     RetryableError,
     UnknownOutcomeError,
 )
-from storesync.core.throttle import RateLimiter
+from storesync.core.throttle import HoldsUntilAnswered, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +148,12 @@ def call_with_retries(
     rng = rng or random.Random()
     attempt = 1
     while True:
-        limiter.acquire()
+        settle = _admit(limiter)
         try:
-            return attempt_once()
+            try:
+                return attempt_once()
+            finally:
+                settle()
         except DeliveryError as error:
             if not policy.should_retry(error, attempt):
                 raise
@@ -166,6 +170,20 @@ def call_with_retries(
                             attempt, policy.max_attempts, error)
                 sleep(delay)
             attempt += 1
+
+
+def _admit(limiter: RateLimiter) -> Callable[[], None]:
+    """Take a slot for one attempt; return what to call once it is over. A limiter that can
+    (``HoldsUntilAnswered``) counts the attempt until its answer, so no delay between admission
+    and the vendor can push the account over its budget."""
+    if isinstance(limiter, HoldsUntilAnswered):
+        return limiter.acquire_until_answered()
+    limiter.acquire()
+    return _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 # --------------------------------------------------------------------------------------------

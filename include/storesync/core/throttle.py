@@ -24,6 +24,8 @@ ledger.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +35,8 @@ from typing import Protocol, runtime_checkable
 from sqlalchemy import Column, Float, Index, MetaData, String, Table, create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.schema import CreateIndex, CreateTable
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -52,6 +56,19 @@ class ObservesResponses(Protocol):
     """A limiter that learns the vendor's remaining budget from each response's headers."""
 
     def observe(self, headers: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
+class HoldsUntilAnswered(Protocol):
+    """A limiter that can count a request from its admission until its answer came back.
+
+    ``acquire_until_answered(cost)`` blocks like ``acquire`` and returns ``settle``: the caller
+    calls it once the request is over (answered, failed or timed out). Until then the admission
+    counts against the budget whatever its age; from then on it counts like an admission made at
+    that moment. Whenever the vendor counted the request, it was between the two, so the budget
+    holds however late the request reached the vendor. ``settle`` never raises."""
+
+    def acquire_until_answered(self, cost: int = 1) -> Callable[[], None]: ...
 
 
 def _check_cost(cost: int, capacity: float) -> None:
@@ -289,6 +306,16 @@ class SharedWindowLimiter:
     over ``window_s + margin_s`` keeps that from happening while latency jitter stays under
     ``margin_s`` (and the same margin absorbs modest clock skew between hosts).
 
+    Latency: ``acquire`` stamps a slot with its admission time, so it only holds while the time a
+    request takes to reach the vendor varies by less than ``margin_s``. A busy host breaks that
+    (a 2-second test window has a 0.1 s margin; delays of 0.2 s were measured under load). So the
+    HTTP retry loop uses ``acquire_until_answered``: the slot is inserted *in flight*, stamped
+    ``in_flight_s`` ahead (a lease, for a process that dies mid-request), and ``settle`` restamps
+    it with the time the answer came back. The vendor counted the request somewhere between the
+    two, and a slot counts over that whole span and the window after it: no latency, however
+    large, lets more than ``limit`` requests reach the vendor within one ``window_s``. The margin
+    then only covers clock skew between hosts.
+
     The per-key lock: SQLite takes the database write lock up front (``BEGIN IMMEDIATE``), so two
     transactions cannot both count "under the limit" and both insert; PostgreSQL takes
     ``pg_advisory_xact_lock(hashtext(key))``, which serializes only this account's limiter and is
@@ -304,17 +331,24 @@ class SharedWindowLimiter:
         window_s: float = 60.0,
         margin_s: float = 1.0,
         *,
+        in_flight_s: float = 300.0,
         clock: Clock = time.time,
         sleep: Sleep = time.sleep,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        if in_flight_s <= 0:
+            raise ValueError("in_flight_s must be positive")
         if not key or len(key) + len(_PAUSE_SUFFIX) > rate_slots.c.key.type.length:
             raise ValueError("key must be a short account fingerprint, e.g. 'sendlane:<16 hex>'")
         self.key = key
         self.limit = limit
         self.window_s = window_s
         self.margin_s = margin_s
+        # How long an unsettled admission counts before it is presumed over (its process died):
+        # longer than any request with its timeouts. A wait for one to settle polls this often.
+        self.in_flight_s = in_flight_s
+        self._settle_poll_s = max(0.01, min(0.25, window_s / 40))
         self._pause_key = key + _PAUSE_SUFFIX
         self._clock = clock
         self._sleep = sleep
@@ -336,13 +370,45 @@ class SharedWindowLimiter:
         _check_cost(cost, self.limit)
         started = self._clock()
         while True:
-            wait = self._try_admit(cost)
+            wait, _ = self._try_admit(cost, held=False)
             if wait <= 0:
                 return self._clock() - started
             self._sleep(wait)
 
-    def _try_admit(self, cost: int) -> float:
-        """One transaction: admit ``cost`` slots and return 0, or return how long to wait."""
+    def acquire_until_answered(self, cost: int = 1) -> Callable[[], None]:
+        """``acquire``, with the slots counted as in flight until the returned ``settle`` is called
+        (see the class docstring)."""
+        _check_cost(cost, self.limit)
+        while True:
+            wait, stamp = self._try_admit(cost, held=True)
+            if wait <= 0:
+                break
+            self._sleep(wait)
+        settled = False
+
+        def settle() -> None:
+            nonlocal settled
+            if settled:
+                return
+            settled = True
+            try:
+                with self.engine.begin() as conn:
+                    if self._is_postgres:
+                        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.key))))
+                    conn.execute(rate_slots.update()
+                                 .where(rate_slots.c.key == self.key, rate_slots.c.slot_at == stamp)
+                                 .values(slot_at=self._clock()))
+            except Exception:  # noqa: BLE001 - never turn an answered request into an error
+                # The slot stays in flight until its lease ends: the budget errs on the safe side.
+                log.warning("could not settle a %s rate slot: it counts until its lease ends",
+                            self.key, exc_info=True)
+
+        return settle
+
+    def _try_admit(self, cost: int, *, held: bool) -> tuple[float, float]:
+        """One transaction: admit ``cost`` slots and return ``(0, their slot_at)``, or return how
+        long to wait. ``held``: the slots are stamped in flight, with a ``slot_at`` no other slot of
+        the key has (``settle`` finds them by it)."""
         with self.engine.begin() as conn:
             if self._is_postgres:
                 conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.key))))
@@ -358,13 +424,19 @@ class SharedWindowLimiter:
                 select(func.max(rate_slots.c.slot_at)).where(rate_slots.c.key == self._pause_key)
             ).scalar()
             if paused_until is not None:
-                return paused_until - now
+                return paused_until - now, 0.0
             in_window = conn.execute(
                 select(func.count()).select_from(rate_slots).where(rate_slots.c.key == self.key)
             ).scalar_one()
             if in_window + cost <= self.limit:
-                conn.execute(rate_slots.insert(), [{"key": self.key, "slot_at": now}] * cost)
-                return 0.0
+                stamp = now
+                if held:
+                    stamp = now + self.in_flight_s
+                    while conn.execute(select(func.count()).select_from(rate_slots).where(
+                            rate_slots.c.key == self.key, rate_slots.c.slot_at == stamp)).scalar_one():
+                        stamp = math.nextafter(stamp, math.inf)
+                conn.execute(rate_slots.insert(), [{"key": self.key, "slot_at": stamp}] * cost)
+                return 0.0, stamp
             # Wait until enough of the oldest slots have aged out of the window.
             must_expire = in_window + cost - self.limit
             oldest_needed = conn.execute(
@@ -374,8 +446,12 @@ class SharedWindowLimiter:
                 .offset(must_expire - 1)
                 .limit(1)
             ).scalar_one()
+            if oldest_needed > now:
+                # Still in flight: it ages out a window after its answer, which may come any
+                # moment. Look again soon.
+                return self._settle_poll_s, 0.0
             # A hair past the horizon, so the retry finds the slot deleted (<= horizon).
-            return max(oldest_needed - horizon, 0.0) + 1e-3
+            return max(oldest_needed - horizon, 0.0) + 1e-3, 0.0
 
     def penalize(self, seconds: float) -> None:
         if seconds <= 0:
@@ -416,6 +492,7 @@ def _limiter_engine(engine_or_url: Engine | str) -> Engine:
 
 __all__ = [
     "HeaderThrottle",
+    "HoldsUntilAnswered",
     "ObservesResponses",
     "PerEndpointLimiters",
     "RateLimiter",
