@@ -42,12 +42,13 @@ def _window(args, settings):
 
 def _latest_activity(settings) -> datetime:
     """The demo store's "now": the top of the hour after its last status change."""
-    from sqlalchemy import create_engine, func, select
+    from sqlalchemy import func, select
 
     from storesync.warehouse.models import normalise  # noqa: F401 - same datetime parsing rules
+    from storesync.warehouse.models import warehouse_engine
     from storesync.warehouse.schema import order_status_history
 
-    engine = create_engine(settings.warehouse_url)
+    engine = warehouse_engine(settings.warehouse_url)
     with engine.connect() as conn:
         latest = conn.execute(select(func.max(order_status_history.c.changed_at))).scalar()
     if latest is None:

@@ -309,15 +309,14 @@ def compute_ltv(context, **predict_options) -> dict:
     """``run_ltv`` for the interval's day (``as_of`` = the data interval's start date): an upsert,
     so any date can be rerun or backfilled with the same numbers. Predictions need repeat buyers:
     when the models cannot be fitted the historic figures still stand (logged, not failed)."""
-    from sqlalchemy import create_engine
-
     from storesync.delivery.ledger import Ledger
     from storesync.ltv import LtvFitError, compute_historic_ltv, run_ltv
+    from storesync.warehouse.models import warehouse_engine
 
     window = window_from_context(context)
     as_of = window.start.date()
     current = settings()
-    engine = create_engine(current.warehouse_url)
+    engine = warehouse_engine(current.warehouse_url)
     try:
         try:
             result = run_ltv(engine, as_of, **predict_options)
@@ -336,11 +335,11 @@ def push_ltv_profiles(context, *, sync_name: str, vendors) -> dict:
     """Plan the profiles whose LTV changed (every customer, content-hash diffed: unchanged ones are
     no-ops). Only for the newest LTV date: a backfilled day recomputes its numbers but never
     pushes older figures over newer ones."""
-    from sqlalchemy import create_engine
+    from storesync.warehouse.models import warehouse_engine
 
     window = window_from_context(context)
     as_of = window.start.date()
-    engine = create_engine(settings().warehouse_url)
+    engine = warehouse_engine(settings().warehouse_url)
     try:
         latest = latest_ltv_as_of(engine)
     finally:
