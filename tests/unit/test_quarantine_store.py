@@ -188,3 +188,54 @@ def test_open_ids_are_the_keys_of_open_records(store):
     store.resolve_passed("orders", [1], "run-2")
     assert store.open_ids("orders") == {"2"} and store.open_ids("customers") == set()
     assert {entity_key(v) for v in (2, 2.0, np.int64(2), "2")} == {"2"}
+
+
+OPEN_INDEX = "ix_storesync_quarantine_open"
+
+
+def test_an_older_table_gets_the_open_rows_index(engine):
+    """A table created before the partial index existed gets it from ensure_table (idempotently),
+    records intact; a fresh table has it from the start."""
+    from storesync.quality import QuarantineStore
+    from storesync.quality.store import TABLE_NAME, quarantine
+
+    with engine.begin() as conn:  # the table as an older storesync created it
+        quarantine.create(conn)
+        conn.exec_driver_sql(f"DROP INDEX {OPEN_INDEX}")
+    assert OPEN_INDEX not in {i["name"] for i in inspect(engine).get_indexes(TABLE_NAME)}
+    old = QuarantineStore(engine)
+    old.record(validate([order(1, email="bad")], run_id="run-1"))
+
+    QuarantineStore(engine).ensure_table()
+    QuarantineStore(engine).ensure_table()  # again: nothing to do, no error
+    (index,) = [i for i in inspect(engine).get_indexes(TABLE_NAME) if i["name"] == OPEN_INDEX]
+    assert index["column_names"] == ["entity", "resolved_at", "entity_id"]
+    assert QuarantineStore(engine).open_ids("orders") == {"1"}
+
+
+def test_open_records_are_read_through_the_partial_index(engine, store):
+    """open_ids, open_rows and resolve_passed read only the open records (EXPLAIN QUERY PLAN on
+    SQLite), not the entity's whole quarantine history through (entity, entity_id)."""
+    from sqlalchemy import event
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    store.record(validate([order(i, email="bad") for i in range(1, 6)], run_id="run-1"))
+    store.resolve_passed("orders", [1, 2, 3], "run-2")
+    plans: list[tuple[str, list[str]]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def explain(conn, cursor, statement, parameters, context, executemany):
+        if "storesync_quarantine" in statement and statement.lstrip().upper().startswith(("SELECT", "UPDATE")):
+            details = cursor.connection.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+            plans.append((statement, [row[3] for row in details]))
+
+    assert store.open_ids("orders") == {"4", "5"}
+    assert [r["entity_id"] for r in store.open_rows("orders")] == [4, 5]
+    assert store.resolve_passed("orders", [4], "run-3") == 1
+    event.remove(engine, "before_cursor_execute", explain)
+
+    assert len(plans) == 4  # open_ids, open_rows, resolve_passed's read and its update
+    for statement, details in plans:
+        searches = [d for d in details if d.startswith(("SEARCH", "SCAN"))]
+        assert searches and all(OPEN_INDEX in d for d in searches), (statement, details)

@@ -35,6 +35,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 TABLE_NAME = "storesync_quarantine"
 _CHUNK = 500
+_OPEN_SQL = "resolved_at IS NULL"
 
 metadata = MetaData()
 
@@ -65,6 +67,13 @@ quarantine = Table(
     Column("resolved_run_id", String(250)),
     Index("ix_storesync_quarantine_entity_id", "entity", "entity_id"),
     Index("ix_storesync_quarantine_run_id", "run_id"),
+    # Every run reads (and resolves) the open records of an entity: a partial index on them keeps
+    # that to the few open rows, however long the entity's quarantine history grows. resolved_at
+    # is a key column (always NULL here) so that SQLite's planner, which has no statistics, sees
+    # ``resolved_at IS NULL`` as one more equality and prefers this index to (entity, entity_id);
+    # on (entity, entity_id) alone the two tie and the older index may win.
+    Index("ix_storesync_quarantine_open", "entity", "resolved_at", "entity_id",
+          sqlite_where=text(_OPEN_SQL), postgresql_where=text(_OPEN_SQL)),
 )
 
 
@@ -96,6 +105,8 @@ class QuarantineStore:
     # -- schema -------------------------------------------------------------------------------
 
     def ensure_table(self) -> None:
+        """Create the table (with its indexes) if missing; add the indexes a table created by an
+        older storesync lacks. Idempotent, and a concurrent worker doing the same is tolerated."""
         if self._ready:
             return
         if not inspect(self.engine).has_table(TABLE_NAME):
@@ -105,7 +116,21 @@ class QuarantineStore:
                 # Another worker created it between our check and our CREATE.
                 if not inspect(self.engine).has_table(TABLE_NAME):
                     raise
+        self._ensure_indexes()
         self._ready = True
+
+    def _ensure_indexes(self) -> None:
+        # checkfirst looks in the schema the engine maps the table to (a ledger in a schema).
+        for index in quarantine.indexes:
+            try:
+                with self.engine.begin() as conn:
+                    index.create(conn, checkfirst=True)
+            except (OperationalError, ProgrammingError, IntegrityError):
+                # Another worker created it between our check and our CREATE.
+                with self.engine.connect() as conn:
+                    schema = conn.schema_for_object(quarantine)
+                    if not self.engine.dialect.has_index(conn, TABLE_NAME, index.name, schema=schema):
+                        raise
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -188,6 +213,8 @@ class QuarantineStore:
                 .where(q.entity_id.is_not(None))
                 .group_by(q.entity, q.entity_id)
             )
+            if entity is not None:
+                latest = latest.where(q.entity == entity)  # not every entity's open records
             query = query.where((q.entity_id.is_(None)) | (q.id.in_(latest)))
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(q.id)).mappings().all()
