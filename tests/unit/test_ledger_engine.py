@@ -402,18 +402,19 @@ def test_waiting_for_retries_does_not_spin_on_blocked_work(ledger):
         conn.execute(update(deliveries).where(deliveries.c.seq == 2)
                      .values(state=RETRY, next_attempt_at=utcnow() - timedelta(seconds=1)))
     claims = []
-    original = ledger.claim
+    original = ledger.record_and_claim
 
     def counting_claim(*args, **kwargs):
-        claims.append(1)
+        if kwargs["limit"]:
+            claims.append(1)
         return original(*args, **kwargs)
 
-    ledger.claim = counting_claim
+    ledger.record_and_claim = counting_claim
     started = time.monotonic()
     DeliveryEngine(ledger, ScriptedVendor(lookup={"9": "hold"}),
                    policy=RedrivePolicy(base_delay_s=0.01, max_wait_in_run_s=3)).run()
     assert time.monotonic() - started < 1.5
-    assert len(claims) <= 2
+    assert 1 <= len(claims) <= 2
 
 
 def test_waiting_for_a_retry_sleeps_until_it_is_due(ledger, monkeypatch):
@@ -556,6 +557,25 @@ def test_record_and_claim_keeps_the_ordering_rule(ledger):
     [fulfilled] = ledger.record_and_claim([(placed, Outcome(ACCEPTED))], run_id="r", owner="me:1",
                                           vendor="fake", account="acct", limit=10)
     assert fulfilled.event_type == "order_fulfilled"
+
+
+def test_the_engine_never_holds_more_claims_than_threads(ledger):
+    plan(ledger, *[item(f"e{i}") for i in range(40)])
+    engine = DeliveryEngine(ledger, ScriptedVendor(), concurrency=3, policy=FAST)
+    held, calls = [], []
+    original = ledger.record_and_claim
+
+    def checking(results, **kwargs):
+        calls.append(len(results))
+        claimed = original(results, **kwargs)
+        held.append(sum(1 for owner in _sending(ledger).values() if owner == engine.owner))
+        return claimed
+
+    ledger.record_and_claim = checking
+    report = engine.run()
+    assert report.states[ACCEPTED] == 40
+    assert max(held) <= 3
+    assert sum(calls) == 40  # every answer went through the batched write
 
 
 def test_the_claim_walks_the_claimable_index_in_id_order(db_url):

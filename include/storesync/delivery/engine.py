@@ -10,7 +10,8 @@ One engine run, for one (vendor, account):
 2. re-drive: old ``retry`` rows go first (the ledger claims by id), then new work;
 3. sending: ``concurrency`` threads share one HTTP session; the vendor's limiter (inside the
    client) keeps the whole account under its budget, whoever else is sending;
-4. every answer is recorded as soon as it arrives, with a record-log line.
+4. every answer is recorded as soon as the engine's loop sees it, with a record-log line: all the
+   answers back by then in one batch, in the transaction that claims their replacements.
 
 The report tells held rows (a person must reconcile them: ``held_unknown``, this run's and those
 recovered from earlier runs) from rows awaiting a later lookup (``awaiting_lookup``); the task
@@ -181,16 +182,30 @@ class DeliveryEngine:
         self.recover(report)
         in_flight: dict[Future, Delivery] = {}
         queue: list[Delivery] = []
+        answers: list[tuple[Delivery, Outcome]] = []  # answered, not yet recorded
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"send-{self.sender.vendor}") as pool:
             try:
                 while True:
+                    auth = next((o for _, o in answers if o.error_class == AuthError.error_class), None)
                     free = self.concurrency - len(in_flight) - len(queue)
-                    if free > 0:
-                        # Claim no more than can be sent now: a claim that never left is held as
-                        # unknown if this process dies, so claims must not run ahead of sending.
-                        self._claimed_at = utcnow()
-                        queue.extend(self.ledger.claim(self.sender.vendor, self.sender.account,
-                                                       min(free, self.claim_size), self.owner))
+                    # Claim no more than can be sent now: a claim that never left is held as
+                    # unknown if this process dies, so claims must not run ahead of sending.
+                    # (None at all once the credentials were refused.)
+                    limit = min(free, self.claim_size) if free > 0 and not auth else 0
+                    if answers or limit:
+                        if limit:
+                            self._claimed_at = utcnow()
+                        # The answers that came back and the claims that replace them: one
+                        # transaction. Recording late is safe: until it commits, the rows are
+                        # ``sending``, which a crash turns into unknown, as it would mid-request.
+                        queue.extend(self.ledger.record_and_claim(
+                            answers, run_id=self.run_id, owner=self.owner, vendor=self.sender.vendor,
+                            account=self.sender.account, limit=limit))
+                        answers = []
+                    if auth:
+                        raise AuthError(f"{self.sender.vendor} refused the credentials "
+                                        f"(HTTP {auth.http_status}): {auth.vendor_error}",
+                                        http_status=auth.http_status)
                     while queue and len(in_flight) < self.concurrency:
                         delivery = queue.pop(0)
                         in_flight[pool.submit(self._send_one, delivery)] = delivery
@@ -198,12 +213,12 @@ class DeliveryEngine:
                         if not self._wait_for_due_retries(started):
                             break
                         continue
+                    # Every answer already back is recorded in the same batch, however many.
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    results = []
                     for future in done:
                         delivery = in_flight.pop(future)
                         outcome = future.result()
-                        results.append((delivery, outcome))
+                        answers.append((delivery, outcome))
                         report.requests += 1
                         report.states[outcome.state] += 1
                         report.by_event[f"{delivery.event_type}:{outcome.state}"] += 1
@@ -212,15 +227,10 @@ class DeliveryEngine:
                                 report.awaiting_lookup += 1
                             else:
                                 report.held_unknown += 1
-                    self.ledger.record(results, run_id=self.run_id, owner=self.owner)
-                    auth = next((o for _, o in results if o.error_class == AuthError.error_class), None)
-                    if auth:
-                        raise AuthError(f"{self.sender.vendor} refused the credentials "
-                                        f"(HTTP {auth.http_status}): {auth.vendor_error}",
-                                        http_status=auth.http_status)
             finally:
-                # Finish what is already on the wire, record it, and hand back unsent claims.
-                leftovers = []
+                # Finish what is already on the wire, record it (with any answers not recorded
+                # yet), and hand back unsent claims.
+                leftovers = answers
                 for future, delivery in list(in_flight.items()):
                     try:
                         leftovers.append((delivery, future.result()))
