@@ -626,3 +626,52 @@ def test_the_historical_claim_shares_the_live_rule_a_dead_older_version_does_not
     with hist.engine.connect() as conn:
         due = conn.execute(select(deliveries.c.next_attempt_at).where(deliveries.c.id == retry.id)).scalar()
     assert due >= PARK_BASE and timedelta(minutes=59) < unpark(due) - utcnow() <= timedelta(hours=1)
+
+
+# ---------------------------------------------------------------------------- review fixes
+def _set_state(ledger, entity, version, state):
+    from sqlalchemy import update
+
+    from storesync.delivery.ledger import deliveries
+
+    with ledger.engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.entity_id == entity, deliveries.c.version == version)
+                     .values(state=state, claimed_by=None, next_attempt_at=None))
+
+
+def test_a_replayed_older_version_is_never_claimed_after_a_newer_one(ledger):
+    """A dead A replayed while B is accepted: an engine already past its ``supersede_stale`` (in
+    its claim loop) must not send A after B."""
+    vendor = PayloadVendor({"p": [PermanentError("422 bad title", http_status=422)]})
+    plan(ledger, content("p", "A"), run_id="r1")
+    DeliveryEngine(ledger, vendor, policy=FAST).run()
+    plan(ledger, content("p", "B"), run_id="r2")
+    DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert states_of(ledger, "p") == [("A", DEAD), ("B", ACCEPTED)]
+    [dead] = ledger.in_state(DEAD)
+    assert ledger.requeue([dead.id]) == 1  # the replay
+    assert ledger.claim("fake", "acct", 10, owner="me:1") == []  # the engine's claim loop
+    assert ledger.record_and_claim([], run_id="r", owner="me:1", vendor="fake", account="acct", limit=10) == []
+    # The same while B is itself still being sent or waiting to be.
+    for state in (SENDING, UNKNOWN, RETRY, "planned"):
+        _set_state(ledger, "p", "B", state)
+        assert [d.version for d in ledger.claim("fake", "acct", 10, owner="me:1")] == (
+            ["B"] if state in (RETRY, "planned") else [])
+        _set_state(ledger, "p", "B", state)
+    # A staged B (its gate not passed) does not count: A is still what is owed.
+    _set_state(ledger, "p", "B", "staged")
+    assert [d.version for d in ledger.claim("fake", "acct", 10, owner="me:1")] == ["A"]
+
+
+def test_a_newer_version_does_not_wait_for_an_older_one_that_will_never_be_sent(ledger):
+    """A fails retryably while B waits behind it: A is never sent now (B is newer), so B must not
+    wait for it; the next run supersedes A."""
+    from storesync.delivery.ledger import SUPERSEDED, Outcome
+
+    plan(ledger, content("p", "A"), run_id="r1")
+    [a] = ledger.claim("fake", "acct", 10, owner="me:1")
+    plan(ledger, content("p", "B"), run_id="r2")
+    ledger.record([(a, Outcome(RETRY))], run_id="r1", owner="me:1")
+    assert [d.version for d in ledger.claim("fake", "acct", 10, owner="me:1")] == ["B"]
+    assert ledger.supersede_stale("fake", "acct") == 1
+    assert states_of(ledger, "p") == [("A", SUPERSEDED), ("B", SENDING)]

@@ -788,14 +788,44 @@ def _blocked_by_earlier():
     releases what waits behind it. Not so for content versions: a newer version replaces a dead
     older one. (Read through ``ix_deliveries_ordering``: vendor, account, ordering key, seq.)"""
     earlier = deliveries.alias("earlier")
+    not_content = or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT)
+    # An older version of this row's own content entity, not in flight, is never sent once this
+    # (newer, promoted) row exists (``_not_superseded_by_newer``): waiting for it would wait forever.
+    not_an_older_version = or_(not_content, earlier.c.versioning.is_(None), earlier.c.versioning != CONTENT,
+                               earlier.c.event_type != deliveries.c.event_type,
+                               earlier.c.entity_id != deliveries.c.entity_id)
     return exists().where(
         earlier.c.vendor == deliveries.c.vendor,
         earlier.c.account == deliveries.c.account,
         earlier.c.ordering_key == deliveries.c.ordering_key,
         earlier.c.seq < deliveries.c.seq,
-        or_(earlier.c.state.in_(OPEN_STATES),
-            and_(earlier.c.state == DEAD,
-                 or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT))),
+        or_(earlier.c.state.in_((SENDING, UNKNOWN)),
+            and_(earlier.c.state.in_(SUPERSEDABLE_STATES), not_an_older_version),
+            and_(earlier.c.state == DEAD, not_content)),
+    )
+
+
+def _not_superseded_by_newer():
+    """Not a content row with a newer version of its entity (higher ``seq``, or the same ``seq`` and a
+    higher id) that is neither staged nor superseded: what is owed is that newer version, so the
+    older one must never be sent, whatever its own state says. Catches a dead older row replayed
+    (``requeue``) after a newer one was promoted or accepted while an engine is already past its
+    ``supersede_stale``: the next run supersedes it. (Read through ``ix_deliveries_entity``.)"""
+    newer = deliveries.alias("newer")
+    # Spelt as an OR, not NOT(versioning = 'content' AND ...): a NULL versioning (older ledgers)
+    # would make the negation NULL and hide the row.
+    return or_(
+        deliveries.c.versioning.is_(None),
+        deliveries.c.versioning != CONTENT,
+        ~exists().where(
+            newer.c.vendor == deliveries.c.vendor,
+            newer.c.event_type == deliveries.c.event_type,
+            newer.c.entity_id == deliveries.c.entity_id,
+            newer.c.account == deliveries.c.account,
+            or_(newer.c.seq > deliveries.c.seq,
+                and_(newer.c.seq == deliveries.c.seq, newer.c.id > deliveries.c.id)),
+            newer.c.state.notin_((STAGED, SUPERSEDED)),
+        ),
     )
 
 
@@ -816,7 +846,7 @@ def _claim_statements(conditions: list, returning: bool) -> tuple:
     candidates = (
         select(deliveries.c.id)
         .where(deliveries.c.vendor == bindparam("c_vendor"), deliveries.c.account == bindparam("c_account"),
-               _claimable_state(), *conditions, ~_blocked_by_earlier())
+               _claimable_state(), *conditions, ~_blocked_by_earlier(), _not_superseded_by_newer())
         .order_by(deliveries.c.id)
         .limit(bindparam("c_limit", type_=Integer))
     )
