@@ -675,3 +675,21 @@ def test_a_newer_version_does_not_wait_for_an_older_one_that_will_never_be_sent(
     assert [d.version for d in ledger.claim("fake", "acct", 10, owner="me:1")] == ["B"]
     assert ledger.supersede_stale("fake", "acct") == 1
     assert states_of(ledger, "p") == [("A", SUPERSEDED), ("B", SENDING)]
+
+
+def test_two_planners_of_one_entity_give_the_same_seq_and_the_later_row_still_waits(ledger):
+    """Two planners read the same latest row of an entity (none here), so B and C share a seq: C
+    must not go while B is in flight."""
+    from storesync.delivery.ledger import Outcome
+
+    plan(ledger, content("p", "B"), run_id="r1")
+    [b] = ledger.claim("fake", "acct", 10, owner="me:1")
+    ledger._latest_rows = lambda conn, items: {}  # the second planner read before B was planned
+    plan(ledger, content("p", "C"), run_id="r2")
+    del ledger._latest_rows
+    assert [d.seq for d in ledger.in_state(SENDING) + ledger.in_state("planned")] == [0, 0]
+    assert ledger.claim("fake", "acct", 10, owner="me:2") == []
+    ledger.record([(b, Outcome(UNKNOWN))], run_id="r1", owner="me:1")
+    assert ledger.claim("fake", "acct", 10, owner="me:2") == []
+    ledger.mark_accepted([b.id], reason="found in the export")
+    assert [d.version for d in ledger.claim("fake", "acct", 10, owner="me:2")] == ["C"]

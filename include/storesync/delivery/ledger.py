@@ -798,7 +798,10 @@ def _blocked_by_earlier():
         earlier.c.vendor == deliveries.c.vendor,
         earlier.c.account == deliveries.c.account,
         earlier.c.ordering_key == deliveries.c.ordering_key,
-        earlier.c.seq < deliveries.c.seq,
+        # Ordered by (seq, id): two planners of one entity that read the same latest row give
+        # their versions the same seq, and the later row must still wait for the earlier one.
+        or_(earlier.c.seq < deliveries.c.seq,
+            and_(earlier.c.seq == deliveries.c.seq, earlier.c.id < deliveries.c.id)),
         or_(earlier.c.state.in_((SENDING, UNKNOWN)),
             and_(earlier.c.state.in_(SUPERSEDABLE_STATES), not_an_older_version),
             and_(earlier.c.state == DEAD, not_content)),
