@@ -693,3 +693,25 @@ def test_two_planners_of_one_entity_give_the_same_seq_and_the_later_row_still_wa
     assert ledger.claim("fake", "acct", 10, owner="me:2") == []
     ledger.mark_accepted([b.id], reason="found in the export")
     assert [d.version for d in ledger.claim("fake", "acct", 10, owner="me:2")] == ["C"]
+
+
+def test_the_settled_prefix_reads_open_rows_through_their_partial_index(db_url):
+    """On SQLite: the open states are written inline, so the partial index on open rows is used."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("SQLite's plan")
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import event
+
+    ledger = Ledger(db_url)
+    t0 = datetime(2026, 1, 1)
+    ledger.start_run("w0", "hourly", window_start=t0, window_end=t0 + timedelta(hours=1))
+    ledger.plan([item("e0")], sync_name="hourly", run_id="w0", window_start=t0, window_end=t0 + timedelta(hours=1))
+    statements = []
+    event.listen(ledger.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, params, context, many: statements.append((sql, params)))
+    assert ledger.settled_until("hourly", t0 + timedelta(hours=2)) is None
+    [(sql, params)] = [s for s in statements if "min(" in s[0].lower()]
+    with ledger.engine.connect() as conn:
+        steps = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+    assert any("ix_deliveries_open_window" in step for step in steps), steps

@@ -734,7 +734,7 @@ class Ledger:
         with self.engine.connect() as conn:
             first_open = conn.execute(
                 select(func.min(deliveries.c.window_start))
-                .where(deliveries.c.sync_name == sync_name, deliveries.c.state.in_(OPEN_STATES),
+                .where(deliveries.c.sync_name == sync_name, _open_state(),
                        deliveries.c.window_start < window_end)
             ).scalar()
             if first_open is None:
@@ -830,6 +830,11 @@ def _not_superseded_by_newer():
             newer.c.state.notin_((STAGED, SUPERSEDED)),
         ),
     )
+
+
+def _open_state():
+    # Inline, as ``_claimable_state``: ``ix_deliveries_open_window`` is partial on these literals.
+    return deliveries.c.state.in_(bindparam("c_open", list(OPEN_STATES), expanding=True, literal_execute=True))
 
 
 def _claimable_state():
