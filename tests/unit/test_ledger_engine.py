@@ -715,3 +715,29 @@ def test_the_settled_prefix_reads_open_rows_through_their_partial_index(db_url):
     with ledger.engine.connect() as conn:
         steps = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
     assert any("ix_deliveries_open_window" in step for step in steps), steps
+
+
+def test_promotion_supersedes_only_within_the_entities_the_run_planned(db_url):
+    """Promotion reads the promoted run's entities (looked up by entity), not every open content
+    row of the ledger; on SQLite, checked with its plan."""
+    from sqlalchemy import event
+
+    from storesync.delivery.ledger import SUPERSEDED
+
+    ledger = Ledger(db_url)
+    plan(ledger, *[content(f"p{i}", "A") for i in range(30)], run_id="r1")
+    ledger.plan([content("p1", "B")], sync_name="test", run_id="r2")
+    statements = []
+    event.listen(ledger.engine, "before_cursor_execute",
+                 lambda conn, cursor, sql, params, context, many: statements.append((sql, params)))
+    assert ledger.promote("r2") == 1
+    assert states_of(ledger, "p1") == [("A", SUPERSEDED), ("B", "planned")]
+    assert ledger.counts() == {"planned": 30, SUPERSEDED: 1}
+    if not db_url.startswith("sqlite"):
+        return
+    [(sql, params)] = [s for s in statements if s[0].lstrip().upper().startswith("UPDATE") and "newer" in s[0]]
+    with ledger.engine.connect() as conn:
+        steps = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+    outer = [step for step in steps if "storesync_deliveries " in step and " AS " not in step
+             and not step.split()[1] in ("mine", "newer")]
+    assert outer and all("ix_deliveries_entity" in step for step in outer), steps

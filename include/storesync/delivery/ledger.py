@@ -71,6 +71,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -477,13 +478,25 @@ class Ledger:
         same_entity = [newer.c.vendor == deliveries.c.vendor, newer.c.event_type == deliveries.c.event_type,
                        newer.c.entity_id == deliveries.c.entity_id, newer.c.account == deliveries.c.account,
                        newer.c.id > deliveries.c.id]
+        condition = []
         if promoted_run is not None:
-            same_entity += [newer.c.planned_run_id == promoted_run, newer.c.state == PLANNED]
+            same_entity += [newer.c.planned_run_id == promoted_run, newer.c.state.concat("") == PLANNED]
             states = SUPERSEDABLE_STATES
+            # Only the entities the promoted run planned (read through ix_deliveries_planned_run,
+            # then looked up by entity), never every open content row of the ledger.
+            mine = deliveries.alias("mine")
+            condition.append(tuple_(deliveries.c.vendor, deliveries.c.event_type, deliveries.c.entity_id,
+                                    deliveries.c.account).in_(
+                select(mine.c.vendor, mine.c.event_type, mine.c.entity_id, mine.c.account)
+                .where(mine.c.planned_run_id == promoted_run, mine.c.state == PLANNED,
+                       mine.c.versioning == CONTENT)))
         else:
             same_entity += [newer.c.state.notin_((STAGED, SUPERSEDED))]
             states = CLAIMABLE_STATES
-        condition = [deliveries.c.state.in_(states), deliveries.c.versioning == CONTENT, exists().where(*same_entity)]
+        # The state through an expression no index covers when the run's entities drive the read:
+        # on the bare column SQLite walks the state (or claim) index, every open row of the account.
+        state = deliveries.c.state.concat("") if promoted_run is not None else deliveries.c.state
+        condition += [state.in_(states), deliveries.c.versioning == CONTENT, exists().where(*same_entity)]
         if vendor is not None:
             condition += [deliveries.c.vendor == vendor, deliveries.c.account == account]
         reason = "superseded by a newer version of this entity before it was sent"
