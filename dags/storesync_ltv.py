@@ -6,7 +6,9 @@
    BG/NBD + Gamma-Gamma predictions (expected purchases, probability alive, predicted CLV) into
    `storesync_customer_ltv`. An upsert keyed by (as_of, customer_id) with as-of order statuses,
    so any day can be rerun or backfilled and gives the same numbers. A store without repeat
-   buyers yet gets the historic figures only (logged, not failed).
+   buyers yet gets the historic figures only (logged, not failed). When the day before was
+   computed, only the customers with news since are touched (see `compute_historic_ltv`);
+   trigger with `full_recompute` to recompute everyone (e.g. after correcting old orders).
 2. **push_profiles**: for the newest LTV day only, every customer's profile with its LTV fields
    (`ltv_order_count`, `ltv_net_revenue`, `ltv_predicted_clv`, `ltv_p_alive`) is planned:
    Sailthru user `vars` and, with a Sendlane list configured, Sendlane contact custom fields.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from storesync.provider.notifiers import alert_callbacks
 
@@ -40,6 +42,8 @@ LTV_ASSET = Asset("storesync://warehouse/customer_ltv")
     max_active_runs=1,
     tags=["storesync", "ltv", "customers", "sendlane", "sailthru"],
     default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    params={"full_recompute": Param(False, type="boolean",
+                                    description="Recompute every customer from all orders, not from the day before")},
     doc_md=__doc__,
     on_failure_callback=alert_callbacks(),
 )

@@ -227,6 +227,17 @@ def test_daily_ltv_is_idempotent_pushes_the_newest_figures_and_a_backfill_pushes
         assert conn.execute(query, {"d": "2026-11-18"}).all()
     assert len(emulator.requests()) == before
 
+    # The day again, now from the day before; then recomputed in full on request: same numbers.
+    runs = text("SELECT method, from_as_of FROM storesync_ltv_runs WHERE as_of = :d")
+    assert dag.test(logical_date=day).state == "success"
+    with warehouse(vendors).connect() as conn:
+        assert conn.execute(query, {"d": "2026-11-19"}).all() == first
+    assert dag.test(logical_date=day, run_conf={"full_recompute": True}).state == "success"
+    with warehouse(vendors).connect() as conn:
+        assert conn.execute(query, {"d": "2026-11-19"}).all() == first
+        assert tuple(conn.execute(runs, {"d": "2026-11-19"}).one()) == ("full", None)
+    assert len(emulator.requests()) == before
+
 
 # ---------------------------------------------------------------------------- historical sync
 def test_historical_sync_imports_purchases_by_job_and_a_rerun_sends_nothing(airflow_db, vendors):

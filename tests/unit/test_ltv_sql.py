@@ -7,35 +7,43 @@ under test; the RFM summary and the predictions are checked against ``lifetimes`
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import create_engine, insert, select, update
+from sqlalchemy import MetaData, Table, create_engine, insert, select, text, update
 
 from storesync.ltv import (
     LTV_TABLE,
     PROFILE_FIELDS,
     OrderSource,
     compute_historic_ltv,
+    ltv_index_available,
     ltv_profile_fields,
     predict_ltv,
     rfm_summary,
     run_ltv,
 )
-from storesync.ltv.tables import ltv_tables
+from storesync.ltv.tables import RUNS_TABLE, ltv_tables
 from storesync.warehouse import schema
 
 AS_OF = date(2024, 3, 10)
 D = Decimal
 
 
-@pytest.fixture
-def engine(db_url):
+@pytest.fixture(params=["covering index", "no covering index"])
+def engine(db_url, request):
+    """Each test runs on both queries: the one-pass query the demo schema's covering index
+    allows, and the general one a warehouse without that index gets."""
     engine = create_engine(db_url)
     schema.metadata.create_all(engine)
+    if request.param == "no covering index":
+        with engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_orders_customer_ltv"))
+            conn.execute(text("CREATE INDEX ix_orders_customer_only ON orders (customer_id)"))
+    assert ltv_index_available(engine) == (request.param == "covering index")
     yield engine
     engine.dispose()
 
@@ -123,8 +131,10 @@ def build_store(engine) -> Store:
     s.change(502, "refunded", dt(11, 1))
     # Customer 6: two changes at the same instant: the later history row wins (refunded).
     s.order(601, 6, "5.00", dt(6, 8), ("pending", dt(6, 8)), ("completed", dt(6, 9)), ("refunded", dt(6, 9)))
-    # An order without a customer is ignored.
+    # Orders without a customer are ignored, also one changed after as_of (a NULL among the
+    # customers with changes must not hide every other customer from the one-pass query).
     s.order(901, None, "77.00", dt(6, 8), ("completed", dt(6, 8)))
+    s.order(902, None, "3.00", dt(6, 8), ("pending", dt(6, 8)), ("refunded", dt(12, 8)))
     return s
 
 
@@ -425,3 +435,87 @@ def test_profile_fields_before_prediction(engine):
         "ltv_p_alive": None,
     }
     assert LTV_TABLE == "storesync_customer_ltv"
+
+
+# ------------------------------------------------------------------------------- incremental days
+def ltv_run(engine, as_of):
+    with engine.connect() as conn:
+        runs = Table(RUNS_TABLE, MetaData(), autoload_with=conn)
+        return conn.execute(select(runs).where(runs.c.as_of == as_of)).mappings().one()
+
+
+def differing(rows, expected) -> dict:
+    """Columns that differ, per customer: the monetary value within 1e-9 relative (a daily run
+    adds one day's takings to the mean, the full query sums the days again), the rest exactly."""
+    out = {}
+    for cid in sorted(set(rows) | set(expected)):
+        a, b = rows.get(cid), expected.get(cid)
+        if a is None or b is None:
+            out[cid] = ("missing", a, b)
+            continue
+        bad = {k: (a[k], b[k]) for k in b if k != "rfm_monetary" and a[k] != b[k]}
+        if (a["rfm_monetary"] is None) != (b["rfm_monetary"] is None) or (
+                b["rfm_monetary"] is not None and a["rfm_monetary"] != pytest.approx(b["rfm_monetary"], rel=1e-9)):
+            bad["rfm_monetary"] = (a["rfm_monetary"], b["rfm_monetary"])
+        if bad:
+            out[cid] = bad
+    return out
+
+
+def test_daily_runs_carry_unchanged_customers_forward_and_equal_the_full_query(engine):
+    """Day after day on a generated store (orders, refunds, cancellations, malformed rows):
+    each incremental day equals that day recomputed in full, row for row."""
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    end = datetime(2024, 4, 1)
+    generate_demo_store(str(engine.url), DemoStoreSpec(orders=3_000, seed=7, end=end, days=30))
+    days = [end.date() - timedelta(days=n) for n in range(8, 0, -1)]
+    incremental = {}
+    for day in days:
+        compute_historic_ltv(engine, day, max_recompute_share=1.0)
+        incremental[day] = ltv_rows(engine, day)
+    recomputed = [ltv_run(engine, day)["customers_recomputed"] for day in days[1:]]
+    assert [ltv_run(engine, day)["method"] for day in days] == ["full"] + ["incremental"] * 7
+    assert all(0 < n < len(incremental[day]) for n, day in zip(recomputed, days[1:]))
+    for day in days:
+        compute_historic_ltv(engine, day, incremental=False)
+        assert ltv_run(engine, day)["method"] == "full"
+        assert differing(incremental[day], ltv_rows(engine, day)) == {}, day
+
+
+def test_a_late_order_is_counted_by_the_next_daily_run(engine):
+    """An order dated before yesterday's cutoff but loaded after yesterday's run moves its
+    customer's numbers: its updated_at (when it was loaded) puts it in the recomputed set."""
+    store = build_store(engine)
+    previous = AS_OF - timedelta(days=1)
+    compute_historic_ltv(engine, previous)
+    loaded_now = datetime.now(timezone.utc).replace(tzinfo=None)
+    store.order(403, 4, "70.00", dt(8, 12), current="completed")
+    with engine.begin() as conn:
+        conn.execute(update(schema.orders).where(schema.orders.c.order_id == 403).values(updated_at=loaded_now))
+    compute_historic_ltv(engine, AS_OF, max_recompute_share=0.0)  # one customer to recompute is too many
+    assert ltv_run(engine, AS_OF)["method"] == "full"
+    compute_historic_ltv(engine, AS_OF, max_recompute_share=1.0)  # a store of 6 customers
+    assert ltv_run(engine, AS_OF)["method"] == "incremental"
+    assert ltv_run(engine, AS_OF)["customers_recomputed"] == 1
+    carried = ltv_rows(engine)
+    assert carried[4]["net_revenue"] == D("15.99") + D("9.01") + D("70.00")
+    compute_historic_ltv(engine, AS_OF, incremental=False)
+    assert differing(carried, ltv_rows(engine)) == {}
+
+
+def test_another_definition_or_a_missing_day_computes_in_full(engine):
+    build_store(engine)
+    previous = AS_OF - timedelta(days=1)
+    compute_historic_ltv(engine, previous - timedelta(days=1))
+    compute_historic_ltv(engine, AS_OF)  # the day before was never computed
+    assert ltv_run(engine, AS_OF)["method"] == "full"
+    compute_historic_ltv(engine, previous)
+    compute_historic_ltv(engine, AS_OF, max_recompute_share=1.0)
+    assert ltv_run(engine, AS_OF)["method"] == "incremental"
+    assert ltv_run(engine, AS_OF)["from_as_of"] == previous
+    stricter = OrderSource(orders=schema.orders, status_history=schema.order_status_history,
+                           reversed_statuses=("cancelled", "refunded", "pending"))
+    compute_historic_ltv(engine, AS_OF, stricter)  # pending orders no longer count
+    assert ltv_run(engine, AS_OF)["method"] == "full"
+    assert ltv_rows(engine)[1]["order_count"] == 2  # 101 and 103: 104 cancelled later, 105 pending

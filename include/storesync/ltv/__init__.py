@@ -75,6 +75,7 @@ from storesync.ltv.historic import (
     as_of_cutoff,
     compute_historic_ltv,
     historic_ltv_select,
+    ltv_index_available,
     rfm_summary,
 )
 from storesync.ltv.models import (
@@ -110,6 +111,7 @@ __all__ = [
     "fit_gamma_gamma",
     "fit_ltv_models",
     "historic_ltv_select",
+    "ltv_index_available",
     "ltv_profile_fields",
     "predict_ltv",
     "rfm_summary",
@@ -125,11 +127,13 @@ class LtvRun:
 
 
 def run_ltv(
-    engine, as_of, source: OrderSource | None = None, *, predict: bool = True, **predict_options
+    engine, as_of, source: OrderSource | None = None, *, predict: bool = True, incremental: bool = True,
+    **predict_options,
 ) -> LtvRun:
-    """The daily job: ``compute_historic_ltv`` then (unless ``predict=False``) ``predict_ltv``
-    with ``predict_options`` (horizon_days, time_unit_days, discount_rate, discount_period_days,
-    penalizer). Each step is its own transaction; LtvFitError propagates (e.g. no repeat buyers yet)."""
-    rows = compute_historic_ltv(engine, as_of, source)
+    """The daily job: ``compute_historic_ltv`` (``incremental``: from the day before when it was
+    computed) then (unless ``predict=False``) ``predict_ltv`` with ``predict_options``
+    (horizon_days, time_unit_days, discount_rate, discount_period_days, penalizer). Each step is
+    its own transaction; LtvFitError propagates (e.g. no repeat buyers yet)."""
+    rows = compute_historic_ltv(engine, as_of, source, incremental=incremental)
     fit = predict_ltv(engine, as_of, **predict_options) if predict else None
     return LtvRun(rows, fit)

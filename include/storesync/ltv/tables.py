@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    String,
     BigInteger,
     Column,
     Date,
@@ -30,6 +31,7 @@ from storesync.core.errors import ConfigurationError
 
 LTV_TABLE = "storesync_customer_ltv"
 MODELS_TABLE = "storesync_ltv_models"
+RUNS_TABLE = "storesync_ltv_runs"
 
 # Sums of NUMERIC(12,2) order totals need more than 12 digits.
 LTV_MONEY = Numeric(14, 2, asdecimal=True)
@@ -94,6 +96,28 @@ def build_models_table(metadata: MetaData) -> Table:
         Column("discount_period_days", Float, nullable=False),
         Column("params", JSON, nullable=False),
     )
+
+
+def build_runs_table(metadata: MetaData) -> Table:
+    """One row per as_of whose historic rows were written: when, how, and under which definition.
+    The next day's run starts from these rows only when the definition is the same."""
+    return Table(
+        RUNS_TABLE,
+        metadata,
+        Column("as_of", Date, primary_key=True),
+        Column("computed_at", DateTime, nullable=False),  # naive UTC, when the run started
+        Column("method", String(16), nullable=False),  # full | incremental
+        Column("definition", String(64), nullable=False),  # fingerprint of the OrderSource
+        Column("rows_written", Integer, nullable=False),
+        Column("customers_recomputed", Integer, nullable=False),
+        Column("from_as_of", Date),  # incremental: the day it started from
+    )
+
+
+def ensure_runs_table(conn: Connection) -> Table:
+    runs = build_runs_table(MetaData())
+    runs.create(conn, checkfirst=True)
+    return runs
 
 
 def _usable_id_type(type_: TypeEngine | None) -> TypeEngine | None:

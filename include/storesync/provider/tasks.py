@@ -315,15 +315,16 @@ def compute_ltv(context, **predict_options) -> dict:
 
     window = window_from_context(context)
     as_of = window.start.date()
+    incremental = not bool((context.get("params") or {}).get("full_recompute", False))
     current = settings()
     engine = warehouse_engine(current.warehouse_url)
     try:
         try:
-            result = run_ltv(engine, as_of, **predict_options)
+            result = run_ltv(engine, as_of, incremental=incremental, **predict_options)
             rows, fit, note = result.rows_historic, result.fit, None
         except LtvFitError as exc:
             log.warning("LTV predictions for %s not fitted (%s): historic figures only", as_of, exc)
-            rows, fit, note = compute_historic_ltv(engine, as_of), None, str(exc)[:500]
+            rows, fit, note = compute_historic_ltv(engine, as_of, incremental=incremental), None, str(exc)[:500]
     finally:
         engine.dispose()
     Ledger(current.ledger_url).advance_watermark("ltv", window.end)

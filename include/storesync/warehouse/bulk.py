@@ -176,8 +176,14 @@ class BulkWriter:
                     cur.execute(str(CreateIndex(index).compile(dialect=self.engine.dialect)))
             self._conn.commit()
             if self.dialect == "postgresql":
-                for table in tables:
-                    cur.execute(f"ANALYZE {table.name}")
-                self._conn.commit()
+                # VACUUM as well: it sets the visibility map, without which PostgreSQL cannot answer
+                # from an index alone (the LTV query's covering index); VACUUM needs autocommit.
+                driver = self._conn.driver_connection
+                driver.autocommit = True
+                try:
+                    for table in tables:
+                        cur.execute(f"VACUUM (ANALYZE) {table.name}")
+                finally:
+                    driver.autocommit = False
         finally:
             cur.close()
