@@ -283,6 +283,18 @@ def build_session(pool_size: int) -> requests.Session:
     return session
 
 
+def ensure_pool_size(session: requests.Session, pool_size: int) -> None:
+    """Grow the session's pool to ``pool_size`` connections per host (never shrinks it): the
+    pool blocks, so a pool smaller than the threads sending would hold the extra threads back.
+    Call before the threads start."""
+    for prefix in ("http://", "https://"):
+        adapter = session.adapters.get(prefix)
+        if isinstance(adapter, _OutcomeAwareAdapter) and adapter._pool_maxsize < pool_size:
+            session.mount(prefix, _OutcomeAwareAdapter(pool_connections=4, pool_maxsize=pool_size,
+                                                       pool_block=True, max_retries=0))
+            adapter.close()
+
+
 # --------------------------------------------------------------------------------------------
 # Classifying transport failures
 # --------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from storesync.clients.http import (
     build_session,
     call_with_retries,
     check_base_url,
+    ensure_pool_size,
     gateway_unknown_outcome,
     make_redactor,
     parse_json_body,
@@ -140,6 +141,10 @@ class SendlaneClient:
 
     def __repr__(self) -> str:
         return f"SendlaneClient(base_url={self.base_url!r})"
+
+    def ensure_pool_size(self, pool_size: int) -> None:
+        """At least ``pool_size`` connections to the vendor (one per sending thread)."""
+        ensure_pool_size(self.session, pool_size)
 
     def close(self) -> None:
         self.session.close()

@@ -120,12 +120,12 @@ class Settings:
     models_dir: Path = DEFAULT_MODELS_DIR
     data_dir: Path = DEFAULT_DATA_DIR
     chunk_size: int = 20_000  # rows a read and a gate batch: GX costs ~0.5 s a batch, whatever its size
-    # Sending threads per vendor account. 8 is deliberate: the vendors' budgets (Sendlane
-    # 200/min, Sailthru 40/min by default) bound production far below what 8 threads do even with
-    # the vendor 50 ms away (~150/s), and a claimed delivery waits for the budget inside its
-    # thread: more threads only hold more rows ``sending`` that a crash turns into unknown (held,
-    # for Sendlane) without sending any sooner. Raise it for an unbudgeted, distant vendor only.
-    concurrency: int = 8
+    # Sending threads per vendor account (each keeps one pooled connection). 16 threads send
+    # ~260 events/s to a vendor 50 ms away. Under a budget (Sendlane 200/min, Sailthru 40/min
+    # by default) fewer would do: a claimed delivery waits for the budget inside its thread, so
+    # up to this many rows sit ``sending``, and a crash there turns them unknown (looked up at
+    # Sailthru, held at Sendlane). Lower it to shrink that; raise it for a distant, unbudgeted vendor.
+    concurrency: int = 16
     # Quarantine share (0..1) above which a batch fails the run, per entity.
     quarantine_thresholds: dict = field(
         default_factory=lambda: {

@@ -68,6 +68,9 @@ class VendorSender(Protocol):
     def send(self, delivery: Delivery) -> dict | None:
         """Send it; return the vendor's answer, or raise a ``DeliveryError`` subclass."""
 
+    # Optional: ``ensure_connections(n)``, called before the n sending threads start, so that
+    # the client's connection pool does not hold any of them back.
+
     def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
         """After an unknown outcome: True = the vendor has it, False = it does not (safe to
         send again), None = cannot tell (hold for reconciliation), ``LOOKUP_PENDING`` = not found
@@ -179,6 +182,9 @@ class DeliveryEngine:
     def run(self) -> DeliveryReport:
         report = DeliveryReport(self.sender.vendor, self.sender.account, self.run_id)
         started = time.monotonic()
+        ensure_connections = getattr(self.sender, "ensure_connections", None)
+        if ensure_connections is not None:  # one pooled connection per sending thread
+            ensure_connections(self.concurrency)
         self.recover(report)
         in_flight: dict[Future, Delivery] = {}
         queue: list[Delivery] = []

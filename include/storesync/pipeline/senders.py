@@ -30,6 +30,12 @@ def _reject_invalid(delivery: Delivery) -> None:
         raise PermanentError(delivery.payload.get("_invalid", "the event could not be mapped"))
 
 
+def _grow_pool(client, n: int) -> None:
+    grow = getattr(client, "ensure_pool_size", None)  # a client from a factory may not pool
+    if grow is not None:
+        grow(n)
+
+
 class SendlaneSender:
     vendor = "sendlane"
 
@@ -45,6 +51,9 @@ class SendlaneSender:
             list_id = delivery.endpoint.split("/")[2]
             return self.client.add_contacts(list_id, delivery.payload["contacts"])
         return self.client.track(delivery.endpoint, delivery.payload)
+
+    def ensure_connections(self, n: int) -> None:
+        _grow_pool(self.client, n)
 
     def resolve_unknown(self, delivery: Delivery) -> bool | None:
         return False if self.settings.unknown_outcome == "resend" else None
@@ -62,6 +71,9 @@ class SailthruSender:
     def send(self, delivery: Delivery) -> dict | None:
         _reject_invalid(delivery)
         return self.client.post(delivery.endpoint.lstrip("/"), delivery.payload)
+
+    def ensure_connections(self, n: int) -> None:
+        _grow_pool(self.client, n)
 
     def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
         found = self._found(delivery)
