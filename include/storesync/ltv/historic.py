@@ -104,14 +104,21 @@ class epoch_day(FunctionElement):
     name = "epoch_day"
 
 
-@compiles(epoch_day, "sqlite")
-def _epoch_day_sqlite(element, compiler, **kw):
-    return f"CAST(julianday(date({compiler.process(element.clauses, **kw)})) - 2440587.5 AS INTEGER)"
+def _compiled_as(element_class, sqlite: str, default: str) -> None:
+    """Register ``element_class``'s SQL: ``{x}`` in each template is its compiled argument;
+    ``default`` serves PostgreSQL (and ANSI date arithmetic)."""
+
+    @compiles(element_class, "sqlite")
+    def _sqlite(element, compiler, **kw):
+        return sqlite.format(x=compiler.process(element.clauses, **kw))
+
+    @compiles(element_class)
+    def _default(element, compiler, **kw):
+        return default.format(x=compiler.process(element.clauses, **kw))
 
 
-@compiles(epoch_day)
-def _epoch_day_default(element, compiler, **kw):  # PostgreSQL (and ANSI date arithmetic)
-    return f"(CAST({compiler.process(element.clauses, **kw)} AS DATE) - DATE '1970-01-01')"
+_compiled_as(epoch_day, "CAST(julianday(date({x})) - 2440587.5 AS INTEGER)",
+             "(CAST({x} AS DATE) - DATE '1970-01-01')")
 
 
 def _as_date(as_of) -> date:
@@ -188,6 +195,15 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
     )
 
 
+def _status_tests(status, source: OrderSource):
+    """(gross, valid) for a status expression: gross = not excluded (failed), valid = neither
+    excluded nor reversed (cancelled, refunded)."""
+    not_gross = tuple(source.excluded_statuses)
+    not_net = tuple(dict.fromkeys((*source.excluded_statuses, *source.reversed_statuses)))
+    true = literal_column("1") == 1
+    return (~status.in_(not_gross) if not_gross else true), (~status.in_(not_net) if not_net else true)
+
+
 def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bool = False,
                         only_customers=None) -> Select:
     """The per-customer SELECT (customer_id, as_of and the HISTORIC_COLUMNS) for ``as_of``.
@@ -214,10 +230,7 @@ def _general_select(d: date, source: OrderSource, only_customers=()) -> Select:
     as_of_day = literal(_day_number(d), Integer())
     oa = _orders_as_of(source, as_of_cutoff(d), only_customers)
     zero = literal_column("0")
-    not_gross = tuple(source.excluded_statuses)
-    not_net = tuple(dict.fromkeys((*source.excluded_statuses, *source.reversed_statuses)))
-    is_gross = ~oa.c.status.in_(not_gross) if not_gross else literal_column("1") == 1  # not failed
-    is_valid = ~oa.c.status.in_(not_net) if not_net else literal_column("1") == 1  # not failed/reversed
+    is_gross, is_valid = _status_tests(oa.c.status, source)
     one = literal_column("1")
     one_point_zero = literal_column("1.0")  # forces non-integer division (SQLite) / stays NUMERIC (PG)
 
@@ -299,14 +312,7 @@ class day_key(FunctionElement):
     name = "day_key"
 
 
-@compiles(day_key, "sqlite")
-def _day_key_sqlite(element, compiler, **kw):
-    return f"date({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(day_key)
-def _day_key_default(element, compiler, **kw):
-    return f"CAST({compiler.process(element.clauses, **kw)} AS DATE)"
+_compiled_as(day_key, "date({x})", "CAST({x} AS DATE)")
 
 
 class next_day_start(FunctionElement):
@@ -316,14 +322,7 @@ class next_day_start(FunctionElement):
     name = "next_day_start"
 
 
-@compiles(next_day_start, "sqlite")
-def _next_day_start_sqlite(element, compiler, **kw):
-    return f"date({compiler.process(element.clauses, **kw)}, '+1 day')"
-
-
-@compiles(next_day_start)
-def _next_day_start_default(element, compiler, **kw):
-    return f"(CAST({compiler.process(element.clauses, **kw)} AS DATE) + 1)"
+_compiled_as(next_day_start, "date({x}, '+1 day')", "(CAST({x} AS DATE) + 1)")
 
 
 def _indexed_select(d: date, source: OrderSource, only_customers=()) -> Select:
@@ -355,13 +354,8 @@ def _indexed_select(d: date, source: OrderSource, only_customers=()) -> Select:
         )
         conditions.append(o.c.customer_id.not_in(changed))
 
-    not_gross = tuple(source.excluded_statuses)
-    not_net = tuple(dict.fromkeys((*source.excluded_statuses, *source.reversed_statuses)))
-
     def flags(table):
-        status = func.coalesce(table.c.status, literal(source.initial_status, String()))
-        true = literal_column("1") == 1
-        return (~status.in_(not_gross) if not_gross else true), (~status.in_(not_net) if not_net else true)
+        return _status_tests(func.coalesce(table.c.status, literal(source.initial_status, String())), source)
 
     is_gross, is_valid = flags(o)
     zero, one = literal_column("0"), literal_column("1")
@@ -628,11 +622,7 @@ def _new_orders_as_of(source: OrderSource, d: date, since: datetime):
 
 def _day_buyers(new_orders, source: OrderSource) -> Select:
     """Per customer, the takings of the orders created in the day (see ``_new_orders_as_of``)."""
-    not_gross = tuple(source.excluded_statuses)
-    not_net = tuple(dict.fromkeys((*source.excluded_statuses, *source.reversed_statuses)))
-    true = literal_column("1") == 1
-    is_gross = ~new_orders.c.status.in_(not_gross) if not_gross else true
-    is_valid = ~new_orders.c.status.in_(not_net) if not_net else true
+    is_gross, is_valid = _status_tests(new_orders.c.status, source)
     zero, one = literal_column("0"), literal_column("1")
     return (
         select(
