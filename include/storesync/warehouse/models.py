@@ -134,6 +134,12 @@ def padded_ids(ids: Sequence) -> list:
     return ids + [ids[-1]] * (size - len(ids))
 
 
+def _frame(rows: Sequence, columns: list) -> pd.DataFrame:
+    """Result rows as a normalised DataFrame. Rows go in as plain tuples: pandas probes each
+    SQLAlchemy ``Row`` for attributes (a failed key lookup apiece), three times slower."""
+    return normalise(pd.DataFrame.from_records([tuple(row) for row in rows], columns=columns))
+
+
 class Warehouse:
     """The store's warehouse, read through its models.
 
@@ -165,13 +171,13 @@ class Warehouse:
             )
             columns = list(result.keys())
             for partition in result.partitions(chunk_size):
-                yield normalise(pd.DataFrame.from_records(partition, columns=columns))
+                yield _frame(partition, columns)
 
     def for_ids(self, model: str, ids: Sequence, **params) -> pd.DataFrame:
         """An id model's rows for one chunk of ids."""
         with self.engine.connect() as conn:
             result = conn.execute(self._statements[model], {ID_PARAMS[model]: padded_ids(ids), **params})
-            return normalise(pd.DataFrame.from_records(result.fetchall(), columns=list(result.keys())))
+            return _frame(result.fetchall(), list(result.keys()))
 
     def stream_order_changes(self, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:
         """Order changes in chunks that never split one order's changes across two chunks."""
