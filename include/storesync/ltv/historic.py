@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
 from sqlalchemy import (
+    and_,
     BigInteger,
     Column,
     MetaData,
@@ -197,11 +198,16 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
 
 def _status_tests(status, source: OrderSource):
     """(gross, valid) for a status expression: gross = not excluded (failed), valid = neither
-    excluded nor reversed (cancelled, refunded)."""
+    excluded nor reversed (cancelled, refunded). Written as ``<>`` chains: SQLite evaluates a
+    ``NOT IN`` list through an ephemeral index, per row and per aggregate that tests it (the
+    full query over 10M orders: a fifth of its time)."""
     not_gross = tuple(source.excluded_statuses)
     not_net = tuple(dict.fromkeys((*source.excluded_statuses, *source.reversed_statuses)))
-    true = literal_column("1") == 1
-    return (~status.in_(not_gross) if not_gross else true), (~status.in_(not_net) if not_net else true)
+
+    def none_of(statuses):
+        return and_(*(status != literal(s, String()) for s in statuses)) if statuses else literal_column("1") == 1
+
+    return none_of(not_gross), none_of(not_net)
 
 
 def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bool = False,
@@ -477,7 +483,8 @@ def compute_historic_ltv(
             previous = d - timedelta(days=1)
             o = source.orders
             # Both sets are read by several statements: kept in temporary tables, found once.
-            recompute = _temporary(conn, "ltv_tmp_recompute", _customers_to_recompute(source, d, since),
+            to_recompute = _customers_to_recompute(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
+            recompute = _temporary(conn, "ltv_tmp_recompute", to_recompute,
                                    [Column("customer_id", o.c.customer_id.type)])
             n_recompute = conn.execute(select(func.count()).select_from(recompute)).scalar_one()
             n_previous = conn.execute(
@@ -563,7 +570,8 @@ def _status_class(status, source: OrderSource):
     return case(*whens, else_=literal_column("2")) if whens else literal_column("2")
 
 
-def _customers_to_recompute(source: OrderSource, d: date, since: datetime) -> Select:
+def _customers_to_recompute(source: OrderSource, d: date, since: datetime, *,
+                            keep_subquery: bool = False) -> Select:
     """Customers whose older orders (created before ``d``) may have moved since the day before:
     updated since ``since``, or with a status change dated in ``d``, except the orders whose
     change is explained by the history (a change dated after the day before) and keeps their
@@ -601,13 +609,20 @@ def _customers_to_recompute(source: OrderSource, d: date, since: datetime) -> Se
         )
         return func.coalesce(latest, literal(source.initial_status, String()))
 
-    same_class = _status_class(status_at(start, "ltv_status_before"), source) == _status_class(
-        status_at(end, "ltv_status_after"), source)
-    return (
-        select(o.c.customer_id)
-        .where(o.c.order_id.in_(candidates), *older, ~(has_later_change & same_class))
-        .distinct()
+    moved = (
+        select(o.c.customer_id, has_later_change.label("has_later_change"),
+               status_at(start, "ltv_status_before").label("status_before"),
+               status_at(end, "ltv_status_after").label("status_after"))
+        .where(o.c.order_id.in_(candidates), *older)
     )
+    if keep_subquery:
+        # SQLite flattens the subquery and repeats each status lookup in every CASE arm (4 a
+        # row, not 2); it keeps a LIMITed subquery under a DISTINCT whole. On PostgreSQL the
+        # same fence tripled the time (10M orders: 9.7 s, against 3.6 s flattened).
+        moved = moved.offset(0)
+    moved = moved.subquery("ltv_moved_order")
+    same_class = _status_class(moved.c.status_before, source) == _status_class(moved.c.status_after, source)
+    return select(moved.c.customer_id).where(~((moved.c.has_later_change == literal(True)) & same_class)).distinct()
 
 
 def _new_orders_as_of(source: OrderSource, d: date, since: datetime):
