@@ -15,6 +15,7 @@ compared, so a fast wrong answer cannot pass.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 from bench.common import Check, Measurement, Skipped, log, run_child
@@ -49,7 +50,9 @@ def storesync_child(url: str) -> dict:
         return out, time.perf_counter() - started
 
     _, previous_s = timed(lambda: compute_historic_ltv(engine, AS_OF - timedelta(days=1), incremental=False))
-    daily_rows, daily_s = timed(lambda: compute_historic_ltv(engine, AS_OF))
+    with _statement_times(engine) as daily_breakdown:
+        daily_rows, daily_s = timed(lambda: compute_historic_ltv(engine, AS_OF))
+    daily_breakdown["commit_and_rest"] = daily_s - sum(daily_breakdown.values())
     with engine.begin() as conn:
         run = conn.execute(text(f"SELECT method, customers_recomputed FROM {RUNS_TABLE} WHERE as_of = :d"),
                            {"d": AS_OF}).one()
@@ -79,7 +82,47 @@ def storesync_child(url: str) -> dict:
     return {"historic_s": historic_s, "rfm_s": rfm_s, "rows": rows, "rfm_customers": len(rfm),
             "indexed_query": indexed, "previous_day_s": previous_s, "daily_s": daily_s,
             "daily_method": run[0], "daily_customers_recomputed": int(run[1]), "daily_rows": daily_rows,
-            "daily_rows_differing_from_full": int(differing), "totals": _totals(*totals)}
+            "daily_rows_differing_from_full": int(differing), "daily_breakdown_s": daily_breakdown,
+            "totals": _totals(*totals)}
+
+
+# What each statement of the daily run does, by the table it writes (in the order they run).
+_DAILY_STEPS = (("ltv_tmp_recompute", "recompute_set"), ("ltv_tmp_day_buyers", "day_buyers"),
+                ("storesync_customer_ltv", "ltv_rows"), ("storesync_ltv_runs", "run_record"))
+
+
+@contextmanager
+def _statement_times(engine):
+    """Seconds per step of the daily run (statement timings summed by the table written; the
+    three writes of LTV rows apart, in order: carried forward, merged with the day's orders,
+    recomputed). Fills the dict it yields; the caller adds what the statements leave of the
+    run's time (the commit, Python)."""
+    from sqlalchemy import event
+
+    times: dict = {}
+    ltv_writes = iter(("carried_forward", "merged_with_day_orders", "recomputed"))
+
+    def before(conn, cursor, statement, *args):
+        conn.info["bench_started"] = time.perf_counter()
+
+    def after(conn, cursor, statement, *args):
+        elapsed = time.perf_counter() - conn.info.pop("bench_started", time.perf_counter())
+        head = " ".join(statement.split()[:3]).lower()
+        step = "other"
+        for table, name in _DAILY_STEPS:
+            if head.startswith(f"insert into {table}"):
+                step = next(ltv_writes, "ltv_rows") if name == "ltv_rows" else name
+                break
+        times[step] = times.get(step, 0.0) + elapsed
+
+    listeners = [("before_cursor_execute", before), ("after_cursor_execute", after)]
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        yield times
+    finally:
+        for name, fn in listeners:
+            event.remove(engine, name, fn)
 
 
 def _totals(customers, orders, net, gross, freq, recency, t_days) -> dict:
@@ -242,6 +285,7 @@ def measure_ltv(quick: bool) -> Measurement:
                               "daily_s": r["daily_s"], "daily_method": r["daily_method"],
                               "daily_customers_recomputed": r["daily_customers_recomputed"],
                               "daily_rows_differing_from_full": r["daily_rows_differing_from_full"],
+                              "daily_breakdown_s": r["daily_breakdown_s"],
                               "peak_rss_mb": ours["peak_rss_mb"], "totals": r["totals"]}
         m.baseline[backend] = {"read_s": b["read_s"], "asof_status_s": b["asof_s"], "pandas_groupby_s": b["pandas_s"],
                                "pandas_total_s": pandas_total, "lifetimes_summary_s": b.get("lifetimes_s"),
