@@ -25,7 +25,7 @@ AS_OF = (END - timedelta(days=1)).date()  # cutoff = END: the whole period
 
 
 def storesync_child(url: str) -> dict:
-    """Child: the in-warehouse LTV, timed three ways on a store whose tables were dropped first:
+    """Child: the in-warehouse LTV, timed three ways on a store whose LTV tables were dropped first:
     the day before in full (the setup), the day itself as the daily job runs it (incremental from
     the day before), then the day itself in full. Both results of the day are compared row by
     row in SQL. Then the RFM summary (fetched for the models)."""
@@ -34,12 +34,12 @@ def storesync_child(url: str) -> dict:
     from sqlalchemy import create_engine, text
 
     from storesync.ltv import compute_historic_ltv, ltv_index_available, rfm_summary
-    from storesync.ltv.tables import LTV_TABLE, MODELS_TABLE, RUNS_TABLE
+    from storesync.ltv.tables import LTV_TABLE, RUNS_TABLE, drop_ltv_tables
 
     engine = create_engine(url)
     with engine.begin() as conn:
-        for table in (LTV_TABLE, MODELS_TABLE, RUNS_TABLE, "bench_ltv_daily"):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+        drop_ltv_tables(conn)
+        conn.execute(text("DROP TABLE IF EXISTS bench_ltv_daily"))
     indexed = ltv_index_available(engine)
     columns = ("customer_id, order_count, gross_revenue, net_revenue, avg_order_value, first_order_at, "
                "last_order_at, tenure_days, rfm_frequency, rfm_recency_days, rfm_t_days, rfm_monetary")
@@ -54,8 +54,8 @@ def storesync_child(url: str) -> dict:
         daily_rows, daily_s = timed(lambda: compute_historic_ltv(engine, AS_OF))
     daily_breakdown["commit_and_rest"] = daily_s - sum(daily_breakdown.values())
     with engine.begin() as conn:
-        run = conn.execute(text(f"SELECT method, customers_recomputed FROM {RUNS_TABLE} WHERE as_of = :d"),
-                           {"d": AS_OF}).one()
+        run = conn.execute(text(f"SELECT method, customers_recomputed, versions_written FROM {RUNS_TABLE} "
+                                "WHERE as_of = :d"), {"d": AS_OF}).one()
         conn.execute(text(f"CREATE TABLE bench_ltv_daily AS SELECT {columns} FROM {LTV_TABLE} WHERE as_of = :d"),
                      {"d": AS_OF})
     rows, historic_s = timed(lambda: compute_historic_ltv(engine, AS_OF, incremental=False))
@@ -82,25 +82,26 @@ def storesync_child(url: str) -> dict:
     return {"historic_s": historic_s, "rfm_s": rfm_s, "rows": rows, "rfm_customers": len(rfm),
             "indexed_query": indexed, "previous_day_s": previous_s, "daily_s": daily_s,
             "daily_method": run[0], "daily_customers_recomputed": int(run[1]), "daily_rows": daily_rows,
+            "daily_versions_written": int(run[2]),
             "daily_rows_differing_from_full": int(differing), "daily_breakdown_s": daily_breakdown,
             "totals": _totals(*totals)}
 
 
 # What each statement of the daily run does, by the table it writes (in the order they run).
 _DAILY_STEPS = (("ltv_tmp_recompute", "recompute_set"), ("ltv_tmp_day_buyers", "day_buyers"),
-                ("storesync_customer_ltv", "ltv_rows"), ("storesync_ltv_runs", "run_record"))
+                ("ltv_tmp_day", "day_figures"), ("ltv_tmp_changed", "moved_customers"),
+                ("storesync_customer_ltv_versions", "versions_written"), ("storesync_ltv_runs", "run_record"))
 
 
 @contextmanager
 def _statement_times(engine):
-    """Seconds per step of the daily run (statement timings summed by the table written; the
-    three writes of LTV rows apart, in order: carried forward, merged with the day's orders,
-    recomputed). Fills the dict it yields; the caller adds what the statements leave of the
-    run's time (the commit, Python)."""
+    """Seconds per step of the daily run: statement timings summed by the table each writes
+    (the day's figures: merged with the day's orders and recomputed; the customers whose figures
+    moved; their versions). Fills the dict it yields; the caller adds what the statements leave
+    of the run's time (the commit, Python)."""
     from sqlalchemy import event
 
     times: dict = {}
-    ltv_writes = iter(("carried_forward", "merged_with_day_orders", "recomputed"))
 
     def before(conn, cursor, statement, *args):
         conn.info["bench_started"] = time.perf_counter()
@@ -111,7 +112,7 @@ def _statement_times(engine):
         step = "other"
         for table, name in _DAILY_STEPS:
             if head.startswith(f"insert into {table}"):
-                step = next(ltv_writes, "ltv_rows") if name == "ltv_rows" else name
+                step = name
                 break
         times[step] = times.get(step, 0.0) + elapsed
 
@@ -284,6 +285,7 @@ def measure_ltv(quick: bool) -> Measurement:
                               "indexed_query": r["indexed_query"], "previous_day_full_s": r["previous_day_s"],
                               "daily_s": r["daily_s"], "daily_method": r["daily_method"],
                               "daily_customers_recomputed": r["daily_customers_recomputed"],
+                              "daily_versions_written": r["daily_versions_written"],
                               "daily_rows_differing_from_full": r["daily_rows_differing_from_full"],
                               "daily_breakdown_s": r["daily_breakdown_s"],
                               "peak_rss_mb": ours["peak_rss_mb"], "totals": r["totals"]}

@@ -4,8 +4,8 @@
 1. **compute_ltv**: `run_ltv(warehouse, as_of=<the interval's date>)`, inside the warehouse in
    SQL: order count, gross/net revenue, average order value, first/last order, tenure, then the
    BG/NBD + Gamma-Gamma predictions (expected purchases, probability alive, predicted CLV) into
-   `storesync_customer_ltv`. An upsert keyed by (as_of, customer_id) with as-of order statuses,
-   so any day can be rerun or backfilled and gives the same numbers. A store without repeat
+   `storesync_customer_ltv` (a view: a day writes only the customers whose figures moved), with
+   as-of order statuses, so any day can be rerun or backfilled and gives the same numbers. A store without repeat
    buyers yet gets the historic figures only (logged, not failed). When the day before was
    computed, only the customers with news since are touched (see `compute_historic_ltv`);
    trigger with `full_recompute` to recompute everyone (e.g. after correcting old orders).

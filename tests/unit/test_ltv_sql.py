@@ -519,3 +519,119 @@ def test_another_definition_or_a_missing_day_computes_in_full(engine):
     compute_historic_ltv(engine, AS_OF, stricter)  # pending orders no longer count
     assert ltv_run(engine, AS_OF)["method"] == "full"
     assert ltv_rows(engine)[1]["order_count"] == 2  # 101 and 103: 104 cancelled later, 105 pending
+
+
+# ------------------------------------------------------------------------- versions behind the view
+STORED = ("order_count", "gross_revenue", "net_revenue", "avg_order_value", "first_order_at", "last_order_at",
+          "rfm_frequency", "rfm_recency_days", "rfm_monetary")
+
+
+def versions_starting(engine, day) -> set:
+    from storesync.ltv.tables import VERSIONS_TABLE
+
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(text(f"SELECT customer_id FROM {VERSIONS_TABLE} WHERE valid_from = :d"),
+                                           {"d": day})}
+
+
+def all_days(engine, days) -> dict:
+    return {day: ltv_rows(engine, day) for day in days}
+
+
+def test_a_daily_run_writes_versions_only_for_the_customers_whose_figures_moved(engine):
+    """The day's versions are exactly the customers whose stored figures differ from the day
+    before (or who are new); everyone else's row is the day before's, tenure and T a day on."""
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    end = datetime(2024, 4, 1)
+    generate_demo_store(str(engine.url), DemoStoreSpec(orders=2_000, seed=11, end=end, days=20))
+    previous, day = end.date() - timedelta(days=3), end.date() - timedelta(days=2)
+    compute_historic_ltv(engine, previous)
+    compute_historic_ltv(engine, day, max_recompute_share=1.0)
+    assert ltv_run(engine, day)["method"] == "incremental"
+    before, after = ltv_rows(engine, previous), ltv_rows(engine, day)
+    moved = {cid for cid, row in after.items()
+             if cid not in before or any(row[k] != before[cid][k] for k in STORED)}
+    assert moved and len(moved) < len(after) / 2
+    assert versions_starting(engine, day) == moved
+    assert ltv_run(engine, day)["versions_written"] == len(moved)
+    assert ltv_run(engine, day)["rows_written"] == len(after)
+    for cid in set(after) - moved:  # NULL stays NULL (no non-failed order, no valid purchase)
+        for grows in ("tenure_days", "rfm_t_days"):
+            was = before[cid][grows]
+            assert after[cid][grows] == (None if was is None else was + 1)
+
+
+def test_recomputing_an_earlier_day_keeps_the_later_days_as_they_were(engine):
+    """A correction made in place (no updated_at) and an earlier day recomputed in full: that
+    day shows the correction, the days before and after it keep the figures they were shown."""
+    build_store(engine)
+    days = [AS_OF - timedelta(days=2), AS_OF - timedelta(days=1), AS_OF, AS_OF + timedelta(days=1)]
+    for day in days:
+        compute_historic_ltv(engine, day, max_recompute_share=1.0)
+    shown = all_days(engine, days)
+    with engine.begin() as conn:  # 101 (customer 1's first order) was 100.00: now 90.00
+        conn.execute(update(schema.orders).where(schema.orders.c.order_id == 101).values(total=D("90.00")))
+    compute_historic_ltv(engine, days[1], incremental=False)
+    now = all_days(engine, days)
+    assert now[days[1]][1]["net_revenue"] == shown[days[1]][1]["net_revenue"] - 10
+    assert differing({k: v for k, v in now[days[1]].items() if k != 1},
+                     {k: v for k, v in shown[days[1]].items() if k != 1}) == {}
+    for day in (days[0], days[2], days[3]):
+        assert differing(now[day], shown[day]) == {}, day
+    # Recomputed in full, the later days pick the correction up, each on its own.
+    for day in days[2:]:
+        compute_historic_ltv(engine, day, incremental=False)
+        assert ltv_rows(engine, day)[1]["net_revenue"] == shown[day][1]["net_revenue"] - 10
+    assert differing(ltv_rows(engine, days[0]), shown[days[0]]) == {}
+
+
+def test_an_incremental_rerun_takes_back_what_an_earlier_attempt_wrote(engine):
+    """A day rerun incrementally gives the day before's figures, a day on, to every customer it
+    does not recompute, including those an earlier (full) attempt of that day wrote."""
+    build_store(engine)
+    previous = AS_OF - timedelta(days=1)
+    compute_historic_ltv(engine, previous)
+    compute_historic_ltv(engine, AS_OF, max_recompute_share=1.0)
+    incremental = ltv_rows(engine)
+    with engine.begin() as conn:  # in place, unseen by an incremental run
+        conn.execute(update(schema.orders).where(schema.orders.c.order_id == 401).values(total=D("25.99")))
+    compute_historic_ltv(engine, AS_OF, incremental=False)
+    assert ltv_rows(engine)[4]["net_revenue"] == D("25.99") + D("9.01")  # 402 still pending
+    assert 4 in versions_starting(engine, AS_OF)
+    compute_historic_ltv(engine, AS_OF, max_recompute_share=1.0)
+    assert ltv_run(engine, AS_OF)["method"] == "incremental"
+    assert differing(ltv_rows(engine), incremental) == {}
+    assert 4 not in versions_starting(engine, AS_OF)
+
+
+def test_a_customer_whose_orders_are_gone_has_no_row_from_a_full_day_on(engine):
+    build_store(engine)
+    previous = AS_OF - timedelta(days=1)
+    compute_historic_ltv(engine, previous)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM order_status_history WHERE order_id IN (501, 502)"))
+        conn.execute(text("DELETE FROM orders WHERE customer_id = 5"))
+    compute_historic_ltv(engine, AS_OF, incremental=False)
+    assert 5 not in ltv_rows(engine)
+    assert 5 in ltv_rows(engine, previous)
+    assert ltv_run(engine, AS_OF)["rows_written"] == len(ltv_rows(engine)) == 5
+
+
+def test_an_earlier_release_per_day_table_is_moved_aside(engine):
+    """An earlier release wrote storesync_customer_ltv as a TABLE: it is renamed (kept, with its
+    runs), the view takes its name and the day is computed in full."""
+    from storesync.ltv.tables import LEGACY_SUFFIX
+
+    build_store(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {LTV_TABLE} (customer_id INTEGER, as_of DATE, order_count INTEGER)"))
+        conn.execute(text(f"INSERT INTO {LTV_TABLE} VALUES (1, '2024-03-09', 99)"))
+        conn.execute(text(f"CREATE TABLE {RUNS_TABLE} (as_of DATE PRIMARY KEY, method VARCHAR(16))"))
+        conn.execute(text(f"INSERT INTO {RUNS_TABLE} VALUES ('2024-03-09', 'full')"))
+    compute_historic_ltv(engine, AS_OF)
+    assert ltv_run(engine, AS_OF)["method"] == "full"
+    assert ltv_rows(engine)[1]["order_count"] == 4
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT order_count FROM {LTV_TABLE}{LEGACY_SUFFIX}")).scalar_one() == 99
+        assert conn.execute(text(f"SELECT method FROM {RUNS_TABLE}{LEGACY_SUFFIX}")).scalar_one() == "full"

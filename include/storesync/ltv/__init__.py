@@ -1,8 +1,11 @@
 """Customer lifetime value per customer_id: historic (in the warehouse) and predicted (BG/NBD + Gamma-Gamma).
 
-Never imports Airflow. Writes two tables, created when missing: ``storesync_customer_ltv`` keyed
-by (customer_id, as_of), and ``storesync_ltv_models`` (fitted parameters, one row per as_of).
-One run per day: ``as_of`` is the run's logical date; rerunning a date upserts the same rows.
+Never imports Airflow. Read through the view ``storesync_customer_ltv``: one row per (as_of,
+customer_id) for every computed day. Behind it (``storesync.ltv.tables``, created when missing):
+versions of each customer's historic figures (a day writes only the customers whose figures
+moved), the runs (one row per computed day), the predictions per (as_of, customer_id) and
+``storesync_ltv_models`` (fitted parameters, one row per as_of). One run per day: ``as_of`` is
+the run's logical date; rerunning a date gives the same rows.
 
 Definitions (as of ``as_of``)
 -----------------------------
@@ -59,10 +62,11 @@ buyer yet, no convergence: try ``penalizer=0.001``).
 
 Reruns
 ------
-Both steps are upserts keyed by (as_of, customer_id): rerunning a date rewrites the same numbers
-(predictions are deterministic: histograms are read in a fixed order). The historic step never
-touches the prediction columns, nor deletes rows; the customer set of a date only grows if orders
-created before its cutoff are inserted later. After such a correction rerun both steps.
+Rerunning a date gives the same numbers (predictions are deterministic: histograms are read in
+a fixed order) and leaves every other date as it was: the historic step writes the date's
+figures for the customers whose figures differ, the days after it keep theirs; the prediction
+step replaces the date's predictions. After correcting old orders in place, rerun both steps
+(``incremental=False`` for the historic one) for each date to correct.
 """
 
 from __future__ import annotations

@@ -7,32 +7,32 @@ package docstring (``storesync.ltv``) for the definitions.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-import hashlib
 from datetime import date, datetime, time, timedelta, timezone
 
 import numpy as np
 from sqlalchemy import (
-    and_,
     BigInteger,
     Column,
-    MetaData,
-    Numeric,
-    text,
     Date,
     Float,
     Integer,
+    MetaData,
+    Numeric,
     String,
+    Table,
+    and_,
     case,
     cast,
     exists,
     func,
-    literal,
-    Table,
     inspect,
+    literal,
     literal_column,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
@@ -40,7 +40,12 @@ from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.functions import FunctionElement
 
 from storesync.core.errors import ConfigurationError
-from storesync.ltv.tables import HISTORIC_COLUMNS, ensure_ltv_tables, ensure_runs_table
+from storesync.ltv.tables import (
+    OPEN_END,
+    VERSION_COLUMNS,
+    ensure_ltv_tables,
+    ltv_storage,
+)
 
 __all__ = [
     "OrderSource",
@@ -448,21 +453,27 @@ def compute_historic_ltv(
     late_margin: timedelta = LATE_MARGIN,
     max_recompute_share: float = 0.25,
 ) -> int:
-    """Upsert the historic LTV (and RFM summary) of every customer as of ``as_of`` into
-    ``storesync_customer_ltv`` (created if missing). Idempotent: rerunning a date rewrites the
-    same numbers; predictions already written stay untouched. Returns the number of rows written.
+    """Write the historic LTV (and RFM summary) of every customer as of ``as_of``, as the view
+    ``storesync_customer_ltv`` shows it (created if missing). Idempotent: rerunning a date gives
+    the same numbers; every other day's rows, and predictions, stay as they were. Returns the
+    number of customers the day has rows for.
+
+    Only customers whose figures moved are written (``storesync_customer_ltv_versions``): a
+    version is closed on the day and a new one starts; a day computed before later days keeps
+    those later days' figures (its version ends the next day, the old one resumes).
 
     Incremental (the daily run): when the day before was computed under the same definition
-    (``storesync_ltv_runs``), its rows are the starting point. A customer whose only news is
-    orders created on ``as_of`` gets the day before's row plus those orders (sums, counts, one
+    (``storesync_ltv_runs``), it is the starting point. A customer whose only news is orders
+    created on ``as_of`` gets the day before's figures plus those orders (sums, counts, one
     more purchase day); one with an older order updated since that run (less ``late_margin``,
     or since its cutoff if earlier) is recomputed from all its orders, unless that update is a
     status change dated after the day before that leaves the order in the same class (valid,
-    reversed, excluded): a shipment. Everyone else is carried forward, tenure and T one day
-    longer. Needs ``updated_at`` on the orders source, moving whenever an order or its status
-    does. Falls back to the full query without it, without the day before, or when more than
-    ``max_recompute_share`` of the customers must be recomputed. ``incremental=False`` forces
-    the full query (after correcting old orders in place without touching updated_at, say).
+    reversed, excluded): a shipment. Everyone else keeps the day before's version, tenure and T
+    one day longer. Needs ``updated_at`` on the orders source, moving whenever an order or its
+    status does. Falls back to the full query without it, without the day before, or when more
+    than ``max_recompute_share`` of the customers must be recomputed. ``incremental=False``
+    forces the full query (after correcting old orders in place without touching updated_at,
+    say); it still writes only the customers whose figures differ.
     """
     source = source or OrderSource.demo()
     d = _as_date(as_of)
@@ -470,51 +481,159 @@ def compute_historic_ltv(
 
     def run(conn: Connection) -> int:
         indexed = ltv_index_available(conn, source)
-        ltv, _ = ensure_ltv_tables(conn, source.orders.c.customer_id.type)
-        runs = ensure_runs_table(conn)
+        ensure_ltv_tables(conn, source.orders.c.customer_id.type)
+        versions, _, runs = ltv_storage(conn)
         definition = _definition(source)
-        # A day computed for the first time takes plain INSERTs: on PostgreSQL, ON CONFLICT
-        # costs as much again for the two million rows a daily run writes (the customer sets of
-        # the statements below never overlap).
-        fresh = not conn.execute(select(exists().where(ltv.c.as_of == d))).scalar_one()
-        method, written, recomputed, from_day = "full", None, 0, None
+        o = source.orders
+        day_columns = [Column("customer_id", o.c.customer_id.type), Column("gone", Integer()),
+                       *[versions.c[name]._copy() for name in VERSION_COLUMNS]]
+        method, staged, recomputed, from_day = "full", None, 0, None
         since = _incremental_since(conn, runs, d, definition, late_margin) if incremental else None
-        if since is not None and "updated_at" in source.orders.c:
+        if since is not None and "updated_at" in o.c:
             previous = d - timedelta(days=1)
-            o = source.orders
             # Both sets are read by several statements: kept in temporary tables, found once.
             to_recompute = _customers_to_recompute(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
             recompute = _temporary(conn, "ltv_tmp_recompute", to_recompute,
                                    [Column("customer_id", o.c.customer_id.type)])
             n_recompute = conn.execute(select(func.count()).select_from(recompute)).scalar_one()
-            n_previous = conn.execute(
-                select(func.count()).select_from(ltv).where(ltv.c.as_of == previous)).scalar_one()
+            n_previous = conn.execute(select(runs.c.rows_written).where(runs.c.as_of == previous)).scalar_one()
             if 0 < n_previous and n_recompute <= max_recompute_share * n_previous:
                 buyers = _temporary(conn, "ltv_tmp_day_buyers",
                                     _day_buyers(_new_orders_as_of(source, d, since), source),
                                     [Column("customer_id", o.c.customer_id.type), Column("gross_sum", Numeric()),
                                      Column("net_count", Integer()), Column("net_sum", Numeric()),
                                      Column("first_at", o.c.created_at.type), Column("last_at", o.c.created_at.type)])
-                recompute_ids, buyer_ids = select(recompute.c.customer_id), select(buyers.c.customer_id)
-                written = _upsert_rows(conn, ltv, _carried_forward(ltv, previous, d, (recompute_ids, buyer_ids)),
-                                       fresh)
-                written += _upsert_rows(conn, ltv, _merged_with_new_orders(ltv, previous, d, buyers, recompute_ids),
-                                        fresh)
-                recomputed = _upsert_rows(conn, ltv, historic_ltv_select(d, source, indexed=indexed,
-                                                                         only_customers=recompute_ids), fresh)
-                method, written, from_day = "incremental", written + recomputed, previous
+                recompute_ids = select(recompute.c.customer_id)
+                staged = _temporary(conn, "ltv_tmp_day", _as_versions(
+                    _merged_with_new_orders(versions, previous, d, buyers, recompute_ids), d), day_columns)
+                conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], _as_versions(
+                    historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids), d)))
+                # A rerun of the day: customers an earlier attempt wrote a version for, and
+                # this one did not, are back to the day before's.
+                _stage_carried(conn, staged, versions, d)
+                method, recomputed, from_day = "incremental", n_recompute, previous
                 buyers.drop(conn)
             recompute.drop(conn)
-        if written is None:
-            written = _upsert_rows(conn, ltv, historic_ltv_select(d, source, indexed=indexed), fresh)
-            recomputed = written
+        if staged is None:
+            staged = _temporary(conn, "ltv_tmp_day", _as_versions(historic_ltv_select(d, source, indexed=indexed), d),
+                                day_columns)
+            _stage_gone(conn, staged, versions, d)
+            recomputed = conn.execute(select(func.count()).select_from(staged)).scalar_one()
+        written = _write_day(conn, versions, runs, staged, d)
+        staged.drop(conn)
+        day_rows = conn.execute(select(func.count()).select_from(versions).where(
+            versions.c.valid_to > d, versions.c.valid_from <= d)).scalar_one()
         record = {"computed_at": started_at, "method": method, "definition": definition,
-                  "rows_written": written, "customers_recomputed": recomputed, "from_as_of": from_day}
+                  "rows_written": day_rows, "customers_recomputed": recomputed, "from_as_of": from_day,
+                  "versions_written": written}
         stmt = upsert_insert(conn, runs).values(as_of=d, **record)
         conn.execute(stmt.on_conflict_do_update(index_elements=[runs.c.as_of], set_=record))
-        return written
+        return day_rows
 
     return _in_transaction(bind, run)
+
+
+def _as_versions(rows: Select, d: date) -> Select:
+    """``rows`` (customer_id and the HISTORIC_COLUMNS as of ``d``) as version columns: the
+    day numbers tenure and T count from in place of those two."""
+    q = rows.subquery("ltv_day_rows")
+    day = literal(_day_number(d), Integer())
+    derived = {"first_order_day": day - q.c.tenure_days, "first_valid_day": day - q.c.rfm_t_days}
+    return select(q.c.customer_id, literal_column("0").label("gone"),
+                  *[(derived[name] if name in derived else q.c[name]).label(name) for name in VERSION_COLUMNS])
+
+
+def _valid_on(versions, d: date):
+    return (versions.c.valid_from <= literal(d, Date())) & (versions.c.valid_to > literal(d, Date()))
+
+
+def _staged_has(staged, customer_id):
+    """EXISTS, not IN: PostgreSQL answers NOT IN over millions of staged rows (more than fit
+    work_mem to hash) row by row, and it cannot know the column holds no NULL."""
+    return exists().where(staged.c.customer_id == customer_id)
+
+
+def _stage_carried(conn: Connection, staged, versions, d: date) -> None:
+    """Stage the day before's figures (or none: gone) for the customers with a version starting
+    on ``d`` that ``staged`` does not hold: an incremental day keeps everyone else as they were."""
+    cur, prev = versions.alias("ltv_v_cur"), versions.alias("ltv_v_prev")
+    previous = d - timedelta(days=1)
+    rows = select(
+        cur.c.customer_id, case((prev.c.customer_id.is_(None), literal_column("1")), else_=literal_column("0")),
+        *[prev.c[name] for name in VERSION_COLUMNS],
+    ).select_from(cur.outerjoin(prev, (prev.c.customer_id == cur.c.customer_id) & _valid_on(prev, previous))).where(
+        cur.c.valid_from == literal(d, Date()), ~_staged_has(staged, cur.c.customer_id))
+    conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], rows))
+
+
+def _stage_gone(conn: Connection, staged, versions, d: date) -> None:
+    """A full day: customers with figures on ``d`` that the query no longer finds have none."""
+    rows = select(versions.c.customer_id, literal_column("1")).where(
+        _valid_on(versions, d), ~_staged_has(staged, versions.c.customer_id))
+    conn.execute(staged.insert().from_select(["customer_id", "gone"], rows))
+
+
+def _write_day(conn: Connection, versions, runs, staged, d: date) -> int:
+    """Make ``staged`` the figures of its customers on ``d``; every other day stays as it was.
+    Returns the number of customers whose figures moved."""
+    nxt = d + timedelta(days=1)
+    later = conn.execute(select(exists().where(runs.c.as_of > literal(d, Date())))).scalar_one()
+    cur, after = versions.alias("ltv_v_cur"), versions.alias("ltv_v_after")
+    same = case(
+        (cur.c.customer_id.is_(None), staged.c.gone == 1),
+        else_=and_(staged.c.gone == 0, *[staged.c[name].is_not_distinct_from(cur.c[name]) for name in VERSION_COLUMNS]),
+    )
+    next_start = (select(func.min(after.c.valid_from))
+                  .where(after.c.customer_id == staged.c.customer_id, after.c.valid_from > literal(d, Date()))
+                  .scalar_subquery())
+    changed = _temporary(conn, "ltv_tmp_changed", select(
+        staged, cur.c.valid_from.label("cur_from"), cur.c.valid_to.label("cur_to"),
+        case((cur.c.customer_id.is_(None), next_start)).label("next_start"),
+    ).select_from(staged.outerjoin(cur, (cur.c.customer_id == staged.c.customer_id) & _valid_on(cur, d)))
+        .where(~same),
+        [*[c._copy() for c in staged.c], Column("cur_from", Date()), Column("cur_to", Date()),
+         Column("next_start", Date())])
+    n = conn.execute(select(func.count()).select_from(changed)).scalar_one()
+    if n:
+        v = versions
+        if later:  # days after d were computed: the figures they were shown resume the next day
+            conn.execute(v.insert().from_select(
+                ["customer_id", "valid_from", "valid_to", *VERSION_COLUMNS],
+                select(v.c.customer_id, literal(nxt, Date()), v.c.valid_to, *[v.c[name] for name in VERSION_COLUMNS])
+                .select_from(v.join(changed, (changed.c.customer_id == v.c.customer_id)
+                                    & (changed.c.cur_from == v.c.valid_from)))
+                .where(changed.c.cur_to > literal(nxt, Date()))))
+        replaced = select(changed.c.customer_id).where(changed.c.cur_from == literal(d, Date()))
+        conn.execute(v.delete().where(v.c.valid_from == literal(d, Date()), v.c.customer_id.in_(replaced)))
+        closed = select(changed.c.customer_id).where(changed.c.cur_from < literal(d, Date()))
+        conn.execute(v.update().where(v.c.customer_id.in_(closed), v.c.valid_from < literal(d, Date()),
+                                      v.c.valid_to > literal(d, Date())).values(valid_to=literal(d, Date())))
+        valid_to = (literal(nxt, Date()) if later
+                    else func.coalesce(changed.c.cur_to, changed.c.next_start, literal(OPEN_END, Date())))
+        conn.execute(v.insert().from_select(
+            ["customer_id", "valid_from", "valid_to", *VERSION_COLUMNS],
+            select(changed.c.customer_id, literal(d, Date()), valid_to, *[changed.c[name] for name in VERSION_COLUMNS])
+            .where(changed.c.gone == 0)))
+        # A version equal to the one that ends on d (a rerun giving back the day before's
+        # figures) continues that one instead of starting anew.
+        ending = v.alias("ltv_v_ending")
+        continued = _temporary(conn, "ltv_tmp_continued", select(changed.c.customer_id).select_from(
+            changed.join(ending, (ending.c.customer_id == changed.c.customer_id)
+                         & (ending.c.valid_to == literal(d, Date()))))
+            .where(changed.c.gone == 0,
+                   *[changed.c[name].is_not_distinct_from(ending.c[name]) for name in VERSION_COLUMNS]),
+            [Column("customer_id", changed.c.customer_id.type)])
+        started = v.alias("ltv_v_started")
+        conn.execute(v.update().where(v.c.valid_to == literal(d, Date()),
+                                      v.c.customer_id.in_(select(continued.c.customer_id)))
+                     .values(valid_to=select(started.c.valid_to).where(
+                         started.c.customer_id == v.c.customer_id,
+                         started.c.valid_from == literal(d, Date())).scalar_subquery()))
+        conn.execute(v.delete().where(v.c.valid_from == literal(d, Date()),
+                                      v.c.customer_id.in_(select(continued.c.customer_id))))
+        continued.drop(conn)
+    changed.drop(conn)
+    return n
 
 
 def _temporary(conn: Connection, name: str, rows: Select, columns: list) -> Table:
@@ -526,19 +645,6 @@ def _temporary(conn: Connection, name: str, rows: Select, columns: list) -> Tabl
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"ANALYZE {name}"))  # the planner sees a few rows, not its default guess
     return table
-
-
-def _upsert_rows(conn: Connection, ltv, body: Select, fresh: bool = False) -> int:
-    """Write ``body``'s rows; ``fresh``: the day has no rows yet, a plain INSERT will do."""
-    names = ["customer_id", "as_of", *HISTORIC_COLUMNS]
-    if fresh:
-        return conn.execute(ltv.insert().from_select(names, body).execution_options(preserve_rowcount=True)).rowcount
-    stmt = upsert_insert(conn, ltv).from_select(names, body)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ltv.c.as_of, ltv.c.customer_id],
-        set_={name: stmt.excluded[name] for name in HISTORIC_COLUMNS},
-    )
-    return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
 
 
 def _definition(source: OrderSource) -> str:
@@ -652,18 +758,21 @@ def _day_buyers(new_orders, source: OrderSource) -> Select:
     )
 
 
-def _merged_with_new_orders(ltv, previous: date, d: date, n, recompute) -> Select:
-    """The day before's row (if any) plus the customer's orders created in ``d`` (``n``, from
-    ``_day_buyers``): sums and counts add up, the day is one more valid purchase day when any of
-    them is valid, and the monetary value takes that day's takings as one more repeat day."""
+def _merged_with_new_orders(versions, previous: date, d: date, n, recompute) -> Select:
+    """The day before's figures (its versions, if any) plus the customer's orders created in
+    ``d`` (``n``, from ``_day_buyers``): sums and counts add up, the day is one more valid
+    purchase day when any of them is valid, and the monetary value takes that day's takings as
+    one more repeat day. Read from the versions, not the view: SQLite materialises a joined
+    view on the right of a LEFT JOIN whole (every day of it)."""
     zero, one = literal_column("0"), literal_column("1")
     one_point_zero = literal_column("1.0")
-    p = ltv.alias("ltv_previous")
+    p = versions.alias("ltv_previous")
     as_of_day = literal(_day_number(d), Integer())
     bought = n.c.net_count > 0
     had = p.c.rfm_frequency.is_not(None)
     net_count = func.coalesce(p.c.order_count, zero) + n.c.net_count
     net_sum = func.coalesce(p.c.net_revenue, zero) + n.c.net_sum
+    t_days = as_of_day - p.c.first_valid_day  # the day before's T, one day longer
     return select(
         n.c.customer_id.label("customer_id"),
         literal(d, Date()).label("as_of"),
@@ -673,30 +782,19 @@ def _merged_with_new_orders(ltv, previous: date, d: date, n, recompute) -> Selec
         _mean_in_cents(net_sum, net_count).label("avg_order_value"),
         func.coalesce(p.c.first_order_at, n.c.first_at).label("first_order_at"),
         func.coalesce(n.c.last_at, p.c.last_order_at).label("last_order_at"),
-        case((p.c.first_order_at.is_not(None), p.c.tenure_days + one),
+        case((p.c.first_order_at.is_not(None), as_of_day - p.c.first_order_day),
              (n.c.first_at.is_not(None), as_of_day - epoch_day(n.c.first_at))).label("tenure_days"),
         case((bought & had, p.c.rfm_frequency + one), (bought, zero),
              else_=p.c.rfm_frequency).label("rfm_frequency"),
-        case((bought & had, p.c.rfm_t_days + one), (bought, zero),
+        case((bought & had, t_days), (bought, zero),
              else_=p.c.rfm_recency_days).label("rfm_recency_days"),
-        case((had, p.c.rfm_t_days + one), (bought, zero)).label("rfm_t_days"),
+        case((had, t_days), (bought, zero)).label("rfm_t_days"),
         cast(case((bought & had, (p.c.rfm_monetary * p.c.rfm_frequency + n.c.net_sum) * one_point_zero
                    / (p.c.rfm_frequency + one)),
                   (bought, zero), else_=p.c.rfm_monetary), Float()).label("rfm_monetary"),
     ).select_from(
-        n.outerjoin(p, (p.c.customer_id == n.c.customer_id) & (p.c.as_of == previous))
+        n.outerjoin(p, (p.c.customer_id == n.c.customer_id) & _valid_on(p, previous))
     ).where(n.c.customer_id.not_in(recompute))
-
-
-def _carried_forward(ltv, previous: date, d: date, excluded: tuple[Select, ...]) -> Select:
-    """The day before's rows of the customers in none of ``excluded``, one day older."""
-    one = literal_column("1")
-    moved = {"tenure_days": ltv.c.tenure_days + one, "rfm_t_days": ltv.c.rfm_t_days + one}
-    return select(
-        ltv.c.customer_id,
-        literal(d, Date()).label("as_of"),
-        *[moved.get(name, ltv.c[name]).label(name) for name in HISTORIC_COLUMNS],
-    ).where(ltv.c.as_of == previous, *[ltv.c.customer_id.not_in(customers) for customers in excluded])
 
 
 def _in_transaction(bind: Engine | Connection, fn):

@@ -32,7 +32,6 @@ from sqlalchemy import (
     literal,
     select,
     text,
-    update,
 )
 from sqlalchemy.engine import Connection, Engine
 
@@ -45,7 +44,7 @@ from storesync.ltv.models import (
     fit_bgnbd,
     fit_gamma_gamma,
 )
-from storesync.ltv.tables import PREDICTED_COLUMNS, ltv_tables
+from storesync.ltv.tables import PREDICTED_COLUMNS, ltv_storage, ltv_tables
 
 __all__ = ["LtvModelFit", "fit_ltv_models", "predict_ltv"]
 
@@ -143,8 +142,9 @@ def predict_ltv(
     penalizer: float = 0.0,
 ) -> LtvModelFit:
     """Fit BG/NBD and Gamma-Gamma on the RFM summary that ``compute_historic_ltv`` stored for
-    ``as_of`` and upsert per-customer predictions over ``horizon_days`` into
-    ``storesync_customer_ltv`` plus the fitted parameters into ``storesync_ltv_models``.
+    ``as_of`` and write per-customer predictions over ``horizon_days`` into
+    ``storesync_ltv_predictions`` (the view ``storesync_customer_ltv`` shows them) plus the
+    fitted parameters into ``storesync_ltv_models``.
 
     ``time_unit_days``: the models' time unit (7 = weeks, the default; 1 = days); results do not
     depend on it beyond numerical noise. ``discount_rate``: per ``discount_period_days`` period
@@ -267,18 +267,12 @@ def _write_predictions(conn, ltv, d, bg, expected, alive, discounted, gg: GammaG
         )
         .where(ltv.c.as_of == d)
     )
-    stmt = upsert_insert(conn, ltv).from_select(["as_of", "customer_id", *PREDICTED_COLUMNS], body)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[ltv.c.as_of, ltv.c.customer_id],
-        set_={name: stmt.excluded[name] for name in PREDICTED_COLUMNS},
-    )
+    # The day's predictions replace whatever an earlier run of it wrote (customers without a
+    # valid purchase get none: the view shows NULLs).
+    _, predictions, _ = ltv_storage(conn)
+    conn.execute(predictions.delete().where(predictions.c.as_of == d))
+    stmt = predictions.insert().from_select(["as_of", "customer_id", *PREDICTED_COLUMNS], body)
     written = conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
-    # Customers without a valid purchase (no RFM row) carry no prediction.
-    conn.execute(
-        update(ltv)
-        .where(ltv.c.as_of == d, ltv.c.rfm_frequency.is_(None), ltv.c.horizon_days.is_not(None))
-        .values({name: None for name in PREDICTED_COLUMNS})
-    )
     tmp.drop(conn)
     return written
 

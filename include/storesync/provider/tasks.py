@@ -245,16 +245,16 @@ def read_vendor_unsubscribes(context, *, vendors) -> dict:
 
 
 def latest_ltv_as_of(warehouse_engine):
-    """The newest ``as_of`` in the LTV table, or None (no LTV computed yet)."""
+    """The newest computed LTV day (``storesync_ltv_runs``), or None (no LTV computed yet)."""
     from sqlalchemy import inspect, text
 
-    from storesync.ltv import LTV_TABLE
     from storesync.ltv.historic import _as_date
+    from storesync.ltv.tables import RUNS_TABLE, VERSIONS_TABLE
 
-    if not inspect(warehouse_engine).has_table(LTV_TABLE):
-        return None
+    if not inspect(warehouse_engine).has_table(VERSIONS_TABLE):
+        return None  # no LTV yet (or only an earlier release's table, moved on the next run)
     with warehouse_engine.connect() as conn:
-        value = conn.execute(text(f"SELECT MAX(as_of) FROM {LTV_TABLE}")).scalar()
+        value = conn.execute(text(f"SELECT MAX(as_of) FROM {RUNS_TABLE}")).scalar()
     return None if value is None else _as_date(value)
 
 
