@@ -514,13 +514,26 @@ def compute_historic_ltv(
                 method, recomputed, from_day = "incremental", n_recompute, previous
                 buyers.drop(conn)
             recompute.drop(conn)
-        if staged is None:
-            staged = _temporary(conn, "ltv_tmp_day", _as_versions(historic_ltv_select(d, source, indexed=indexed), d),
-                                day_columns)
-            _stage_gone(conn, staged, versions, d)
-            recomputed = conn.execute(select(func.count()).select_from(staged)).scalar_one()
-        written = _write_day(conn, versions, runs, staged, d)
-        staged.drop(conn)
+        day_rows_select = _as_versions(historic_ltv_select(d, source, indexed=indexed), d)
+        if staged is None and not conn.execute(select(exists().where(
+                versions.c.valid_to > literal(d, Date())))).scalar_one():
+            # Nothing on d or after it (the first run, or a day before any other): every figure
+            # is new and current, written straight from the query, no staging, nothing to compare.
+            later = conn.execute(select(exists().where(runs.c.as_of > literal(d, Date())))).scalar_one()
+            q = day_rows_select.subquery("ltv_first_day")
+            valid_to = literal(d + timedelta(days=1) if later else OPEN_END, Date())
+            written = conn.execute(versions.insert().from_select(
+                ["customer_id", "valid_from", "valid_to", *VERSION_COLUMNS],
+                select(q.c.customer_id, literal(d, Date()), valid_to, *[q.c[name] for name in VERSION_COLUMNS]))
+                .execution_options(preserve_rowcount=True)).rowcount
+            recomputed = written
+        else:
+            if staged is None:
+                staged = _temporary(conn, "ltv_tmp_day", day_rows_select, day_columns)
+                _stage_gone(conn, staged, versions, d)
+                recomputed = conn.execute(select(func.count()).select_from(staged)).scalar_one()
+            written = _write_day(conn, versions, runs, staged, d)
+            staged.drop(conn)
         day_rows = conn.execute(select(func.count()).select_from(versions).where(
             versions.c.valid_to > d, versions.c.valid_from <= d)).scalar_one()
         record = {"computed_at": started_at, "method": method, "definition": definition,
