@@ -749,3 +749,34 @@ def test_promotion_supersedes_only_within_the_entities_the_run_planned(db_url):
     outer = [step for step in steps if "storesync_deliveries " in step and " AS " not in step
              and not step.split()[1] in ("mine", "newer")]
     assert outer and all("ix_deliveries_entity" in step for step in outer), steps
+
+
+class FailingLookupVendor(ScriptedVendor):
+    """Every lookup fails as the vendor's API would when it is down."""
+
+    def resolve_unknown(self, delivery):
+        raise RetryableError("503 on lookup", http_status=503)
+
+
+def test_a_lookup_that_keeps_failing_is_held_after_a_day_not_retried_forever(ledger):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storesync.delivery.ledger import deliveries, utcnow
+
+    vendor = FailingLookupVendor({"o1": [UnknownOutcomeError("reset")]})
+    plan(ledger, item("o1"))
+    first = DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert first.awaiting_lookup == 1 and first.held_unknown == 0  # a failing lookup: try again later
+    with ledger.engine.begin() as conn:  # unknown for 23 h: still a blip
+        conn.execute(update(deliveries).values(updated_at=utcnow() - timedelta(hours=23)))
+    second = DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert second.awaiting_lookup == 1 and second.held_unknown == 0
+    # A failed lookup leaves the row as it was: its unknown_since still ages.
+    assert ledger.in_state(UNKNOWN)[0].unknown_since < utcnow() - timedelta(hours=22)
+    with ledger.engine.begin() as conn:  # unknown for a day and more
+        conn.execute(update(deliveries).values(updated_at=utcnow() - timedelta(hours=25)))
+    third = DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert third.awaiting_lookup == 0 and third.held_unknown == 1 and third.held_from_earlier == 1
+    assert ledger.counts() == {UNKNOWN: 1} and vendor.received == [("order_placed", "o1")]  # never resent

@@ -5,8 +5,9 @@ One engine run, for one (vendor, account):
    is resolved through the vendor's lookup where it has one (Sailthru purchases, by extid), or
    held for reconciliation where it has none (Sendlane) — never resent blindly. A lookup that
    finds nothing too soon after the request (``LOOKUP_PENDING``) is not trusted yet: the row stays
-   ``unknown`` and is looked up again by a later run. Content rows waiting for a resend while a
-   newer version of their entity is out are superseded;
+   ``unknown`` and is looked up again by a later run; so is a row whose lookup fails, until it
+   has been unknown for ``lookup_give_up_s`` (a day): then it is held. Content rows waiting for
+   a resend while a newer version of their entity is out are superseded;
 2. re-drive: old ``retry`` rows go first (the ledger claims by id), then new work;
 3. sending: ``concurrency`` threads share one HTTP session; the vendor's limiter (inside the
    client) keeps the whole account under its budget, whoever else is sending;
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 # A lookup's verdict besides True (the vendor has it) / False (it does not) / None (cannot
 # tell: hold): "not found, but too soon to trust that" — look again later.
 LOOKUP_PENDING = "pending"
+# How long an unknown row's lookups may keep failing before it is held for a person.
+LOOKUP_GIVE_UP_S = 24 * 3600.0
 
 
 class VendorSender(Protocol):
@@ -127,8 +130,10 @@ class RedrivePolicy:
 class DeliveryEngine:
     def __init__(self, ledger: Ledger, sender: VendorSender, *, run_id: str | None = None,
                  concurrency: int = 8, claim_size: int | None = None,
-                 policy: RedrivePolicy | None = None, owner: str | None = None) -> None:
+                 policy: RedrivePolicy | None = None, owner: str | None = None,
+                 lookup_give_up_s: float = LOOKUP_GIVE_UP_S) -> None:
         self.ledger = ledger
+        self.lookup_give_up_s = lookup_give_up_s
         self.sender = sender
         self.run_id = run_id
         self.concurrency = concurrency
@@ -174,6 +179,13 @@ class DeliveryEngine:
         except AuthError:
             raise
         except DeliveryError as exc:
+            since = delivery.unknown_since
+            if since is not None and (utcnow() - since).total_seconds() >= self.lookup_give_up_s:
+                # Lookups failing for a day are no longer a blip: a person reconciles it, and
+                # the task fails saying so, rather than the row waiting unseen.
+                log.error("lookups of %s have failed since %s (now %s): held for reconciliation",
+                          delivery.delivery_key, since.isoformat(timespec="seconds"), exc.error_class)
+                return None
             log.warning("lookup of %s failed (%s): looked up again by a later run",
                         delivery.delivery_key, exc.error_class)
             return LOOKUP_PENDING
