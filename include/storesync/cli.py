@@ -179,6 +179,26 @@ def cmd_reconcile(args) -> int:
     return 0
 
 
+def cmd_ledger_accounts(args) -> int:
+    """Open deliveries per vendor and account key: more than one account of a vendor means the
+    key changed under open rows."""
+    from storesync.delivery.ledger import Ledger
+
+    ledger = Ledger(_settings(args).ledger_url)
+    for vendor in args.vendor or ("sendlane", "sailthru"):
+        for account, n in sorted(ledger.open_by_account(vendor).items()):
+            print(f"{vendor}\t{account}\t{n} open")
+    return 0
+
+
+def cmd_ledger_move_account(args) -> int:
+    from storesync.delivery.ledger import Ledger
+
+    moved = Ledger(_settings(args).ledger_url).move_account(args.vendor, args.old, args.new)
+    print(json.dumps({"vendor": args.vendor, "from": args.old, "to": args.new, "moved": moved}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storesync", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="settings file (default: storesync.toml or $STORESYNC_CONFIG)")
@@ -240,6 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resend-missing", action="store_true", help="requeue held ids not in the export")
     p.add_argument("--ledger-url")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("ledger", help="ledger upkeep: accounts and their open deliveries")
+    ledger_sub = p.add_subparsers(dest="ledger_command", required=True)
+    q = ledger_sub.add_parser("accounts", help="open deliveries per vendor and account key")
+    q.add_argument("--vendor", action="append", choices=("sendlane", "sailthru"))
+    q.add_argument("--ledger-url")
+    q.set_defaults(func=cmd_ledger_accounts)
+    q = ledger_sub.add_parser("move-account", help="re-key a vendor's deliveries from an old account key to a "
+                                                   "new one (the same vendor account)")
+    q.add_argument("--vendor", required=True, choices=("sendlane", "sailthru"))
+    q.add_argument("--from", dest="old", required=True, help="the account key the deliveries are under")
+    q.add_argument("--to", dest="new", required=True, help="the account key the deliveries are sent with now")
+    q.add_argument("--ledger-url")
+    q.set_defaults(func=cmd_ledger_move_account)
     return parser
 
 

@@ -46,3 +46,24 @@ def test_start_without_end_is_an_error(tmp_path, capsys):
     assert main(["sync", "--start", "2026-01-01", "--ledger-url", f"sqlite:///{tmp_path}/l.db",
                  "--warehouse-url", f"sqlite:///{tmp_path}/w.db"]) == 2
     assert "--start needs --end" in capsys.readouterr().err
+
+
+def test_ledger_accounts_lists_open_rows_per_key_and_move_account_re_keys_them(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger(url)
+    for account, entity in (("old", "1"), ("old", "2"), ("new", "3")):
+        ledger.plan([PlannedDelivery(vendor="sendlane", account=account, event_type="order_placed",
+                                     entity_id=entity, version="1", endpoint="/x", payload={})],
+                    sync_name="s", run_id="r")
+    assert main(["ledger", "accounts", "--ledger-url", url, "--vendor", "sendlane"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["sendlane\tnew\t1 open", "sendlane\told\t2 open"]
+    assert main(["ledger", "move-account", "--ledger-url", url, "--vendor", "sendlane",
+                 "--from", "old", "--to", "new"]) == 0
+    assert '"storesync_deliveries": 2' in capsys.readouterr().out
+    assert ledger.open_by_account("sendlane") == {"new": 3}
+    # A clash (the new key already holds the same delivery) is a clear error, exit 1, nothing moved.
+    ledger.plan([PlannedDelivery(vendor="sendlane", account="old", event_type="order_placed", entity_id="3",
+                                 version="1", endpoint="/x", payload={})], sync_name="s", run_id="r2")
+    assert main(["ledger", "move-account", "--ledger-url", url, "--vendor", "sendlane",
+                 "--from", "old", "--to", "new"]) == 1
+    assert "already holds 1 sendlane deliveries" in capsys.readouterr().err

@@ -780,3 +780,54 @@ def test_a_lookup_that_keeps_failing_is_held_after_a_day_not_retried_forever(led
     third = DeliveryEngine(ledger, vendor, policy=FAST).run()
     assert third.awaiting_lookup == 0 and third.held_unknown == 1 and third.held_from_earlier == 1
     assert ledger.counts() == {UNKNOWN: 1} and vendor.received == [("order_placed", "o1")]  # never resent
+
+
+def _under(account, entity, version="1"):
+    return PlannedDelivery(vendor="fake", account=account, event_type="order_placed", entity_id=entity,
+                           version=version, endpoint="/x", payload={"id": entity}, ordering_key=f"order:{entity}")
+
+
+def test_open_rows_under_an_old_account_key_fail_the_task_and_are_not_lost(ledger):
+    from storesync.provider.tasks import raise_if_held
+
+    # Planned under "old-key", then the account key changed (a rotated key's fingerprint).
+    plan(ledger, _under("old-key", "o1"), _under("old-key", "o2"))
+    vendor = ScriptedVendor()  # sends as "acct"
+    report = DeliveryEngine(ledger, vendor, policy=FAST).run().as_dict()
+    assert vendor.received == [] and report["open_under_other_accounts"] == {"old-key": 2}
+    with pytest.raises(RuntimeError, match=r"2 open fake deliveries are under other accounts \(old-key: 2\).*"
+                                           r"move-account --vendor fake --from OLD --to acct"):
+        raise_if_held("fake", report)
+    assert ledger.open_by_account("fake") == {"old-key": 2}  # still owed, under the key they were planned with
+
+
+def test_moving_an_account_re_keys_every_row_so_nothing_is_sent_twice_or_lost(ledger):
+    from storesync.delivery.ledger import PLANNED
+
+    plan(ledger, _under("old-key", "sent"))
+    old_sender = ScriptedVendor()
+    old_sender.account = "old-key"
+    DeliveryEngine(ledger, old_sender, policy=FAST).run()
+    plan(ledger, _under("old-key", "owed"), run_id="run-2")
+    moved = ledger.move_account("fake", "old-key", "acct")
+    assert moved["storesync_deliveries"] == 2
+    assert ledger.open_by_account("fake") == {"acct": 1}
+    # Planning the sent event again under the new key is a no-op: its row moved with its key.
+    assert plan(ledger, _under("acct", "sent"), _under("acct", "owed"), run_id="run-3") == 0
+    vendor = ScriptedVendor()
+    report = DeliveryEngine(ledger, vendor, policy=FAST).run().as_dict()
+    assert vendor.received == [("order_placed", "owed")] and report["open_under_other_accounts"] == {}
+    assert ledger.counts() == {ACCEPTED: 2} and not ledger.in_state(PLANNED)
+
+
+def test_moving_an_account_refuses_clashes_and_rows_in_flight_and_changes_nothing(ledger):
+    from storesync.delivery.ledger import LedgerConflict
+
+    plan(ledger, _under("old-key", "o1"), _under("acct", "o1"), _under("old-key", "o2"))
+    with pytest.raises(LedgerConflict, match="already holds 1 fake deliveries"):
+        ledger.move_account("fake", "old-key", "acct")
+    assert ledger.open_by_account("fake") == {"old-key": 2, "acct": 1}
+    ledger.claim("fake", "old-key", 1, owner="me:1")
+    with pytest.raises(LedgerConflict, match="1 fake deliveries of account 'old-key' are in flight"):
+        ledger.move_account("fake", "old-key", "other")
+    assert ledger.open_by_account("fake") == {"old-key": 2, "acct": 1}

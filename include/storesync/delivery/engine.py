@@ -95,6 +95,9 @@ class DeliveryReport:
     held_from_earlier: int = 0  # of which recovered from earlier runs
     awaiting_lookup: int = 0  # unknown, to be looked up again by a later run
     superseded: int = 0
+    # Open deliveries of this vendor under accounts other than the one sending (account key
+    # changed under them): never sent from here; the task fails until they are moved.
+    open_under_other_accounts: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     @property
@@ -103,12 +106,12 @@ class DeliveryReport:
 
     def as_dict(self) -> dict:
         return {
-            "vendor": self.vendor, "requests": self.requests, "accepted": self.states[ACCEPTED],
+            "vendor": self.vendor, "account": self.account, "requests": self.requests, "accepted": self.states[ACCEPTED],
             "retry": self.states[RETRY], "dead": self.states[DEAD], "suppressed": self.states[SUPPRESSED],
             "unknown": self.states[UNKNOWN], "recovered": self.recovered,
             "resolved_by_lookup": self.resolved_by_lookup, "held_unknown": self.held_unknown,
             "held_from_earlier": self.held_from_earlier, "awaiting_lookup": self.awaiting_lookup,
-            "superseded": self.superseded,
+            "superseded": self.superseded, "open_under_other_accounts": dict(self.open_under_other_accounts),
             "by_event": dict(self.by_event), "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -144,6 +147,17 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ recovery
     def recover(self, report: DeliveryReport) -> None:
+        vendor, account = self.sender.vendor, self.sender.account
+        others = {a: n for a, n in self.ledger.open_by_account(vendor).items() if a != account}
+        if others:
+            # The account key changed under open rows (a rotated key fingerprinted, account_id
+            # set or edited): nothing sends them now. Said loudly; `storesync ledger
+            # move-account` re-keys them when it is the same vendor account.
+            report.open_under_other_accounts = others
+            log.error("%d open %s deliveries are under other accounts than %r (%s): not sent by this run; if "
+                      "it is the same %s account, run `storesync ledger move-account --vendor %s --from OLD "
+                      "--to %s`", sum(others.values()), vendor, account,
+                      ", ".join(f"{a!r}: {n}" for a, n in sorted(others.items())), vendor, vendor, account)
         orphans = self.ledger.orphaned(self.sender.vendor, self.sender.account)
         report.recovered = len(orphans)
         if orphans:

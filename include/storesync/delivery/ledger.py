@@ -68,6 +68,7 @@ from sqlalchemy import (
     func,
     inspect,
     insert,
+    literal,
     or_,
     select,
     text,
@@ -75,6 +76,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+
+from storesync.core.errors import StoresyncError
 
 STAGED, PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN, SUPERSEDED = (
     "staged", "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown", "superseded",
@@ -185,6 +188,30 @@ watermarks = Table(
     Column("window_end", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
+
+
+class LedgerConflict(StoresyncError):
+    """The ledger cannot do what was asked without losing or doubling a delivery."""
+
+
+def _move_account_bookkeeping(conn, vendor: str, old: str, new: str) -> dict[str, int]:
+    """``move_account``'s other tables, where they exist: a row the new account already has
+    (a chunk, an unsubscribe read back from the vendor) is kept, the old one dropped."""
+    from storesync.pipeline.consent import unsubscribes
+    from storesync.pipeline.historical import chunks, jobs
+
+    moved = {}
+    names = set(inspect(conn).get_table_names())
+    for table, key in ((chunks, ("entity", "day")), (unsubscribes, ("email",)), (jobs, ())):
+        if table.name not in names:
+            continue
+        mine = (table.c.vendor == vendor) & (table.c.account == old)
+        if key:
+            theirs = table.alias("theirs")
+            conn.execute(table.delete().where(mine, exists().where(
+                theirs.c.vendor == vendor, theirs.c.account == new, *[theirs.c[k] == table.c[k] for k in key])))
+        moved[table.name] = conn.execute(update(table).where(mine).values(account=new)).rowcount
+    return moved
 
 
 def utcnow() -> datetime:
@@ -655,6 +682,42 @@ class Ledger:
         for d in dead:
             d.state = UNKNOWN
         return dead
+
+    def open_by_account(self, vendor: str) -> dict[str, int]:
+        """Open deliveries of ``vendor`` per account (read through the claim index)."""
+        query = (select(deliveries.c.account, func.count()).where(
+            deliveries.c.vendor == vendor, deliveries.c.state.in_(OPEN_STATES)).group_by(deliveries.c.account))
+        with self.engine.connect() as conn:
+            return {account: n for account, n in conn.execute(query)}
+
+    def move_account(self, vendor: str, old: str, new: str) -> dict[str, int]:
+        """Re-key ``vendor``'s deliveries under account ``old`` to ``new``: the same vendor
+        account under a new key (an API key rotated while the account key was its fingerprint,
+        an ``account_id`` set later). Every row moves, accepted ones too, so what was sent is
+        not sent again under the new key. One transaction; refuses (changing nothing) while
+        any of them is in flight (``sending``) or when ``new`` already holds a delivery of the
+        same identity. The per-account bookkeeping of historical syncs and vendor unsubscribes
+        moves with them. Returns the rows moved per table."""
+        if old == new:
+            raise ValueError("the old and new account are the same")
+        old_prefix, new_prefix = f"{vendor}|{old}|", f"{vendor}|{new}|"
+        mine = (deliveries.c.vendor == vendor) & (deliveries.c.account == old)
+        moved_key = literal(new_prefix) + func.substr(deliveries.c.delivery_key, len(old_prefix) + 1)
+        taken = deliveries.alias("taken")
+        with self.engine.begin() as conn:
+            in_flight = conn.execute(select(func.count()).where(mine, deliveries.c.state == SENDING)).scalar_one()
+            if in_flight:
+                raise LedgerConflict(f"{in_flight} {vendor} deliveries of account {old!r} are in flight (sending): "
+                                     "let their run finish (or its process die) first")
+            clashes = conn.execute(select(func.count()).where(mine, exists().where(
+                taken.c.delivery_key == moved_key))).scalar_one()
+            if clashes:
+                raise LedgerConflict(f"account {new!r} already holds {clashes} {vendor} deliveries that account "
+                                     f"{old!r} holds too: nothing moved")
+            moved = {"storesync_deliveries": conn.execute(
+                update(deliveries).where(mine).values(account=new, delivery_key=moved_key)).rowcount}
+            moved.update(_move_account_bookkeeping(conn, vendor, old, new))
+        return moved
 
     def in_state(self, state: str, *, vendor: str | None = None, account: str | None = None,
                  limit: int | None = None) -> list[Delivery]:

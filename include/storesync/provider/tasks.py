@@ -123,9 +123,18 @@ def deliver(vendor: str, context, *, sync_name: str) -> dict:
 
 def raise_if_held(vendor: str, report: dict) -> None:
     """Fail the task, after everything else was sent, when deliveries are held with an unknown
-    outcome: this run's and those recovered from earlier runs alike. Held deliveries are not
+    outcome (this run's and those recovered from earlier runs alike), or when open deliveries
+    of the vendor sit under another account key than the one sent to. Held deliveries are not
     lost, but a person must reconcile them. (Rows awaiting a later lookup are not held: the next
     run looks them up again.)"""
+    others = report.get("open_under_other_accounts") or {}
+    if others:
+        raise RuntimeError(
+            f"{sum(others.values())} open {vendor} deliveries are under other accounts "
+            f"({', '.join(f'{a}: {n}' for a, n in sorted(others.items()))}) than the one this run sends to "
+            f"({report.get('account')}); nothing lost, nothing sent. If it is the same {vendor} account under a new "
+            f"key, run `storesync ledger move-account --vendor {vendor} --from OLD --to {report.get('account')}`; "
+            f"else set account_id back until they are delivered")
     held = report.get("held_unknown", 0)
     if held:
         earlier = report.get("held_from_earlier", 0)
