@@ -635,3 +635,31 @@ def test_an_earlier_release_per_day_table_is_moved_aside(engine):
     with engine.connect() as conn:
         assert conn.execute(text(f"SELECT order_count FROM {LTV_TABLE}{LEGACY_SUFFIX}")).scalar_one() == 99
         assert conn.execute(text(f"SELECT method FROM {RUNS_TABLE}{LEGACY_SUFFIX}")).scalar_one() == "full"
+
+
+def test_the_staged_day_is_probed_by_index_never_scanned_per_customer(tmp_path):
+    """A full day over existing versions asks, per customer, whether the staged day holds it
+    (NOT EXISTS). SQLite builds no automatic index for a correlated subquery: without one, 2M
+    customers scanned 2M staged rows each (the 10M-order full recompute ran for many minutes)."""
+    from sqlalchemy import event
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    schema.metadata.create_all(engine)
+    build_store(engine)
+    compute_historic_ltv(engine, AS_OF - timedelta(days=1))
+    plans = []
+
+    def explain(conn, cursor, statement, parameters, context, executemany):
+        if "ltv_tmp_day" in statement and "EXISTS" in statement and not executemany:
+            raw = conn.connection.dbapi_connection.cursor()  # beside the statement's own cursor
+            rows = raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
+            plans.append(" / ".join(row[-1] for row in rows))
+
+    event.listen(engine, "before_cursor_execute", explain)
+    compute_historic_ltv(engine, AS_OF, incremental=False)  # staged in full, gone customers found
+    compute_historic_ltv(engine, AS_OF + timedelta(days=1))  # incremental: the carried are probed too
+    event.remove(engine, "before_cursor_execute", explain)
+    probes = [p for p in plans if "ltv_tmp_day" in p]
+    assert len(probes) >= 2, plans
+    assert all("USING INDEX ix_ltv_tmp_day_customer_id" in p or "USING COVERING INDEX ix_ltv_tmp_day_customer_id" in p
+               for p in probes), probes
