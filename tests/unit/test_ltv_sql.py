@@ -20,6 +20,7 @@ from storesync.ltv import (
     PROFILE_FIELDS,
     OrderSource,
     compute_historic_ltv,
+    historic_ltv_select,
     ltv_index_available,
     ltv_profile_fields,
     predict_ltv,
@@ -663,3 +664,29 @@ def test_the_staged_day_is_probed_by_index_never_scanned_per_customer(tmp_path):
     assert len(probes) >= 2, plans
     assert all("USING INDEX ix_ltv_tmp_day_customer_id" in p or "USING COVERING INDEX ix_ltv_tmp_day_customer_id" in p
                for p in probes), probes
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["covering index", "general query"])
+def test_each_order_changed_since_the_cutoff_looks_its_status_up_once(tmp_path, indexed):
+    """The as-of status of an order changed since the cutoff is one history lookup. Flattened
+    into the grouping, SQLite repeated it in every aggregate that tests the status (ten in the
+    plan, six a row): a day with many later changes, a backfill, paid for it several times."""
+    from sqlalchemy import event
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    schema.metadata.create_all(engine)
+    build_store(engine)
+    plans = []
+
+    def explain(conn, cursor, statement, parameters, context, executemany):
+        raw = conn.connection.dbapi_connection.cursor()
+        plans.append([row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)])
+
+    event.listen(engine, "before_cursor_execute", explain)
+    with engine.connect() as conn:
+        rows = conn.execute(historic_ltv_select(AS_OF - timedelta(days=5), indexed=indexed)).all()
+    event.remove(engine, "before_cursor_execute", explain)
+    assert rows  # the day has customers, and orders changed since its cutoff
+    (plan,) = plans
+    lookups = [step for step in plan if step.startswith("SEARCH order_status_history USING INDEX")]
+    assert len(lookups) == 1, plan

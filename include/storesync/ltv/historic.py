@@ -187,7 +187,7 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
     for customers in only_customers:  # a few customers: found through the customer_id index
         conditions.append(o.c.customer_id.in_(customers))
     conditions += list(where)
-    return (
+    rows = (
         select(
             customer_id.label("customer_id"),
             o.c.total.label("total"),
@@ -197,8 +197,14 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
         )
         .select_from(from_)
         .where(*conditions)
-        .subquery("ltv_orders_as_of")
     )
+    if h is not None:
+        # Kept whole (OFFSET 0): flattened into the grouping above, each aggregate testing the
+        # status repeated its history lookup, six a row. The first day of a 1M-order store
+        # 4.3 -> 3.2 s on SQLite; 100k orders 2.1 -> 0.4 s on PostgreSQL (more orders changed
+        # since the cutoff, as in a backfill, widen the gap).
+        rows = rows.offset(0)
+    return rows.subquery("ltv_orders_as_of")
 
 
 def _status_tests(status, source: OrderSource):
@@ -515,45 +521,50 @@ def compute_historic_ltv(
                 method, recomputed, from_day = "incremental", n_recompute, previous
                 buyers.drop(conn)
             recompute.drop(conn)
-        day_rows_select = _as_versions(historic_ltv_select(d, source, indexed=indexed), d)
+        day_rows = historic_ltv_select(d, source, indexed=indexed)
         if staged is None and not conn.execute(select(exists().where(
                 versions.c.valid_to > literal(d, Date())))).scalar_one():
             # Nothing on d or after it (the first run, or a day before any other): every figure
             # is new and current, written straight from the query, no staging, nothing to compare.
             later = conn.execute(select(exists().where(runs.c.as_of > literal(d, Date())))).scalar_one()
-            q = day_rows_select.subquery("ltv_first_day")
-            valid_to = literal(d + timedelta(days=1) if later else OPEN_END, Date())
             written = conn.execute(versions.insert().from_select(
                 ["customer_id", "valid_from", "valid_to", *VERSION_COLUMNS],
-                select(q.c.customer_id, literal(d, Date()), valid_to, *[q.c[name] for name in VERSION_COLUMNS]))
+                _as_versions(day_rows, d, valid_to=d + timedelta(days=1) if later else OPEN_END))
                 .execution_options(preserve_rowcount=True)).rowcount
             recomputed = written
         else:
             if staged is None:
-                staged = _temporary(conn, "ltv_tmp_day", day_rows_select, day_columns, index_customer_id=True)
+                staged = _temporary(conn, "ltv_tmp_day", _as_versions(day_rows, d), day_columns,
+                                    index_customer_id=True)
                 _stage_gone(conn, staged, versions, d)
                 recomputed = conn.execute(select(func.count()).select_from(staged)).scalar_one()
             written = _write_day(conn, versions, runs, staged, d)
             staged.drop(conn)
-        day_rows = conn.execute(select(func.count()).select_from(versions).where(
+        n_day = conn.execute(select(func.count()).select_from(versions).where(
             versions.c.valid_to > d, versions.c.valid_from <= d)).scalar_one()
         record = {"computed_at": started_at, "method": method, "definition": definition,
-                  "rows_written": day_rows, "customers_recomputed": recomputed, "from_as_of": from_day,
+                  "rows_written": n_day, "customers_recomputed": recomputed, "from_as_of": from_day,
                   "versions_written": written}
         stmt = upsert_insert(conn, runs).values(as_of=d, **record)
         conn.execute(stmt.on_conflict_do_update(index_elements=[runs.c.as_of], set_=record))
-        return day_rows
+        return n_day
 
     return _in_transaction(bind, run)
 
 
-def _as_versions(rows: Select, d: date) -> Select:
+def _as_versions(rows: Select, d: date, *, valid_to: date | None = None) -> Select:
     """``rows`` (customer_id and the HISTORIC_COLUMNS as of ``d``) as version columns: the
-    day numbers tenure and T count from in place of those two."""
+    day numbers tenure and T count from in place of those two. With ``valid_to``: the columns
+    of a version valid from ``d`` (customer_id, valid_from, valid_to, VERSION_COLUMNS), to
+    insert straight from the query (one subquery more around it and SQLite, flattening,
+    computed the figures twice: 4.3 s against 2.4 s on 1M orders); else a staged day's
+    (customer_id, gone, VERSION_COLUMNS)."""
     q = rows.subquery("ltv_day_rows")
     day = literal(_day_number(d), Integer())
     derived = {"first_order_day": day - q.c.tenure_days, "first_valid_day": day - q.c.rfm_t_days}
-    return select(q.c.customer_id, literal_column("0").label("gone"),
+    head = ([literal(d, Date()).label("valid_from"), literal(valid_to, Date()).label("valid_to")]
+            if valid_to is not None else [literal_column("0").label("gone")])
+    return select(q.c.customer_id, *head,
                   *[(derived[name] if name in derived else q.c[name]).label(name) for name in VERSION_COLUMNS])
 
 
