@@ -91,6 +91,21 @@ VERSION_COLUMNS = (
     "first_valid_day",  # rfm_t_days = as_of's day number - first_valid_day
     "rfm_monetary",
 )
+# Every figure column's type, wherever it is stored or shown. Historic figures as of the end of
+# as_of (see storesync.ltv for the definitions); the RFM summary over valid purchase days, in
+# days (NULL: no valid purchase yet); predictions over horizon_days (NULL until predict_ltv ran).
+COLUMN_TYPES = {
+    "order_count": Integer, "gross_revenue": LTV_MONEY, "net_revenue": LTV_MONEY, "avg_order_value": LTV_MONEY,
+    "first_order_at": DateTime, "last_order_at": DateTime, "tenure_days": Integer, "first_order_day": Integer,
+    "rfm_frequency": Integer, "rfm_recency_days": Integer, "rfm_t_days": Integer, "first_valid_day": Integer,
+    "rfm_monetary": Float,
+    "expected_purchases": Float, "p_alive": Float, "expected_aov": LTV_MONEY, "predicted_clv": LTV_MONEY,
+    "horizon_days": Integer,
+}
+
+
+def _columns(names) -> list[Column]:
+    return [Column(name, COLUMN_TYPES[name]) for name in names]
 
 
 def build_versions_table(metadata: MetaData, customer_id_type: TypeEngine | None = None) -> Table:
@@ -101,17 +116,7 @@ def build_versions_table(metadata: MetaData, customer_id_type: TypeEngine | None
         Column("customer_id", cid_type, nullable=False, autoincrement=False),
         Column("valid_from", Date, nullable=False),
         Column("valid_to", Date, nullable=False),  # exclusive; OPEN_END while current
-        Column("order_count", Integer),
-        Column("gross_revenue", LTV_MONEY),
-        Column("net_revenue", LTV_MONEY),
-        Column("avg_order_value", LTV_MONEY),
-        Column("first_order_at", DateTime),
-        Column("last_order_at", DateTime),
-        Column("first_order_day", Integer),
-        Column("rfm_frequency", Integer),
-        Column("rfm_recency_days", Integer),
-        Column("first_valid_day", Integer),
-        Column("rfm_monetary", Float),
+        *_columns(VERSION_COLUMNS),
         PrimaryKeyConstraint("customer_id", "valid_from", name="pk_storesync_customer_ltv_versions"),
         Index("ix_storesync_customer_ltv_versions_valid_to", "valid_to", "valid_from"),
     )
@@ -124,11 +129,7 @@ def build_predictions_table(metadata: MetaData, customer_id_type: TypeEngine | N
         metadata,
         Column("as_of", Date, nullable=False),
         Column("customer_id", cid_type, nullable=False, autoincrement=False),
-        Column("expected_purchases", Float),
-        Column("p_alive", Float),
-        Column("expected_aov", LTV_MONEY),
-        Column("predicted_clv", LTV_MONEY),
-        Column("horizon_days", Integer),
+        *_columns(PREDICTED_COLUMNS),
         PrimaryKeyConstraint("as_of", "customer_id", name="pk_storesync_ltv_predictions"),
     )
 
@@ -141,25 +142,8 @@ def build_ltv_table(metadata: MetaData, customer_id_type: TypeEngine | None = No
         metadata,
         Column("customer_id", cid_type, nullable=False, autoincrement=False),
         Column("as_of", Date, nullable=False),
-        # historic, as of the end of as_of (see storesync.ltv for the definitions)
-        Column("order_count", Integer),
-        Column("gross_revenue", LTV_MONEY),
-        Column("net_revenue", LTV_MONEY),
-        Column("avg_order_value", LTV_MONEY),
-        Column("first_order_at", DateTime),
-        Column("last_order_at", DateTime),
-        Column("tenure_days", Integer),
-        # RFM summary over valid purchase days, in days (NULL: no valid purchase yet)
-        Column("rfm_frequency", Integer),
-        Column("rfm_recency_days", Integer),
-        Column("rfm_t_days", Integer),
-        Column("rfm_monetary", Float),
-        # predicted over horizon_days (NULL until predict_ltv ran for as_of)
-        Column("expected_purchases", Float),
-        Column("p_alive", Float),
-        Column("expected_aov", LTV_MONEY),
-        Column("predicted_clv", LTV_MONEY),
-        Column("horizon_days", Integer),
+        *_columns(HISTORIC_COLUMNS),
+        *_columns(PREDICTED_COLUMNS),
     )
 
 
