@@ -222,7 +222,7 @@ def _status_tests(status, source: OrderSource):
 
 
 def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bool = False,
-                        only_customers=None) -> Select:
+                        only_customers=None, changed_customers: Select | None = None) -> Select:
     """The per-customer SELECT (customer_id, as_of and the HISTORIC_COLUMNS) for ``as_of``.
 
     One row per customer with at least one order created by the end of ``as_of`` (a customer
@@ -233,12 +233,13 @@ def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bo
     change since the cutoff is then summed in one pass over that index, in customer order (no
     sort, no table reads), and only the customers with an order changed since take the general
     query. Both give the same numbers. ``only_customers``: a SELECT of customer ids to restrict
-    the rows to (the incremental run's changed customers).
+    the rows to (the incremental run's changed customers). ``changed_customers`` (the indexed
+    query): the customers with an order changed since the cutoff, when already found.
     """
     source = source or OrderSource.demo()
     restrict = () if only_customers is None else (only_customers,)
     if indexed:
-        return _indexed_select(_as_date(as_of), source, restrict)
+        return _indexed_select(_as_date(as_of), source, restrict, changed_customers)
     return _general_select(_as_date(as_of), source, restrict)
 
 
@@ -342,7 +343,24 @@ class next_day_start(FunctionElement):
 _compiled_as(next_day_start, "date({x}, '+1 day')", "(CAST({x} AS DATE) + 1)")
 
 
-def _indexed_select(d: date, source: OrderSource, only_customers=()) -> Select:
+def _changed_since_cutoff(source: OrderSource, d: date) -> Select | None:
+    """Customers with an order whose status changed at or after ``d``'s cutoff (None without a
+    status history)."""
+    h = source.status_history
+    if h is None:
+        return None
+    changed_order = source.orders.alias("ltv_changed_order")
+    change = h.alias("ltv_change")
+    return (
+        select(changed_order.c.customer_id)
+        .join(change, change.c.order_id == changed_order.c.order_id)
+        .where(change.c.changed_at >= literal(as_of_cutoff(d), change.c.changed_at.type),
+               changed_order.c.customer_id.is_not(None))  # NOT IN a list holding NULL is never true
+        .distinct()
+    )
+
+
+def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Select | None = None) -> Select:
     """The general query's numbers in one grouped pass over the covering index.
 
     Customers with an order whose status changed at or after the cutoff (a nightly run: the few
@@ -358,17 +376,9 @@ def _indexed_select(d: date, source: OrderSource, only_customers=()) -> Select:
     as_of_day = literal(_day_number(d), Integer())
     conditions = [o.c.created_at < literal(cutoff, o.c.created_at.type), o.c.customer_id.is_not(None)]
     conditions += [o.c.customer_id.in_(customers) for customers in only_customers]
-    changed = None
-    if h is not None:
-        changed_order = o.alias("ltv_changed_order")
-        change = h.alias("ltv_change")
-        changed = (
-            select(changed_order.c.customer_id)
-            .join(change, change.c.order_id == changed_order.c.order_id)
-            .where(change.c.changed_at >= literal(cutoff, change.c.changed_at.type),
-                   changed_order.c.customer_id.is_not(None))  # NOT IN a list holding NULL is never true
-            .distinct()
-        )
+    if changed is None:
+        changed = _changed_since_cutoff(source, d)
+    if changed is not None:
         conditions.append(o.c.customer_id.not_in(changed))
 
     def flags(table):
@@ -513,13 +523,24 @@ def compute_historic_ltv(
                 staged = _temporary(conn, "ltv_tmp_day", _as_versions(
                     _merged_with_new_orders(versions, previous, d, buyers, recompute_ids), d), day_columns,
                     index_customer_id=True)
+                changed = _changed_since_cutoff(source, d) if indexed else None
+                changed_since = None
+                if changed is not None:
+                    # Counted, not guessed: PostgreSQL's planner took an hour of 1,000 later
+                    # changes for ~16k and scanned every order twice (10M orders: 4.4 -> 3.0 s).
+                    changed_since = _temporary(conn, "ltv_tmp_changed_since", changed,
+                                               [Column("customer_id", o.c.customer_id.type)])
+                    changed = select(changed_since.c.customer_id)
                 conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], _as_versions(
-                    historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids), d)))
+                    historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids,
+                                        changed_customers=changed), d)))
                 # A rerun of the day: customers an earlier attempt wrote a version for, and
                 # this one did not, are back to the day before's.
                 _stage_carried(conn, staged, versions, d)
                 method, recomputed, from_day = "incremental", n_recompute, previous
                 buyers.drop(conn)
+                if changed_since is not None:
+                    changed_since.drop(conn)
             recompute.drop(conn)
         day_rows = historic_ltv_select(d, source, indexed=indexed)
         if staged is None and not conn.execute(select(exists().where(
