@@ -7,6 +7,7 @@ under test; the RFM summary and the predictions are checked against ``lifetimes`
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -638,29 +639,44 @@ def test_an_earlier_release_per_day_table_is_moved_aside(engine):
         assert conn.execute(text(f"SELECT method FROM {RUNS_TABLE}{LEGACY_SUFFIX}")).scalar_one() == "full"
 
 
+def sqlite_store(tmp_path):
+    """A SQLite file with the demo schema and ``build_store``'s orders (plan tests)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    schema.metadata.create_all(engine)
+    build_store(engine)
+    return engine
+
+
+@contextmanager
+def sqlite_plans(engine, wanted):
+    """Yields a list that gets the EXPLAIN QUERY PLAN steps of each statement ``wanted(statement)``
+    accepts, taken just before it runs (through a cursor beside its own)."""
+    from sqlalchemy import event
+
+    plans = []
+
+    def explain(conn, cursor, statement, parameters, context, executemany):
+        if not executemany and wanted(statement):
+            raw = conn.connection.dbapi_connection.cursor()
+            plans.append([row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)])
+
+    event.listen(engine, "before_cursor_execute", explain)
+    try:
+        yield plans
+    finally:
+        event.remove(engine, "before_cursor_execute", explain)
+
+
 def test_the_staged_day_is_probed_by_index_never_scanned_per_customer(tmp_path):
     """A full day over existing versions asks, per customer, whether the staged day holds it
     (NOT EXISTS). SQLite builds no automatic index for a correlated subquery: without one, 2M
     customers scanned 2M staged rows each (the 10M-order full recompute ran for many minutes)."""
-    from sqlalchemy import event
-
-    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    schema.metadata.create_all(engine)
-    build_store(engine)
+    engine = sqlite_store(tmp_path)
     compute_historic_ltv(engine, AS_OF - timedelta(days=1))
-    plans = []
-
-    def explain(conn, cursor, statement, parameters, context, executemany):
-        if "ltv_tmp_day" in statement and "EXISTS" in statement and not executemany:
-            raw = conn.connection.dbapi_connection.cursor()  # beside the statement's own cursor
-            rows = raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
-            plans.append(" / ".join(row[-1] for row in rows))
-
-    event.listen(engine, "before_cursor_execute", explain)
-    compute_historic_ltv(engine, AS_OF, incremental=False)  # staged in full, gone customers found
-    compute_historic_ltv(engine, AS_OF + timedelta(days=1))  # incremental: the carried are probed too
-    event.remove(engine, "before_cursor_execute", explain)
-    probes = [p for p in plans if "ltv_tmp_day" in p]
+    with sqlite_plans(engine, lambda statement: "ltv_tmp_day" in statement and "EXISTS" in statement) as plans:
+        compute_historic_ltv(engine, AS_OF, incremental=False)  # staged in full, gone customers found
+        compute_historic_ltv(engine, AS_OF + timedelta(days=1))  # incremental: the carried are probed too
+    probes = [" / ".join(p) for p in plans if any("ltv_tmp_day" in step for step in p)]
     assert len(probes) >= 2, plans
     assert all("USING INDEX ix_ltv_tmp_day_customer_id" in p or "USING COVERING INDEX ix_ltv_tmp_day_customer_id" in p
                for p in probes), probes
@@ -671,21 +687,9 @@ def test_each_order_changed_since_the_cutoff_looks_its_status_up_once(tmp_path, 
     """The as-of status of an order changed since the cutoff is one history lookup. Flattened
     into the grouping, SQLite repeated it in every aggregate that tests the status (ten in the
     plan, six a row): a day with many later changes, a backfill, paid for it several times."""
-    from sqlalchemy import event
-
-    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    schema.metadata.create_all(engine)
-    build_store(engine)
-    plans = []
-
-    def explain(conn, cursor, statement, parameters, context, executemany):
-        raw = conn.connection.dbapi_connection.cursor()
-        plans.append([row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {statement}", parameters)])
-
-    event.listen(engine, "before_cursor_execute", explain)
-    with engine.connect() as conn:
+    engine = sqlite_store(tmp_path)
+    with sqlite_plans(engine, lambda statement: True) as plans, engine.connect() as conn:
         rows = conn.execute(historic_ltv_select(AS_OF - timedelta(days=5), indexed=indexed)).all()
-    event.remove(engine, "before_cursor_execute", explain)
     assert rows  # the day has customers, and orders changed since its cutoff
     (plan,) = plans
     lookups = [step for step in plan if step.startswith("SEARCH order_status_history USING INDEX")]

@@ -130,6 +130,16 @@ class RedrivePolicy:
         return min(self.max_delay_s, self.base_delay_s * 2 ** max(0, attempts - 1))
 
 
+def other_accounts_problem(vendor: str, account: str, others: dict) -> str:
+    """What to say (log, task failure) when ``vendor``'s open deliveries sit under other account
+    keys (``{key: count}``) than ``account``, the one sent to."""
+    listed = ", ".join(f"{a}: {n}" for a, n in sorted(others.items()))
+    return (f"{sum(others.values())} open {vendor} deliveries are under other accounts ({listed}) than the one "
+            f"this run sends to ({account}); nothing lost, nothing sent. If it is the same {vendor} account under "
+            f"a new key, run `storesync ledger move-account --vendor {vendor} --from OLD --to {account}`; else set "
+            f"account_id back until they are delivered")
+
+
 class DeliveryEngine:
     def __init__(self, ledger: Ledger, sender: VendorSender, *, run_id: str | None = None,
                  concurrency: int = 8, claim_size: int | None = None,
@@ -154,10 +164,7 @@ class DeliveryEngine:
             # set or edited): nothing sends them now. Said loudly; `storesync ledger
             # move-account` re-keys them when it is the same vendor account.
             report.open_under_other_accounts = others
-            log.error("%d open %s deliveries are under other accounts than %r (%s): not sent by this run; if "
-                      "it is the same %s account, run `storesync ledger move-account --vendor %s --from OLD "
-                      "--to %s`", sum(others.values()), vendor, account,
-                      ", ".join(f"{a!r}: {n}" for a, n in sorted(others.items())), vendor, vendor, account)
+            log.error("%s", other_accounts_problem(vendor, account, others))
         orphans = self.ledger.orphaned(self.sender.vendor, self.sender.account)
         report.recovered = len(orphans)
         if orphans:

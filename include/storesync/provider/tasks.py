@@ -129,12 +129,9 @@ def raise_if_held(vendor: str, report: dict) -> None:
     run looks them up again.)"""
     others = report.get("open_under_other_accounts") or {}
     if others:
-        raise RuntimeError(
-            f"{sum(others.values())} open {vendor} deliveries are under other accounts "
-            f"({', '.join(f'{a}: {n}' for a, n in sorted(others.items()))}) than the one this run sends to "
-            f"({report.get('account')}); nothing lost, nothing sent. If it is the same {vendor} account under a new "
-            f"key, run `storesync ledger move-account --vendor {vendor} --from OLD --to {report.get('account')}`; "
-            f"else set account_id back until they are delivered")
+        from storesync.delivery.engine import other_accounts_problem
+
+        raise RuntimeError(other_accounts_problem(vendor, report.get("account"), others))
     held = report.get("held_unknown", 0)
     if held:
         earlier = report.get("held_from_earlier", 0)
