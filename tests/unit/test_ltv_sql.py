@@ -694,3 +694,132 @@ def test_each_order_changed_since_the_cutoff_looks_its_status_up_once(tmp_path, 
     (plan,) = plans
     lookups = [step for step in plan if step.startswith("SEARCH order_status_history USING INDEX")]
     assert len(lookups) == 1, plan
+
+
+# ------------------------------------------------- PostgreSQL: changed orders read from the index
+def twins_store(engine) -> Store:
+    """``build_store`` and customers with orders the covering index cannot tell apart (same
+    customer, instant, status and total), one of each pair changed after the cutoff."""
+    s = build_store(engine)
+    twin = dt(6, 14)
+    # Customer 7: both completed as of AS_OF; one refunded after the cutoff.
+    s.order(701, 7, "25.00", twin, ("pending", twin), ("completed", dt(7, 9)))
+    s.order(702, 7, "25.00", twin, ("pending", twin), ("completed", dt(7, 9)), ("refunded", dt(12, 9)))
+    # Customer 8: both refunded now; one was refunded after the cutoff (completed as of AS_OF).
+    s.order(801, 8, "40.00", twin, ("pending", twin), ("refunded", dt(8, 9)))
+    s.order(802, 8, "40.00", twin, ("pending", twin), ("completed", dt(7, 9)), ("refunded", dt(13, 9)))
+    # Customer 9: one of the pair has a history that starts after the cutoff (pending as of AS_OF).
+    s.order(951, 9, "11.00", twin, current="completed")
+    s.order(952, 9, "11.00", twin, current="completed")
+    s.change(952, "completed", dt(12, 10))
+    return s
+
+
+def select_rows(conn, as_of, **kwargs) -> dict:
+    rows = conn.execute(historic_ltv_select(as_of, **kwargs)).mappings()
+    return {row["customer_id"]: dict(row) for row in rows}
+
+
+@pytest.mark.postgres
+def test_orders_changed_since_the_cutoff_read_from_the_index_give_the_table_reads_figures(pg_url):
+    """On PostgreSQL the orders of the customers changed since the cutoff come from the covering
+    index, less the changed orders as they are now, plus those orders as of the cutoff (EXCEPT
+    ALL / UNION ALL). Equal rows in the index are taken away one copy at a time: twin orders, one
+    of them changed, still count as two orders with their own statuses."""
+    engine = create_engine(pg_url)
+    schema.metadata.create_all(engine)
+    twins_store(engine)
+    statements = []
+    from sqlalchemy import event
+
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with engine.connect() as conn:
+        for as_of in (AS_OF, AS_OF - timedelta(days=3), AS_OF + timedelta(days=5)):
+            from_index = select_rows(conn, as_of, indexed=True, except_all=True)
+            assert "EXCEPT ALL" in statements[-1]
+            assert from_index == select_rows(conn, as_of, indexed=True), as_of
+            assert from_index == select_rows(conn, as_of), as_of  # the general query: every order read
+    with engine.connect() as conn:
+        by_hand = select_rows(conn, AS_OF, indexed=True, except_all=True)
+    assert (by_hand[7]["order_count"], by_hand[7]["net_revenue"]) == (2, D("50.00"))  # both completed
+    assert (by_hand[8]["order_count"], by_hand[8]["net_revenue"]) == (1, D("40.00"))  # 802 not yet refunded
+    assert (by_hand[9]["order_count"], by_hand[9]["net_revenue"]) == (2, D("22.00"))  # 952 pending as of AS_OF: counts
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("most", [0, None], ids=["table read", "index read"])
+def test_the_daily_run_reads_changed_customers_from_the_index_only_when_they_are_few(pg_url, monkeypatch, most):
+    """Past ``FROM_INDEX_MAX_CUSTOMERS`` customers changed since the cutoff (a backfill's first
+    day: 150k of them on 10M orders), setting their index rows against each other costs more than
+    the table scan: the full and the daily run read the table. Both ways give the same figures."""
+    from sqlalchemy import event
+
+    from storesync.ltv import historic
+
+    engine = create_engine(pg_url)
+    schema.metadata.create_all(engine)
+    twins_store(engine)
+    if most is not None:
+        monkeypatch.setattr(historic, "FROM_INDEX_MAX_CUSTOMERS", most)
+    statements = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    days = [AS_OF - timedelta(days=n) for n in (4, 3, 2, 1, 0)]
+    for n, day in enumerate(days):
+        compute_historic_ltv(engine, day, max_recompute_share=1.0)
+        assert ltv_run(engine, day)["method"] == ("full" if n == 0 else "incremental")
+    daily = {day: ltv_rows(engine, day) for day in days}
+    assert any("EXCEPT ALL" in s for s in statements) == (most is None)
+    monkeypatch.setattr(historic, "FROM_INDEX_MAX_CUSTOMERS", 10**9)
+    for day in days:
+        compute_historic_ltv(engine, day, incremental=False)
+        assert differing(daily[day], ltv_rows(engine, day)) == {}, day
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_daily_run_compiles_nothing_and_gives_the_callers_jit_setting_back(pg_url):
+    """The daily run's statements read few rows but are planned at costs past ``jit_above_cost``:
+    they run without JIT, and a caller's own transaction gets its setting back afterwards."""
+    from sqlalchemy import event
+
+    engine = create_engine(pg_url)
+    schema.metadata.create_all(engine)
+    build_store(engine)
+    seen = []
+
+    def jit_now(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO ltv_tmp_"):
+            raw = conn.connection.dbapi_connection.cursor()
+            raw.execute("SHOW jit")
+            seen.append(raw.fetchone()[0])
+
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL jit = on"))
+        compute_historic_ltv(conn, AS_OF - timedelta(days=1))
+        event.listen(engine, "before_cursor_execute", jit_now)
+        compute_historic_ltv(conn, AS_OF, max_recompute_share=1.0)
+        event.remove(engine, "before_cursor_execute", jit_now)
+        assert conn.execute(text("SHOW jit")).scalar_one() == "on"
+    assert seen and set(seen) == {"off"}, seen
+    assert ltv_run(engine, AS_OF)["method"] == "incremental"
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_each_candidate_order_looks_its_statuses_up_once_on_postgresql(pg_url):
+    """Which customers a day must recompute asks, per candidate order, whether it changed later
+    and its class before and after the day: three history lookups. A searched CASE over a
+    status lookup made PostgreSQL repeat the lookup in each arm (five a row)."""
+    from storesync.ltv.historic import _customers_to_recompute
+
+    engine = create_engine(pg_url)
+    schema.metadata.create_all(engine)
+    build_store(engine)
+    query = _customers_to_recompute(OrderSource.demo(), AS_OF, datetime(2024, 3, 9))
+    with engine.connect() as conn:
+        compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+        plan = [row[0] for row in conn.execute(text(f"EXPLAIN {compiled}"))]
+    subplans = {line.strip() for line in plan if line.strip().startswith("SubPlan")}
+    assert len(subplans) == 3, plan
+    engine.dispose()

@@ -207,6 +207,54 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
     return rows.subquery("ltv_orders_as_of")
 
 
+def _orders_as_of_from_index(source: OrderSource, cutoff: datetime, only_customers):
+    """``_orders_as_of`` for a few customers (``only_customers``, not empty), read from the
+    covering index rather than the table: their orders as they are now, EXCEPT ALL the rows of
+    their orders changed since the cutoff as they are now, UNION ALL those orders as of the cutoff.
+
+    The index lacks order_id, which the lookup of an as-of status needs, so each of the
+    customers' orders would be a table read: a handful of heavy buyers changed since the cutoff
+    own hundreds of thousands of orders (10M orders: 386k random page reads, 1.3 s). What the
+    aggregates see of an order is (customer_id, created_at, status, total), so taking one copy
+    of a row away is the same as taking that order away, whichever of equal copies goes.
+    PostgreSQL (EXCEPT ALL); not SQLite, whose index carries the rowid anyway."""
+    o, h = source.orders, source.status_history
+    initial = literal(source.initial_status, String())
+    h_cutoff = literal(cutoff, h.c.changed_at.type)
+    later = h.alias("ltv_history_later")
+    changed = o.alias("ltv_changed_order")
+    tiebreak = [h.c.history_id.desc()] if "history_id" in h.c else [h.c.status.desc()]
+    status_before_cutoff = (
+        select(h.c.status)
+        .where(h.c.order_id == changed.c.order_id, h.c.changed_at < h_cutoff)
+        .order_by(h.c.changed_at.desc(), *tiebreak)
+        .limit(1)
+        .scalar_subquery()
+    )
+    # Found on their own, from the few changes since the cutoff: joined to the customers, the
+    # planner fetched every order of theirs to find the changed ones (it expects ~90 orders to a
+    # customer; these have thousands).
+    changed_orders = select(
+        changed.c.customer_id, changed.c.total, changed.c.created_at,
+        func.coalesce(changed.c.status, initial).label("status_now"),
+        func.coalesce(status_before_cutoff, initial).label("status_as_of"),
+    ).where(changed.c.order_id.in_(select(later.c.order_id).where(later.c.changed_at >= h_cutoff)),
+            changed.c.created_at < literal(cutoff, changed.c.created_at.type),
+            changed.c.customer_id.is_not(None)).cte("ltv_changed_orders").prefix_with("MATERIALIZED")
+
+    def rows(table, status):
+        return select(table.c.customer_id.label("customer_id"), table.c.total.label("total"),
+                      table.c.created_at.label("created_at"), status.label("status")).where(
+            *[table.c.customer_id.in_(customers) for customers in only_customers])
+
+    now = rows(o, func.coalesce(o.c.status, initial)).where(
+        o.c.created_at < literal(cutoff, o.c.created_at.type)).except_all(
+        rows(changed_orders, changed_orders.c.status_now)).subquery("ltv_orders_now")
+    every = select(now).union_all(rows(changed_orders, changed_orders.c.status_as_of)).subquery("ltv_orders_every")
+    return select(every.c.customer_id, every.c.total, every.c.created_at,
+                  epoch_day(every.c.created_at).label("day"), every.c.status).subquery("ltv_orders_as_of")
+
+
 def _status_tests(status, source: OrderSource):
     """(gross, valid) for a status expression: gross = not excluded (failed), valid = neither
     excluded nor reversed (cancelled, refunded). Written as ``<>`` chains: SQLite evaluates a
@@ -222,7 +270,8 @@ def _status_tests(status, source: OrderSource):
 
 
 def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bool = False,
-                        only_customers=None, changed_customers: Select | None = None) -> Select:
+                        only_customers=None, changed_customers: Select | None = None,
+                        except_all: bool = False) -> Select:
     """The per-customer SELECT (customer_id, as_of and the HISTORIC_COLUMNS) for ``as_of``.
 
     One row per customer with at least one order created by the end of ``as_of`` (a customer
@@ -235,18 +284,24 @@ def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bo
     query. Both give the same numbers. ``only_customers``: a SELECT of customer ids to restrict
     the rows to (the incremental run's changed customers). ``changed_customers`` (the indexed
     query): the customers with an order changed since the cutoff, when already found.
+    ``except_all`` (the indexed query, on a dialect with EXCEPT ALL: PostgreSQL): those
+    customers' orders are read from the index too (see ``_orders_as_of_from_index``).
     """
     source = source or OrderSource.demo()
     restrict = () if only_customers is None else (only_customers,)
     if indexed:
-        return _indexed_select(_as_date(as_of), source, restrict, changed_customers)
+        return _indexed_select(_as_date(as_of), source, restrict, changed_customers, except_all)
     return _general_select(_as_date(as_of), source, restrict)
 
 
-def _general_select(d: date, source: OrderSource, only_customers=()) -> Select:
-    """Any orders source: as-of statuses per order, grouped by customer and day, then by customer."""
+def _general_select(d: date, source: OrderSource, only_customers=(), *, from_index: bool = False) -> Select:
+    """Any orders source: as-of statuses per order, grouped by customer and day, then by customer.
+    ``from_index``: the orders as ``_orders_as_of_from_index`` reads them."""
     as_of_day = literal(_day_number(d), Integer())
-    oa = _orders_as_of(source, as_of_cutoff(d), only_customers)
+    if from_index and source.status_history is not None and only_customers:
+        oa = _orders_as_of_from_index(source, as_of_cutoff(d), only_customers)
+    else:
+        oa = _orders_as_of(source, as_of_cutoff(d), only_customers)
     zero = literal_column("0")
     is_gross, is_valid = _status_tests(oa.c.status, source)
     one = literal_column("1")
@@ -360,7 +415,8 @@ def _changed_since_cutoff(source: OrderSource, d: date) -> Select | None:
     )
 
 
-def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Select | None = None) -> Select:
+def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Select | None = None,
+                    except_all: bool = False) -> Select:
     """The general query's numbers in one grouped pass over the covering index.
 
     Customers with an order whose status changed at or after the cutoff (a nightly run: the few
@@ -435,7 +491,8 @@ def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Se
     )
     if changed is None:
         return unchanged
-    return unchanged.union_all(_general_select(d, source, only_customers=(*only_customers, changed)))
+    return unchanged.union_all(_general_select(d, source, only_customers=(*only_customers, changed),
+                                               from_index=except_all))
 
 
 def _mean_in_cents(total, count):
@@ -497,6 +554,7 @@ def compute_historic_ltv(
 
     def run(conn: Connection) -> int:
         indexed = ltv_index_available(conn, source)
+        except_all = conn.dialect.name == "postgresql"
         ensure_ltv_tables(conn, source.orders.c.customer_id.type)
         versions, _, runs = ltv_storage(conn)
         definition = _definition(source)
@@ -505,7 +563,9 @@ def compute_historic_ltv(
                        *[versions.c[name]._copy() for name in VERSION_COLUMNS]]
         method, staged, recomputed, from_day = "full", None, 0, None
         since = _incremental_since(conn, runs, d, definition, late_margin) if incremental else None
+        jit_was = None
         if since is not None and "updated_at" in o.c:
+            jit_was = _jit_off(conn)
             previous = d - timedelta(days=1)
             # Both sets are read by several statements: kept in temporary tables, found once.
             to_recompute = _customers_to_recompute(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
@@ -523,17 +583,14 @@ def compute_historic_ltv(
                 staged = _temporary(conn, "ltv_tmp_day", _as_versions(
                     _merged_with_new_orders(versions, previous, d, buyers, recompute_ids), d), day_columns,
                     index_customer_id=True)
-                changed = _changed_since_cutoff(source, d) if indexed else None
-                changed_since = None
-                if changed is not None:
-                    # Counted, not guessed: PostgreSQL's planner took an hour of 1,000 later
-                    # changes for ~16k and scanned every order twice (10M orders: 4.4 -> 3.0 s).
-                    changed_since = _temporary(conn, "ltv_tmp_changed_since", changed,
-                                               [Column("customer_id", o.c.customer_id.type)])
-                    changed = select(changed_since.c.customer_id)
+                # Only those being recomputed (the rest keep the day before's figures).
+                changed_since, n_changed = (_changed_customers_table(conn, source, d, recompute_ids)
+                                            if indexed else (None, 0))
+                changed = None if changed_since is None else select(changed_since.c.customer_id)
                 conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], _as_versions(
                     historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids,
-                                        changed_customers=changed), d)))
+                                        changed_customers=changed,
+                                        except_all=except_all and 0 < n_changed <= FROM_INDEX_MAX_CUSTOMERS), d)))
                 # A rerun of the day: customers an earlier attempt wrote a version for, and
                 # this one did not, are back to the day before's.
                 _stage_carried(conn, staged, versions, d)
@@ -542,7 +599,15 @@ def compute_historic_ltv(
                 if changed_since is not None:
                     changed_since.drop(conn)
             recompute.drop(conn)
-        day_rows = historic_ltv_select(d, source, indexed=indexed)
+            if staged is None and jit_was is not None:  # too many to recompute: the full query, as configured
+                _set_local(conn, "jit", jit_was)
+                jit_was = None
+        changed_since, n_changed = (_changed_customers_table(conn, source, d)
+                                    if staged is None and indexed else (None, 0))
+        day_rows = historic_ltv_select(
+            d, source, indexed=indexed,
+            changed_customers=None if changed_since is None else select(changed_since.c.customer_id),
+            except_all=except_all and 0 < n_changed <= FROM_INDEX_MAX_CUSTOMERS)
         if staged is None and not conn.execute(select(exists().where(
                 versions.c.valid_to > literal(d, Date())))).scalar_one():
             # Nothing on d or after it (the first run, or a day before any other): every figure
@@ -561,6 +626,8 @@ def compute_historic_ltv(
                 recomputed = conn.execute(select(func.count()).select_from(staged)).scalar_one()
             written = _write_day(conn, versions, runs, staged, d)
             staged.drop(conn)
+        if changed_since is not None:
+            changed_since.drop(conn)
         n_day = conn.execute(select(func.count()).select_from(versions).where(
             versions.c.valid_to > d, versions.c.valid_from <= d)).scalar_one()
         record = {"computed_at": started_at, "method": method, "definition": definition,
@@ -568,9 +635,48 @@ def compute_historic_ltv(
                   "versions_written": written}
         stmt = upsert_insert(conn, runs).values(as_of=d, **record)
         conn.execute(stmt.on_conflict_do_update(index_elements=[runs.c.as_of], set_=record))
+        if jit_was is not None:
+            _set_local(conn, "jit", jit_was)
         return n_day
 
     return _in_transaction(bind, run)
+
+
+def _jit_off(conn: Connection) -> str | None:
+    """PostgreSQL: no JIT compilation until ``_set_local(conn, "jit", <the value returned>)``
+    (or the transaction's end). The incremental run's statements read few rows, but the
+    planner's guesses of how many put them over ``jit_above_cost``: compiling them took longer
+    than running them (10M orders: 0.5 s of the recompute's 1.7 s). None elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return None
+    was = conn.execute(text("SELECT current_setting('jit')")).scalar_one()
+    _set_local(conn, "jit", "off")
+    return was
+
+
+def _set_local(conn: Connection, name: str, value: str) -> None:
+    conn.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+
+
+# Up to this many customers with an order changed since the cutoff, PostgreSQL reads their
+# orders from the covering index (``_orders_as_of_from_index``); more, and the table scan it
+# would do anyway is cheaper than setting millions of index rows against each other.
+FROM_INDEX_MAX_CUSTOMERS = 10_000
+
+
+def _changed_customers_table(conn: Connection, source: OrderSource, d: date, only_customers=None):
+    """The customers with an order changed since ``d``'s cutoff (of ``only_customers``), in a
+    temporary table, and how many: (None, 0) without a status history. Counted, not guessed:
+    PostgreSQL's planner took an hour of 1,000 later changes for ~16k customers and scanned
+    every order twice (10M orders: 4.4 -> 3.0 s), and found them again for each query that
+    reads them (a full day after 228k changes: 3 s each time)."""
+    changed = _changed_since_cutoff(source, d)
+    if changed is None:
+        return None, 0
+    if only_customers is not None:
+        changed = changed.where(changed.selected_columns.customer_id.in_(only_customers))
+    table = _temporary(conn, "ltv_tmp_changed_since", changed, [Column("customer_id", source.orders.c.customer_id.type)])
+    return table, conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def _as_versions(rows: Select, d: date, *, valid_to: date | None = None) -> Select:
@@ -714,14 +820,13 @@ def _incremental_since(conn: Connection, runs, d: date, definition: str, late_ma
 
 
 def _status_class(status, source: OrderSource):
-    """0 excluded (failed), 1 reversed (cancelled, refunded), 2 valid: what LTV counts an order as."""
-    excluded, reversed_ = tuple(source.excluded_statuses), tuple(source.reversed_statuses)
-    whens = []
-    if excluded:
-        whens.append((status.in_(excluded), literal_column("0")))
-    if reversed_:
-        whens.append((status.in_(reversed_), literal_column("1")))
-    return case(*whens, else_=literal_column("2")) if whens else literal_column("2")
+    """0 excluded (failed), 1 reversed (cancelled, refunded), 2 valid: what LTV counts an order as.
+    A simple CASE, which evaluates ``status`` once: PostgreSQL inlines a status lookup into each
+    arm of a searched CASE (two lookups an order where one does)."""
+    classes = {s: 1 for s in source.reversed_statuses} | {s: 0 for s in source.excluded_statuses}
+    if not classes:
+        return literal_column("2")
+    return case({s: literal_column(str(c)) for s, c in classes.items()}, value=status, else_=literal_column("2"))
 
 
 def _customers_to_recompute(source: OrderSource, d: date, since: datetime, *,
