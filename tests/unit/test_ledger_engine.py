@@ -831,3 +831,48 @@ def test_moving_an_account_refuses_clashes_and_rows_in_flight_and_changes_nothin
     with pytest.raises(LedgerConflict, match="1 fake deliveries of account 'old-key' are in flight"):
         ledger.move_account("fake", "old-key", "other")
     assert ledger.open_by_account("fake") == {"old-key": 2, "acct": 1}
+
+
+@pytest.mark.postgres
+def test_an_index_added_to_a_postgresql_ledger_is_built_concurrently_and_a_failed_build_is_redone(pg_url):
+    """A plain CREATE INDEX blocks every write to the ledger while it builds: an upgrade builds
+    the missing ones CONCURRENTLY. One that failed half way (INVALID, what a killed or failed
+    concurrent build leaves) is dropped and built again, not taken for done."""
+    from sqlalchemy import create_engine, event, text
+    from sqlalchemy.engine import Engine
+
+    from storesync.delivery.ledger import deliveries
+
+    Ledger(pg_url)
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_deliveries_state_updated"))
+        conn.execute(text("DROP INDEX ix_deliveries_last_run"))
+        conn.execute(text(f"INSERT INTO {deliveries.name} (delivery_key, vendor, account, event_type, entity_id, "
+                          "version, ordering_key, seq, method, endpoint, payload, historical, state, attempts, "
+                          "planned_at, updated_at) SELECT 'k' || n, 'v', 'a', 'e', 'x' || n, '1', 'x' || n, 0, "
+                          "'POST', '/', '{}', false, 'pending', 0, now(), now() FROM generate_series(1, 2) AS n"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        with pytest.raises(Exception, match="could not create unique index"):
+            # two rows share a state: the unique build fails and leaves an INVALID index behind
+            conn.execute(text(f"CREATE UNIQUE INDEX CONCURRENTLY ix_deliveries_state_updated "
+                              f"ON {deliveries.name} (state)"))
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(Engine, "before_cursor_execute", listener)
+    try:
+        Ledger(pg_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", listener)
+    built = [s for s in statements if s.startswith("CREATE") and "INDEX" in s]
+    assert len(built) == 2 and all(s.startswith("CREATE INDEX CONCURRENTLY") for s in built), built
+    assert any(s.startswith("DROP INDEX CONCURRENTLY") and "ix_deliveries_state_updated" in s for s in statements)
+    with engine.connect() as conn:
+        valid = dict(conn.execute(text(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname IN ('ix_deliveries_state_updated', 'ix_deliveries_last_run')")).all())
+        definition = conn.execute(text("SELECT indexdef FROM pg_indexes "
+                                       "WHERE indexname = 'ix_deliveries_state_updated'")).scalar_one()
+    assert valid == {"ix_deliveries_state_updated": True, "ix_deliveries_last_run": True}
+    assert "UNIQUE" not in definition and "(state, updated_at)" in definition
+    engine.dispose()

@@ -1021,14 +1021,47 @@ def _migrate(engine: Engine, schema: str | None) -> None:
                         raise
     for table in (deliveries,):
         have = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                have -= _invalid_pg_indexes(conn, table.name, schema)
         for index in table.indexes:
             if index.name not in have:
                 try:
-                    index.create(engine)
+                    _create_index(engine, index, schema)
                 except (OperationalError, ProgrammingError):
                     names = {i["name"] for i in inspect(engine).get_indexes(table.name, schema=schema)}
                     if index.name not in names:
                         raise
+
+
+def _create_index(engine: Engine, index: Index, schema: str | None) -> None:
+    """Build ``index`` on a table that may already hold millions of rows. On PostgreSQL
+    CONCURRENTLY, outside a transaction: a plain CREATE INDEX blocks every write to the ledger
+    while it builds, and deliveries keep running through an upgrade. A build that failed half
+    way leaves an INVALID index of that name behind: dropped and built again."""
+    if engine.dialect.name != "postgresql":
+        index.create(engine)
+        return
+    from sqlalchemy.schema import CreateIndex
+
+    ddl = str(CreateIndex(index).compile(dialect=engine.dialect))
+    head, sep, rest = ddl.partition("INDEX ")
+    qualified = f'"{schema}".{index.name}' if schema else index.name
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if index.name in _invalid_pg_indexes(conn, index.table.name, schema):
+            conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
+        conn.exec_driver_sql(f"{head}{sep}CONCURRENTLY {rest}")
+
+
+def _invalid_pg_indexes(conn, table_name: str, schema: str | None) -> set[str]:
+    """Names of the INVALID indexes on ``table_name`` (what a failed CREATE INDEX CONCURRENTLY
+    leaves): they exist, and no query uses them."""
+    rows = conn.execute(text(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE t.relname = :table AND n.nspname = COALESCE(:schema, current_schema()) AND NOT i.indisvalid"),
+        {"table": table_name, "schema": schema})
+    return {name for (name,) in rows}
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
