@@ -14,6 +14,7 @@ compared, so a fast wrong answer cannot pass.
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -87,10 +88,11 @@ def storesync_child(url: str) -> dict:
             "totals": _totals(*totals)}
 
 
-# What each statement of the daily run does, by the table it writes (in the order they run).
-_DAILY_STEPS = (("ltv_tmp_recompute", "recompute_set"), ("ltv_tmp_day_buyers", "day_buyers"),
-                ("ltv_tmp_day", "day_figures"), ("ltv_tmp_changed", "moved_customers"),
-                ("storesync_customer_ltv_versions", "versions_written"), ("storesync_ltv_runs", "run_record"))
+# What each statement of the daily run does, by the table it inserts into (in the order they run).
+_DAILY_STEPS = {"ltv_tmp_recompute": "recompute_set", "ltv_tmp_day_buyers": "day_buyers",
+                "ltv_tmp_changed_since": "changed_since", "ltv_tmp_day": "day_figures",
+                "ltv_tmp_changed": "moved_customers", "storesync_customer_ltv_versions": "versions_written",
+                "storesync_ltv_runs": "run_record"}
 
 
 @contextmanager
@@ -108,12 +110,9 @@ def _statement_times(engine):
 
     def after(conn, cursor, statement, *args):
         elapsed = time.perf_counter() - conn.info.pop("bench_started", time.perf_counter())
-        head = " ".join(statement.split()[:3]).lower()
-        step = "other"
-        for table, name in _DAILY_STEPS:
-            if head.startswith(f"insert into {table}"):
-                step = name
-                break
+        # An INSERT may open with a WITH clause (PostgreSQL's recompute of the changed customers)
+        target = re.search(r"\binsert into (\w+)", statement, re.IGNORECASE)
+        step = _DAILY_STEPS.get(target.group(1).lower(), "other") if target else "other"
         times[step] = times.get(step, 0.0) + elapsed
 
     listeners = [("before_cursor_execute", before), ("after_cursor_execute", after)]

@@ -876,3 +876,43 @@ def test_an_index_added_to_a_postgresql_ledger_is_built_concurrently_and_a_faile
     assert valid == {"ix_deliveries_state_updated": True, "ix_deliveries_last_run": True}
     assert "UNIQUE" not in definition and "(state, updated_at)" in definition
     engine.dispose()
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no statistics", "analyzed"])
+def test_whether_a_window_is_settled_is_read_from_its_open_rows(tmp_path, analyzed):
+    """A window's thousands of accepted rows are not read to find its one open row: the open
+    states are written inline, so the partial index on open rows can answer (SQLite takes a
+    partial index only for a query naming its literals; checked with its plan, statistics taken)."""
+    from datetime import datetime
+
+    from sqlalchemy import event, update
+
+    from storesync.delivery.ledger import deliveries
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    window = (datetime(2026, 1, 1), datetime(2026, 1, 1, 1))
+    ledger.plan([item(f"e{i}") for i in range(3000)], sync_name="hourly", run_id="w0",
+                window_start=window[0], window_end=window[1])
+    ledger.promote("w0")
+    with ledger.engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.entity_id != "e0").values(state=ACCEPTED))
+        if analyzed:
+            conn.exec_driver_sql("ANALYZE")
+    statements = []
+    listener = lambda conn, cursor, sql, params, context, many: statements.append((sql, params))  # noqa: E731
+    event.listen(ledger.engine, "before_cursor_execute", listener)
+    assert not ledger.window_is_settled("hourly", *window)
+    event.remove(ledger.engine, "before_cursor_execute", listener)
+    [(sql, params)] = statements
+    with ledger.engine.connect() as conn:
+        steps = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+    assert any("USING INDEX ix_deliveries_open_window" in step for step in steps), steps
+    with ledger.engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.entity_id == "e0").values(state=ACCEPTED))
+    assert ledger.window_is_settled("hourly", *window)
+    assert ledger.window_is_settled("hourly", window[0], window[1].replace(hour=2))  # nothing planned: settled
+    ledger.plan([item("late")], sync_name="hourly", run_id="w1", window_start=window[0],
+                window_end=window[1].replace(hour=2))
+    ledger.promote("w1")
+    assert not ledger.window_is_settled("hourly", window[0], window[1].replace(hour=2))
+    assert ledger.window_is_settled("hourly", *window)  # another window's open row is not this one's
