@@ -464,13 +464,50 @@ def test_the_watermark_stops_at_the_first_window_not_settled(ledger):
     ledger.record([(claimed["e0"], Outcome(ACCEPTED)), (claimed["e1"], Outcome(RETRY)),
                    (claimed["e2"], Outcome(ACCEPTED))], run_id="x", owner="me:1")
     assert ledger.window_is_settled("hourly", *windows[2])
-    assert ledger.advance_watermark("hourly", windows[2][1]) == windows[0][1]
+    assert ledger.advance_watermark("hourly", windows[2][1], window_start=windows[2][0]) == windows[0][1]
     assert ledger.watermark("hourly") == windows[0][1]
     retry = ledger.claim("fake", "acct", 10, owner="me:2")
     ledger.record([(retry[0], Outcome(ACCEPTED))], run_id="y", owner="me:2")
-    assert ledger.advance_watermark("hourly", windows[2][1]) == windows[2][1]
+    assert ledger.advance_watermark("hourly", windows[2][1], window_start=windows[2][0]) == windows[2][1]
     # Never back: a backfill of an old window keeps it.
-    assert ledger.advance_watermark("hourly", windows[0][1]) == windows[2][1]
+    assert ledger.advance_watermark("hourly", windows[0][1], window_start=windows[0][0]) == windows[2][1]
+
+
+def test_the_watermark_stops_at_a_window_that_never_ran_until_a_backfill_runs_it(ledger):
+    """Hours 0 and 2 ran and settled; hour 1 never ran (the scheduler was down, its run failed):
+    its orders were never read, so the mark stays at the end of hour 0 however settled hour 2
+    is, and the no-progress alert fires. A backfill of hour 1 moves it past hour 2 at once."""
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1)
+    hour = [(t0 + timedelta(hours=h), t0 + timedelta(hours=h + 1)) for h in range(4)]
+
+    def run(n, status="success", dry_run=False):
+        ledger.start_run(f"h{n}", "hourly", window_start=hour[n][0], window_end=hour[n][1], dry_run=dry_run)
+        ledger.finish_run(f"h{n}", status)
+
+    run(0)
+    assert ledger.advance_watermark("hourly", hour[0][1], window_start=hour[0][0]) == hour[0][1]
+    run(1, status="failed")
+    run(2)
+    assert ledger.advance_watermark("hourly", hour[2][1], window_start=hour[2][0]) == hour[0][1]
+    run(3, dry_run=True)  # a dry run plans nothing: it does not fill a gap either
+    assert ledger.advance_watermark("hourly", hour[3][1], window_start=hour[3][0]) == hour[0][1]
+    # The backfill of hour 1 fills the gap: the mark moves past hour 2, not hour 3 (only dry-ran).
+    assert ledger.advance_watermark("hourly", hour[1][1], window_start=hour[1][0]) == hour[2][1]
+    assert ledger.watermark("hourly") == hour[2][1]
+
+
+def test_a_first_window_still_open_leaves_no_watermark(ledger):
+    from datetime import datetime, timedelta
+
+    t0 = datetime(2026, 1, 1)
+    window = (t0, t0 + timedelta(hours=1))
+    ledger.start_run("w0", "hourly", window_start=window[0], window_end=window[1])
+    ledger.plan([item("e0")], sync_name="hourly", run_id="w0", window_start=window[0], window_end=window[1])
+    ledger.promote("w0")
+    assert ledger.advance_watermark("hourly", window[1], window_start=window[0]) is None
+    assert ledger.watermark("hourly") is None
 
 
 # ---------------------------------------------------------------------------- schema and reads
@@ -713,7 +750,7 @@ def test_the_settled_prefix_reads_open_rows_through_their_partial_index(tmp_path
     statements = []
     event.listen(ledger.engine, "before_cursor_execute",
                  lambda conn, cursor, sql, params, context, many: statements.append((sql, params)))
-    assert ledger.settled_until("hourly", t0 + timedelta(hours=2)) is None
+    assert ledger.settled_until("hourly", t0 + timedelta(hours=1), t0 + timedelta(hours=2)) is None
     [(sql, params)] = [s for s in statements if "min(" in s[0].lower()]
     with ledger.engine.connect() as conn:
         steps = [row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]

@@ -806,31 +806,42 @@ class Ledger:
             conn.execute(update(sync_runs).where(sync_runs.c.run_id == run_id).values(
                 status=status, finished_at=utcnow(), counts=dumps(counts or {}), error=error))
 
-    def settled_until(self, sync_name: str, window_end: datetime) -> datetime | None:
-        """The contiguous settled prefix: ``window_end`` when no delivery of the sync planned for
-        a window starting before it is still open, else the end of the latest window of the sync
-        (from its runs) that ends at or before the earliest open one starts; None when there is
-        none. Reads open rows only (a partial index) and the run table's index."""
+    def settled_until(self, sync_name: str, window_start: datetime, window_end: datetime) -> datetime | None:
+        """The end of the contiguous settled prefix, for a run of the sync that just planned its
+        window ``[window_start, window_end)``: from the watermark (or the earliest window known),
+        window after window that ran (this one, or a recorded run that is neither a dry run nor
+        failed), as far as no delivery of the sync is still open. A window that never ran stops
+        it: its orders were never read, and the mark must not say they were sent. None when the
+        prefix is empty. Reads open rows only (a partial index) and the sync's runs since the mark."""
         with self.engine.connect() as conn:
+            current = conn.execute(select(watermarks.c.window_end)
+                                   .where(watermarks.c.sync_name == sync_name)).scalar()
             first_open = conn.execute(
-                select(func.min(deliveries.c.window_start))
-                .where(deliveries.c.sync_name == sync_name, _open_state(),
-                       deliveries.c.window_start < window_end)
+                select(func.min(deliveries.c.window_start)).where(deliveries.c.sync_name == sync_name, _open_state())
             ).scalar()
-            if first_open is None:
-                return window_end
-            return conn.execute(
-                select(func.max(sync_runs.c.window_end))
-                .where(sync_runs.c.sync_name == sync_name, sync_runs.c.window_end <= first_open)
-            ).scalar()
+            ran = select(sync_runs.c.window_start, sync_runs.c.window_end).where(
+                sync_runs.c.sync_name == sync_name, sync_runs.c.window_start.is_not(None),
+                sync_runs.c.window_end.is_not(None), sync_runs.c.dry_run.is_(False),
+                sync_runs.c.status.not_in(("failed", "dry_run")))
+            if current is not None:
+                ran = ran.where(sync_runs.c.window_end > current)
+            windows = sorted([(window_start, window_end), *((s, e) for s, e in conn.execute(ran))])
+        origin = current if current is not None else windows[0][0]
+        mark = origin
+        for start, end in windows:
+            if start > mark:
+                break  # a gap: a window never ran (or failed) there
+            if first_open is None or end <= first_open:
+                mark = max(mark, end)
+        return None if current is None and mark == origin else mark
 
-    def advance_watermark(self, sync_name: str, window_end: datetime) -> datetime | None:
-        """Move the sync's progress mark forward to ``window_end``, or only as far as every
-        delivery before it is terminal (``settled_until``): a window left open blocks the mark
-        at its start even when later windows settled. Never back: backfills of old windows keep
-        it. Returns the watermark."""
+    def advance_watermark(self, sync_name: str, window_end: datetime, *, window_start: datetime) -> datetime | None:
+        """Move the sync's progress mark forward after a run of the window ``[window_start,
+        window_end)``, only as far as ``settled_until``: a window left open, or one that never
+        ran, stops it at its start even when later windows settled. Never back: backfills of old
+        windows keep it. Returns the watermark."""
         now = utcnow()
-        window_end = self.settled_until(sync_name, window_end)
+        window_end = self.settled_until(sync_name, window_start, window_end)
         if window_end is None:
             return self.watermark(sync_name)
         with self.engine.begin() as conn:

@@ -70,7 +70,7 @@ def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("se
             deliveries[vendor] = deliver_vendor(ctx, vendor)
         ctx.ledger.finish_run(run_id, "success", counts={"deliveries": deliveries})
         if ctx.ledger.window_is_settled("nightly", window.start, window.end):
-            ctx.ledger.advance_watermark("nightly", window.end)
+            ctx.ledger.advance_watermark("nightly", window.end, window_start=window.start)
     return summarise(ctx, plans, deliveries)
 
 

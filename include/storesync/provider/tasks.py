@@ -148,7 +148,7 @@ def finish(context, *, sync_name: str) -> dict:
     ledger = Ledger(settings().ledger_url)
     settled = ledger.window_is_settled(sync_name, window.start, window.end)
     # Only as far as every earlier window settled too (the contiguous settled prefix).
-    ledger.advance_watermark(sync_name, window.end)
+    ledger.advance_watermark(sync_name, window.end, window_start=window.start)
     ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
     return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
 
@@ -204,7 +204,7 @@ def finish_sync(context, *, sync_name: str, full_catalog: bool = False) -> dict:
     ledger = Ledger(settings().ledger_url)
     settled = ledger.window_is_settled(sync_name, window.start, window.end)
     # Only as far as every earlier window settled too (the contiguous settled prefix).
-    ledger.advance_watermark(sync_name, window.end)
+    ledger.advance_watermark(sync_name, window.end, window_start=window.start)
     ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
     return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
 
@@ -333,7 +333,7 @@ def compute_ltv(context, **predict_options) -> dict:
             rows, fit, note = compute_historic_ltv(engine, as_of, incremental=incremental), None, str(exc)[:500]
     finally:
         engine.dispose()
-    Ledger(current.ledger_url).advance_watermark("ltv", window.end)
+    Ledger(current.ledger_url).advance_watermark("ltv", window.end, window_start=window.start)
     return {"as_of": as_of.isoformat(), "customers": rows, "predicted": fit is not None,
             "repeat_customers": getattr(fit, "n_repeat_customers", None), "note": note}
 
