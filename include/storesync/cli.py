@@ -193,8 +193,9 @@ def cmd_ledger_accounts(args) -> int:
 
 def cmd_ledger_move_account(args) -> int:
     from storesync.delivery.ledger import Ledger
+    from storesync.pipeline.accounts import move_account
 
-    moved = Ledger(_settings(args).ledger_url).move_account(args.vendor, args.old, args.new)
+    moved = move_account(Ledger(_settings(args).ledger_url), args.vendor, args.old, args.new)
     print(json.dumps({"vendor": args.vendor, "from": args.old, "to": args.new, "moved": moved}, indent=2))
     return 0
 

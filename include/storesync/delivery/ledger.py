@@ -45,7 +45,7 @@ import os
 import socket
 import uuid
 from functools import lru_cache
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -75,7 +75,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from storesync.core.errors import StoresyncError
 
@@ -192,26 +192,6 @@ watermarks = Table(
 
 class LedgerConflict(StoresyncError):
     """The ledger cannot do what was asked without losing or doubling a delivery."""
-
-
-def _move_account_bookkeeping(conn, vendor: str, old: str, new: str) -> dict[str, int]:
-    """``move_account``'s other tables, where they exist: a row the new account already has
-    (a chunk, an unsubscribe read back from the vendor) is kept, the old one dropped."""
-    from storesync.pipeline.consent import unsubscribes
-    from storesync.pipeline.historical import chunks, jobs
-
-    moved = {}
-    names = set(inspect(conn).get_table_names())
-    for table, key in ((chunks, ("entity", "day")), (unsubscribes, ("email",)), (jobs, ())):
-        if table.name not in names:
-            continue
-        mine = (table.c.vendor == vendor) & (table.c.account == old)
-        if key:
-            theirs = table.alias("theirs")
-            conn.execute(table.delete().where(mine, exists().where(
-                theirs.c.vendor == vendor, theirs.c.account == new, *[theirs.c[k] == table.c[k] for k in key])))
-        moved[table.name] = conn.execute(update(table).where(mine).values(account=new)).rowcount
-    return moved
 
 
 def utcnow() -> datetime:
@@ -690,14 +670,16 @@ class Ledger:
         with self.engine.connect() as conn:
             return {account: n for account, n in conn.execute(query)}
 
-    def move_account(self, vendor: str, old: str, new: str) -> dict[str, int]:
+    def move_account(self, vendor: str, old: str, new: str, *,
+                     also: Callable[[Connection, str, str, str], dict[str, int]] | None = None) -> dict[str, int]:
         """Re-key ``vendor``'s deliveries under account ``old`` to ``new``: the same vendor
         account under a new key (an API key rotated while the account key was its fingerprint,
         an ``account_id`` set later). Every row moves, accepted ones too, so what was sent is
         not sent again under the new key. One transaction; refuses (changing nothing) while
         any of them is in flight (``sending``) or when ``new`` already holds a delivery of the
-        same identity. The per-account bookkeeping of historical syncs and vendor unsubscribes
-        moves with them. Returns the rows moved per table."""
+        same identity. ``also(conn, vendor, old, new)``: the caller's own per-account rows,
+        moved in the same transaction (``storesync.pipeline.accounts.move_account``: the
+        historical sync's and the unsubscribes'). Returns the rows moved per table."""
         if old == new:
             raise ValueError("the old and new account are the same")
         old_prefix, new_prefix = f"{vendor}|{old}|", f"{vendor}|{new}|"
@@ -716,7 +698,8 @@ class Ledger:
                                      f"{old!r} holds too: nothing moved")
             moved = {"storesync_deliveries": conn.execute(
                 update(deliveries).where(mine).values(account=new, delivery_key=moved_key)).rowcount}
-            moved.update(_move_account_bookkeeping(conn, vendor, old, new))
+            if also is not None:
+                moved.update(also(conn, vendor, old, new))
         return moved
 
     def in_state(self, state: str, *, vendor: str | None = None, account: str | None = None,
