@@ -236,6 +236,52 @@ def test_history_and_live_share_identities(env):
     assert placed.most_common(1)[0][1] == 1
 
 
+def set_email(settings, order_id, email):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(settings.warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET email = :e WHERE order_id = :o"), {"e": email, "o": int(order_id)})
+    engine.dispose()
+
+
+def test_a_day_owed_to_one_vendor_leaves_a_fixed_orders_quarantine_to_the_live_sync(env):
+    """Day one went to Sendlane with an order quarantined (a bad email); the order is fixed; day
+    one now goes to Sailthru only (Sendlane's chunk is done). The order passes and is planned for
+    Sailthru, but its quarantine record stays open: it is owed to Sendlane too, and the next live
+    run re-checks it and plans it for both (Sailthru's already sent: nothing twice)."""
+    from sqlalchemy import create_engine
+
+    from storesync.core.windows import Window
+    from storesync.pipeline.jobs import deliver_vendor, open_context, plan_entity
+    from storesync.quality import QuarantineStore
+
+    settings, emulator = env
+    order_id = sorted(orders_changed_on(settings, [DAY1]), key=int)[0]
+    set_email(settings, order_id, "not-an-email")
+    run_historical(settings, request(end=DAY1, vendors=("sendlane",)), "orders", run_id_prefix="hist/1")
+    quarantine = QuarantineStore(create_engine(settings.ledger_url))
+    assert order_id in quarantine.open_ids("orders")
+    set_email(settings, order_id, "fixed@example.com")
+
+    run_historical(settings, request(end=DAY1), "orders", run_id_prefix="hist/2")
+
+    def sent(vendor):
+        if vendor == "sailthru":
+            return Counter(p["extid"] for p in emulator.purchases())[order_id]
+        return Counter(str(r["entity_id"]) for r in emulator.requests(
+            vendor="sendlane", endpoint="/tracking/order-placed"))[order_id]
+
+    assert (sent("sailthru"), sent("sendlane")) == (1, 0)
+    assert order_id in quarantine.open_ids("orders")  # still owed to Sendlane
+    ctx = open_context(settings, run_id="order_events/live", sync_name="order_events")
+    plan_entity(ctx, "orders", Window(END, END + timedelta(hours=1)))
+    for vendor in ("sendlane", "sailthru"):
+        deliver_vendor(ctx, vendor)
+    assert (sent("sailthru"), sent("sendlane")) == (1, 1)
+    assert order_id not in quarantine.open_ids("orders")
+
+
 def test_a_running_job_is_polled_again_never_resubmitted(env):
     settings, emulator = env
     emulator.configure(job_delay_s=2.0)

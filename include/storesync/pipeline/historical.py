@@ -834,7 +834,7 @@ def run_historical(settings: Settings, request: HistoricalRequest, entity: str, 
         if to_plan:
             ctx = SyncContext(settings=settings, warehouse=warehouse, ledger=ledger,
                               targets=[all_targets[v] for v in to_plan], run_id=run_id, sync_name=SYNC_NAME,
-                              dry_run=request.dry_run)
+                              dry_run=request.dry_run, owns_quarantine=False)
             try:
                 report = ENTITY_SYNCS[entity](ctx, window, historical=True)
             except Exception as exc:

@@ -124,6 +124,10 @@ class SyncContext:
     dry_run: bool = False
     now: datetime = field(default_factory=datetime.utcnow)
     quarantine: object | None = None  # storesync.quality.QuarantineStore, built lazily
+    # False for a run that may plan for some vendors only (a historical day, still owed to one
+    # vendor and done for the other): it records the rows it quarantines, but neither re-checks
+    # earlier ones nor closes a record, which is owed to every vendor. The live syncs do both.
+    owns_quarantine: bool = True
 
     def quarantine_store(self):
         if self.quarantine is None:
@@ -191,6 +195,8 @@ def _resolve_fixed(ctx: SyncContext, report: PlanReport) -> None:
     deliveries is still staged. Another run may have planned the same delivery keys after this one
     and taken the staged rows over (the adoption rule): this run's promote leaves them staged, and
     the record stays open so that a later run re-checks the row and plans (adopts) them again."""
+    if not ctx.owns_quarantine:
+        return
     store = ctx.quarantine_store()
     for entity, owners in report.fixed.items():
         if not owners:
@@ -413,7 +419,7 @@ def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = Fa
     size = ctx.settings.chunk_size
     # Before the window pass: an open order that passes in it must be planned from its whole
     # history too, and it is no longer open once it has passed.
-    owed = {entity_key(i): i for i in _open_quarantine_ids(ctx, "orders")}
+    owed = {entity_key(i): i for i in _open_quarantine_ids(ctx, "orders")} if ctx.owns_quarantine else {}
     # Up to now, not to the window's end: a late rerun of an old window must not leave the
     # changes of the windows after it behind (the order will not be re-checked again).
     history_end = max(window.end, to_naive_utc(ctx.now))
