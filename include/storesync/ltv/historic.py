@@ -554,7 +554,6 @@ def compute_historic_ltv(
 
     def run(conn: Connection) -> int:
         indexed = ltv_index_available(conn, source)
-        except_all = conn.dialect.name == "postgresql"
         ensure_ltv_tables(conn, source.orders.c.customer_id.type)
         versions, _, runs = ltv_storage(conn)
         definition = _definition(source)
@@ -587,8 +586,7 @@ def compute_historic_ltv(
                 changed = None if changed_since is None else select(changed_since.c.customer_id)
                 conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], _as_versions(
                     historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids,
-                                        changed_customers=changed,
-                                        except_all=except_all and 0 < n_changed <= FROM_INDEX_MAX_CUSTOMERS), d)))
+                                        changed_customers=changed, except_all=_from_index(conn, n_changed)), d)))
                 # A rerun of the day: customers an earlier attempt wrote a version for, and
                 # this one did not, are back to the day before's.
                 _stage_carried(conn, staged, versions, d)
@@ -605,7 +603,7 @@ def compute_historic_ltv(
         day_rows = historic_ltv_select(
             d, source, indexed=indexed,
             changed_customers=None if changed_since is None else select(changed_since.c.customer_id),
-            except_all=except_all and 0 < n_changed <= FROM_INDEX_MAX_CUSTOMERS)
+            except_all=_from_index(conn, n_changed))
         if staged is None and not conn.execute(select(exists().where(
                 versions.c.valid_to > literal(d, Date())))).scalar_one():
             # Nothing on d or after it (the first run, or a day before any other): every figure
@@ -660,6 +658,11 @@ def _set_local(conn: Connection, name: str, value: str) -> None:
 # orders from the covering index (``_orders_as_of_from_index``); more, and the table scan it
 # would do anyway is cheaper than setting millions of index rows against each other.
 FROM_INDEX_MAX_CUSTOMERS = 10_000
+
+
+def _from_index(conn: Connection, n_changed: int) -> bool:
+    """Whether the ``n_changed`` customers changed since the cutoff are read from the index."""
+    return conn.dialect.name == "postgresql" and 0 < n_changed <= FROM_INDEX_MAX_CUSTOMERS
 
 
 def _changed_customers_table(conn: Connection, source: OrderSource, d: date):
