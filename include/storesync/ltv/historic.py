@@ -147,6 +147,20 @@ def _day_number(d: date) -> int:
 
 
 # ----------------------------------------------------------------------------------- the query
+def _latest_status_before(history, order_id, cutoff: datetime):
+    """The status of the order ``order_id`` after its last change before ``cutoff`` (a scalar
+    subquery: NULL when its history starts later). Of changes at the same instant, the later
+    history row counts (history_id), else the greater status."""
+    tiebreak = [history.c.history_id.desc()] if "history_id" in history.c else [history.c.status.desc()]
+    return (
+        select(history.c.status)
+        .where(history.c.order_id == order_id, history.c.changed_at < literal(cutoff, history.c.changed_at.type))
+        .order_by(history.c.changed_at.desc(), *tiebreak)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
 def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), where=()):
     """Orders created before ``cutoff`` (with a customer_id), with their status as of ``cutoff``.
 
@@ -160,17 +174,9 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
     status = func.coalesce(o.c.status, literal(source.initial_status, String()))
     h = source.status_history
     if h is not None:
-        h_cutoff = literal(cutoff, h.c.changed_at.type)
         later = h.alias("ltv_history_later")
-        changed_since = select(later.c.order_id).where(later.c.changed_at >= h_cutoff)
-        tiebreak = [h.c.history_id.desc()] if "history_id" in h.c else [h.c.status.desc()]
-        status_before_cutoff = (
-            select(h.c.status)
-            .where(h.c.order_id == o.c.order_id, h.c.changed_at < h_cutoff)
-            .order_by(h.c.changed_at.desc(), *tiebreak)
-            .limit(1)
-            .scalar_subquery()
-        )
+        changed_since = select(later.c.order_id).where(later.c.changed_at >= literal(cutoff, later.c.changed_at.type))
+        status_before_cutoff = _latest_status_before(h, o.c.order_id, cutoff)
         # Changed since the cutoff: its latest change before the cutoff, or `initial_status` when
         # its history starts later (never today's status for a past day). Otherwise orders.status.
         # The IN list is built once, from the few ids changed since; the lookup runs only for them.
@@ -220,17 +226,9 @@ def _orders_as_of_from_index(source: OrderSource, cutoff: datetime, only_custome
     PostgreSQL (EXCEPT ALL); not SQLite, whose index carries the rowid anyway."""
     o, h = source.orders, source.status_history
     initial = literal(source.initial_status, String())
-    h_cutoff = literal(cutoff, h.c.changed_at.type)
     later = h.alias("ltv_history_later")
     changed = o.alias("ltv_changed_order")
-    tiebreak = [h.c.history_id.desc()] if "history_id" in h.c else [h.c.status.desc()]
-    status_before_cutoff = (
-        select(h.c.status)
-        .where(h.c.order_id == changed.c.order_id, h.c.changed_at < h_cutoff)
-        .order_by(h.c.changed_at.desc(), *tiebreak)
-        .limit(1)
-        .scalar_subquery()
-    )
+    status_before_cutoff = _latest_status_before(h, changed.c.order_id, cutoff)
     # Found on their own, from the few changes since the cutoff: joined to the customers, the
     # planner fetched every order of theirs to find the changed ones (it expects ~90 orders to a
     # customer; these have thousands).
@@ -238,7 +236,8 @@ def _orders_as_of_from_index(source: OrderSource, cutoff: datetime, only_custome
         changed.c.customer_id, changed.c.total, changed.c.created_at,
         func.coalesce(changed.c.status, initial).label("status_now"),
         func.coalesce(status_before_cutoff, initial).label("status_as_of"),
-    ).where(changed.c.order_id.in_(select(later.c.order_id).where(later.c.changed_at >= h_cutoff)),
+    ).where(changed.c.order_id.in_(select(later.c.order_id).where(
+                later.c.changed_at >= literal(cutoff, later.c.changed_at.type))),
             changed.c.created_at < literal(cutoff, changed.c.created_at.type),
             changed.c.customer_id.is_not(None)).cte("ltv_changed_orders").prefix_with("MATERIALIZED")
 
@@ -857,15 +856,7 @@ def _customers_to_recompute(source: OrderSource, d: date, since: datetime, *,
     )
 
     def status_at(cutoff: datetime, alias: str):
-        hh = h.alias(alias)
-        tiebreak = [hh.c.history_id.desc()] if "history_id" in hh.c else [hh.c.status.desc()]
-        latest = (
-            select(hh.c.status)
-            .where(hh.c.order_id == o.c.order_id, hh.c.changed_at < literal(cutoff, hh.c.changed_at.type))
-            .order_by(hh.c.changed_at.desc(), *tiebreak)
-            .limit(1)
-            .scalar_subquery()
-        )
+        latest = _latest_status_before(h.alias(alias), o.c.order_id, cutoff)
         return func.coalesce(latest, literal(source.initial_status, String()))
 
     moved = (
