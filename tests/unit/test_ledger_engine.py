@@ -953,3 +953,31 @@ def test_whether_a_window_is_settled_is_read_from_its_open_rows(tmp_path, analyz
     ledger.promote("w1")
     assert not ledger.window_is_settled("hourly", window[0], window[1].replace(hour=2))
     assert ledger.window_is_settled("hourly", *window)  # another window's open row is not this one's
+
+
+def _open_ledger_at_once(url, barrier, results):
+    barrier.wait()
+    try:
+        Ledger(url)
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_processes_opening_a_new_ledger_at_once_all_get_it(tmp_path):
+    """Every task of a first DAG run opens the ledger at the same moment: each creates the
+    missing tables, and loses the race for some of them (without a retry, this fails every time).
+    All of them must come up."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    n = 8
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    barrier, results = context.Barrier(n), context.Queue()
+    processes = [context.Process(target=_open_ledger_at_once, args=(url, barrier, results)) for _ in range(n)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert outcomes == ["ok"] * n, outcomes

@@ -984,16 +984,23 @@ def same_content(new: str, latest: str) -> bool:
 def _create_tables(engine: Engine, schema: str | None = None) -> None:
     """Create the ledger's tables; two processes starting at once may race, and that is fine.
     Then bring an older ledger up to date in place (``_migrate``)."""
+    import random
+    import time
+
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-    for attempt in range(3):
+    attempts = 10
+    for attempt in range(attempts):
         try:
             metadata.create_all(engine, checkfirst=True)
             _migrate(engine, schema)
             return
         except (OperationalError, ProgrammingError, IntegrityError):  # PostgreSQL: UniqueViolation
-            if attempt == 2:
+            if attempt == attempts - 1:
                 raise
+            # The other process is creating the tables one by one: retried at once, in step
+            # with it, three attempts could each meet a table it had just made (a CI run did).
+            time.sleep(random.uniform(0.05, 0.25))
 
 
 # Columns added after the first release: nullable, so older rows need no backfill.
