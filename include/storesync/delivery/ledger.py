@@ -1026,24 +1026,25 @@ def _migrate(engine: Engine, schema: str | None) -> None:
                         raise
     for table in (deliveries,):
         have = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
+        invalid = set()
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
-                have -= _invalid_pg_indexes(conn, table.name, schema)
+                invalid = _invalid_pg_indexes(conn, table.name, schema)
         for index in table.indexes:
-            if index.name not in have:
+            if index.name not in have or index.name in invalid:
                 try:
-                    _create_index(engine, index, schema)
+                    _create_index(engine, index, schema, rebuild=index.name in invalid)
                 except (OperationalError, ProgrammingError):
                     names = {i["name"] for i in inspect(engine).get_indexes(table.name, schema=schema)}
                     if index.name not in names:
                         raise
 
 
-def _create_index(engine: Engine, index: Index, schema: str | None) -> None:
+def _create_index(engine: Engine, index: Index, schema: str | None, *, rebuild: bool = False) -> None:
     """Build ``index`` on a table that may already hold millions of rows. On PostgreSQL
     CONCURRENTLY, outside a transaction: a plain CREATE INDEX blocks every write to the ledger
-    while it builds, and deliveries keep running through an upgrade. A build that failed half
-    way leaves an INVALID index of that name behind: dropped and built again."""
+    while it builds, and deliveries keep running through an upgrade. ``rebuild``: an INVALID
+    index of that name is there (a build that failed half way): dropped first."""
     if engine.dialect.name != "postgresql":
         index.create(engine)
         return
@@ -1053,7 +1054,7 @@ def _create_index(engine: Engine, index: Index, schema: str | None) -> None:
     head, sep, rest = ddl.partition("INDEX ")
     qualified = f'"{schema}".{index.name}' if schema else index.name
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if index.name in _invalid_pg_indexes(conn, index.table.name, schema):
+        if rebuild:
             conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {qualified}")
         conn.exec_driver_sql(f"{head}{sep}CONCURRENTLY {rest}")
 

@@ -561,9 +561,12 @@ def compute_historic_ltv(
                        *[versions.c[name]._copy() for name in VERSION_COLUMNS]]
         method, staged, recomputed, from_day = "full", None, 0, None
         since = _incremental_since(conn, runs, d, definition, late_margin) if incremental else None
-        jit_was = None
-        if since is not None and "updated_at" in o.c:
-            jit_was = _jit_off(conn)
+        from_previous = since is not None and "updated_at" in o.c
+        jit_was = _jit_off(conn) if from_previous else None
+        # Read by the incremental recompute and the full query alike: found once.
+        changed_since, n_changed = _changed_customers_table(conn, source, d) if indexed else (None, 0)
+        changed = None if changed_since is None else select(changed_since.c.customer_id)
+        if from_previous:
             previous = d - timedelta(days=1)
             # Both sets are read by several statements: kept in temporary tables, found once.
             to_recompute = _customers_to_recompute(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
@@ -581,8 +584,6 @@ def compute_historic_ltv(
                 staged = _temporary(conn, "ltv_tmp_day", _as_versions(
                     _merged_with_new_orders(versions, previous, d, buyers, recompute_ids), d), day_columns,
                     index_customer_id=True)
-                changed_since, n_changed = _changed_customers_table(conn, source, d) if indexed else (None, 0)
-                changed = None if changed_since is None else select(changed_since.c.customer_id)
                 conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], _as_versions(
                     historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids,
                                         changed_customers=changed, except_all=_from_index(conn, n_changed)), d)))
@@ -591,18 +592,12 @@ def compute_historic_ltv(
                 _stage_carried(conn, staged, versions, d)
                 method, recomputed, from_day = "incremental", n_recompute, previous
                 buyers.drop(conn)
-                if changed_since is not None:
-                    changed_since.drop(conn)
             recompute.drop(conn)
             if staged is None and jit_was is not None:  # too many to recompute: the full query, as configured
                 _set_local(conn, "jit", jit_was)
                 jit_was = None
-        changed_since, n_changed = (_changed_customers_table(conn, source, d)
-                                    if staged is None and indexed else (None, 0))
-        day_rows = historic_ltv_select(
-            d, source, indexed=indexed,
-            changed_customers=None if changed_since is None else select(changed_since.c.customer_id),
-            except_all=_from_index(conn, n_changed))
+        day_rows = historic_ltv_select(d, source, indexed=indexed, changed_customers=changed,
+                                       except_all=_from_index(conn, n_changed))
         if staged is None and not conn.execute(select(exists().where(
                 versions.c.valid_to > literal(d, Date())))).scalar_one():
             # Nothing on d or after it (the first run, or a day before any other): every figure
