@@ -13,8 +13,17 @@ Every limiter has the same two-method shape (``RateLimiter``):
 |-----------------------|------------------------------|----------------------------------------------|
 | ``TokenBucket``       | this process                 | one process owns the account                 |
 | ``SharedWindowLimiter`` | a table in the ledger DB   | Sendlane: 240/min per *account*, shared by every DAG, process and host using it |
-| ``HeaderThrottle``    | the vendor's own headers     | Sailthru: per (endpoint, method) budget announced on every response |
+| ``SharedWindowLimiter`` + ``observe`` | the ledger DB, steered by headers | Sailthru with a ledger: per account, endpoint and method, shared the same way |
+| ``HeaderThrottle``    | the vendor's own headers     | Sailthru alone: per (endpoint, method) budget announced on every response |
 | ``Unlimited``         | nowhere                      | benchmarks with the vendor's limits switched off |
+
+Permits taken ahead (``try_reserve``): the delivery engine takes a request's admission *before*
+it claims the row (a claimed row is ``sending``, and a crash turns ``sending`` into "unknown", so
+no row may wait for budget once claimed). ``try_reserve(cost)`` never blocks: it returns a
+``Permit`` or the seconds to wait before asking again. The thread that sends the row runs the
+request inside ``prepaid(permit)``: the first admission that thread asks of that limiter is the
+permit, so the client's own retry loop does not take a second one. A permit never used (the
+request was refused locally, the claim lost a race) is handed back.
 
 A limiter that is shared through a database is keyed by an *account fingerprint*
 (``storesync.core.config.fingerprint``, e.g. ``"sendlane:" + fingerprint(api_token)``): a hash of
@@ -28,7 +37,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -71,12 +81,73 @@ class HoldsUntilAnswered(Protocol):
     def acquire_until_answered(self, cost: int = 1) -> Callable[[], None]: ...
 
 
+@runtime_checkable
+class Reserves(Protocol):
+    """A limiter that can admit a request ahead of it without blocking (see ``Permit``)."""
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        """A permit now, or ``(None, seconds to wait before asking again)``."""
+
+
 def _check_cost(cost: int, capacity: float) -> None:
     if cost < 1:
         raise ValueError(f"cost must be at least 1, got {cost}")
     if cost > capacity:
         # Such a request could never be admitted: fail now instead of blocking forever.
         raise ValueError(f"cost {cost} exceeds the limiter's capacity {capacity:g}")
+
+
+def _nothing() -> None:
+    return None
+
+
+class Permit:
+    """One admission taken ahead of its request (``try_reserve``). ``settle`` (once the request is
+    over) and ``cancel`` (it never left) are each safe to call more than once; after one, the
+    other does nothing."""
+
+    __slots__ = ("limiter", "_settle", "_cancel", "used", "closed")
+
+    def __init__(self, limiter: RateLimiter, settle: Callable[[], None] = _nothing,
+                 cancel: Callable[[], None] = _nothing) -> None:
+        self.limiter = limiter
+        self._settle, self._cancel = settle, cancel
+        self.used = False  # handed to the request it was taken for
+        self.closed = False
+
+    def settle(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._settle()
+
+    def cancel(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._cancel()
+
+
+_prepaid = threading.local()
+
+
+@contextmanager
+def prepaid(permit: Permit | None) -> Iterator[None]:
+    """Inside, this thread's next admission from ``permit.limiter`` is ``permit`` (no wait); a
+    permit still unused on the way out is handed back (``cancel``)."""
+    _prepaid.permit = permit
+    try:
+        yield
+    finally:
+        _prepaid.permit = None
+        if permit is not None and not permit.used:
+            permit.cancel()
+
+
+def _take_prepaid(limiter) -> Permit | None:
+    permit = getattr(_prepaid, "permit", None)
+    if permit is None or permit.used or permit.limiter is not limiter:
+        return None
+    permit.used = True
+    return permit
 
 
 class TokenBucket:
@@ -115,22 +186,39 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - earning_from) * self.rate_per_second)
         self._updated_at = now
 
+    def _take(self, cost: int) -> float:
+        """Take ``cost`` tokens (0.0) or say how long until they may be there."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            if now < self._paused_until:
+                return self._paused_until - now
+            if self._tokens >= cost:
+                self._tokens -= cost
+                return 0.0
+            return (cost - self._tokens) / self.rate_per_second
+
     def acquire(self, cost: int = 1) -> float:
         _check_cost(cost, self.burst)
+        if _take_prepaid(self):
+            return 0.0
         started = self._clock()
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._refill(now)
-                if now < self._paused_until:
-                    wait = self._paused_until - now
-                elif self._tokens >= cost:
-                    self._tokens -= cost
-                    return now - started
-                else:
-                    wait = (cost - self._tokens) / self.rate_per_second
+        while (wait := self._take(cost)) > 0:
             # Sleep outside the lock; on waking, compete again (a penalty may have arrived).
             self._sleep(wait)
+        return self._clock() - started
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        _check_cost(cost, self.burst)
+        wait = self._take(cost)
+        if wait > 0:
+            return None, wait
+
+        def give_back() -> None:
+            with self._lock:
+                self._tokens = min(float(self.burst), self._tokens + cost)
+
+        return Permit(self, cancel=give_back), 0.0
 
     def penalize(self, seconds: float) -> None:
         with self._lock:
@@ -154,12 +242,20 @@ class Unlimited:
 
     def acquire(self, cost: int = 1) -> float:
         _check_cost(cost, float("inf"))
+        if _take_prepaid(self):
+            return 0.0
         with self._lock:
             wait = self._paused_until - self._clock()
         if wait <= 0:
             return 0.0
         self._sleep(wait)
         return wait
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        _check_cost(cost, float("inf"))
+        with self._lock:
+            wait = self._paused_until - self._clock()
+        return (None, wait) if wait > 0 else (Permit(self), 0.0)
 
     def penalize(self, seconds: float) -> None:
         with self._lock:
@@ -206,26 +302,43 @@ class HeaderThrottle:
     def remaining(self) -> int:
         return self._remaining
 
+    def _take(self, cost: int) -> tuple[float, float]:
+        """``(0.0, the window's reset)`` once ``cost`` is taken, else ``(seconds to wait, _)``."""
+        with self._lock:
+            _check_cost(cost, self._limit)
+            now = self._clock()
+            if now >= self._reset_at + self.margin_s:
+                # The window is over (or nothing is known yet): assume a fresh one until a
+                # header says otherwise.
+                self._remaining = self._limit
+                self._reset_at = now + 60.0
+                self._reset_is_vendors = False
+            if now < self._paused_until:
+                return self._paused_until - now, 0.0
+            if self._remaining >= cost:
+                self._remaining -= cost
+                return 0.0, self._reset_at
+            return self._reset_at + self.margin_s - now, 0.0
+
     def acquire(self, cost: int = 1) -> float:
+        if _take_prepaid(self):
+            return 0.0
         started = self._clock()
-        while True:
-            with self._lock:
-                _check_cost(cost, self._limit)
-                now = self._clock()
-                if now >= self._reset_at + self.margin_s:
-                    # The window is over (or nothing is known yet): assume a fresh one until a
-                    # header says otherwise.
-                    self._remaining = self._limit
-                    self._reset_at = now + 60.0
-                    self._reset_is_vendors = False
-                if now < self._paused_until:
-                    wait = self._paused_until - now
-                elif self._remaining >= cost:
-                    self._remaining -= cost
-                    return now - started
-                else:
-                    wait = self._reset_at + self.margin_s - now
+        while (wait := self._take(cost)[0]) > 0:
             self._sleep(wait)
+        return self._clock() - started
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        wait, reset_at = self._take(cost)
+        if wait > 0:
+            return None, wait
+
+        def give_back() -> None:
+            with self._lock:
+                if self._reset_at == reset_at:  # the same window: the request never counted
+                    self._remaining = min(self._limit, self._remaining + cost)
+
+        return Permit(self, cancel=give_back), 0.0
 
     def penalize(self, seconds: float) -> None:
         with self._lock:
@@ -254,10 +367,12 @@ class HeaderThrottle:
 
 class PerEndpointLimiters:
     """One limiter per (endpoint, method), made by ``factory`` on first use (Sailthru's limits are
-    per endpoint and method)."""
+    per endpoint and method). ``keyed=True``: the factory is called with ``(endpoint, method)``
+    (a shared limiter needs them in its key)."""
 
-    def __init__(self, factory: Callable[[], RateLimiter]) -> None:
+    def __init__(self, factory: Callable[..., RateLimiter], *, keyed: bool = False) -> None:
         self._factory = factory
+        self._keyed = keyed
         self._lock = threading.Lock()
         self._limiters: dict[tuple[str, str], RateLimiter] = {}
 
@@ -266,7 +381,7 @@ class PerEndpointLimiters:
         with self._lock:
             limiter = self._limiters.get(key)
             if limiter is None:
-                limiter = self._limiters[key] = self._factory()
+                limiter = self._limiters[key] = self._factory(*key) if self._keyed else self._factory()
             return limiter
 
 
@@ -334,9 +449,12 @@ class SharedWindowLimiter:
         in_flight_s: float = 300.0,
         clock: Clock = time.time,
         sleep: Sleep = time.sleep,
+        on_admit: Callable[[float], None] | None = None,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        if window_s <= 0 or margin_s < 0:
+            raise ValueError("window_s must be positive and margin_s not negative")
         if in_flight_s <= 0:
             raise ValueError("in_flight_s must be positive")
         if not key or len(key) + len(_PAUSE_SUFFIX) > rate_slots.c.key.type.length:
@@ -352,6 +470,8 @@ class SharedWindowLimiter:
         self._pause_key = key + _PAUSE_SUFFIX
         self._clock = clock
         self._sleep = sleep
+        # Called with each admission's time as stamped under the key's lock (metrics, tests).
+        self._on_admit = on_admit
         self.engine = _limiter_engine(engine_or_url)
         self._is_postgres = self.engine.dialect.name == "postgresql"
         with self.engine.begin() as conn:
@@ -368,6 +488,10 @@ class SharedWindowLimiter:
 
     def acquire(self, cost: int = 1) -> float:
         _check_cost(cost, self.limit)
+        permit = _take_prepaid(self)
+        if permit is not None:
+            permit.settle()  # counted from now on, like an admission made now
+            return 0.0
         started = self._clock()
         while True:
             wait, _ = self._try_admit(cost, held=False)
@@ -379,11 +503,42 @@ class SharedWindowLimiter:
         """``acquire``, with the slots counted as in flight until the returned ``settle`` is called
         (see the class docstring)."""
         _check_cost(cost, self.limit)
+        permit = _take_prepaid(self)
+        if permit is not None:
+            return permit.settle
         while True:
             wait, stamp = self._try_admit(cost, held=True)
             if wait <= 0:
                 break
             self._sleep(wait)
+        return self._settler(stamp)
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        """One attempt at admitting ``cost`` slots, held until answered (``Permit.settle``) or
+        handed back (``Permit.cancel`` deletes them)."""
+        _check_cost(cost, self.limit)
+        wait, stamp = self._try_admit(cost, held=True)
+        if wait > 0:
+            return None, wait
+        return Permit(self, settle=self._settler(stamp), cancel=self._canceller(stamp)), 0.0
+
+    def _canceller(self, stamp: float) -> Callable[[], None]:
+        def cancel() -> None:
+            try:
+                with self.engine.begin() as conn:
+                    self._lock_key(conn)
+                    conn.execute(rate_slots.delete().where(rate_slots.c.key == self.key,
+                                                           rate_slots.c.slot_at == stamp))
+            except Exception:  # noqa: BLE001 - the slot then counts until its lease ends: safe
+                log.warning("could not hand back a %s rate slot", self.key, exc_info=True)
+
+        return cancel
+
+    def _lock_key(self, conn) -> None:
+        if self._is_postgres:
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.key))))
+
+    def _settler(self, stamp: float) -> Callable[[], None]:
         settled = False
 
         def settle() -> None:
@@ -436,6 +591,8 @@ class SharedWindowLimiter:
                             rate_slots.c.key == self.key, rate_slots.c.slot_at == stamp)).scalar_one():
                         stamp = math.nextafter(stamp, math.inf)
                 conn.execute(rate_slots.insert(), [{"key": self.key, "slot_at": stamp}] * cost)
+                if self._on_admit is not None:
+                    self._on_admit(now)
                 return 0.0, stamp
             # Wait until enough of the oldest slots have aged out of the window.
             must_expire = in_window + cost - self.limit
@@ -457,9 +614,26 @@ class SharedWindowLimiter:
         if seconds <= 0:
             return
         with self.engine.begin() as conn:
-            if self._is_postgres:
-                conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(self.key))))
+            self._lock_key(conn)
             conn.execute(rate_slots.insert(), {"key": self._pause_key, "slot_at": self._clock() + seconds})
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Sailthru's ``X-Rate-Limit-*`` headers: ``Limit`` becomes this limiter's budget (the
+        vendor knows its ceiling per endpoint better than a default does); ``Remaining: 0`` pauses
+        every process on the key until ``Reset`` plus the margin (something else on the account,
+        another integration say, spent the budget). The sliding-window count stays in force
+        either way: the vendor's window may be fixed or sliding, and 60 s with at most ``limit``
+        admissions satisfies both."""
+        try:
+            limit = int(headers["X-Rate-Limit-Limit"])
+            remaining = int(headers["X-Rate-Limit-Remaining"])
+            reset_at = float(headers["X-Rate-Limit-Reset"])
+        except (KeyError, TypeError, ValueError):
+            return  # not every answer (a proxy's 502, say) carries the headers
+        if limit >= 1:
+            self.limit = limit
+        if remaining <= 0:
+            self.penalize(reset_at + self.margin_s - self._clock())
 
 
 def _limiter_engine(engine_or_url: Engine | str) -> Engine:

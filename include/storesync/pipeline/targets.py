@@ -253,7 +253,14 @@ class SailthruTarget(_BaseTarget):
     def sender(self, limiter_engine=None):
         from storesync.pipeline.senders import SailthruSender
 
-        return SailthruSender(self.settings.sailthru, self.account, client_factory=self.client_factory)
+        factory = self.client_factory
+        if factory is None and limiter_engine is not None:
+            from storesync.pipeline.vendor_clients import default_sailthru_client
+
+            # Sailthru's budgets shared through the ledger database, like Sendlane's.
+            def factory(settings):
+                return default_sailthru_client(settings, limiter_engine)
+        return SailthruSender(self.settings.sailthru, self.account, client_factory=factory)
 
 
 def _cart_seq(event: CheckoutEvent) -> int:

@@ -1,188 +1,45 @@
-"""What the DAGs' tasks call: the sync jobs, wired to Airflow's connections and run context.
+"""The sync jobs the storesync operators run, given a resolved :class:`SyncRun`.
 
-DAG files import this module inside their task functions only, so parsing a DAG file never
-imports pandas, SQLAlchemy or GX. Vendor credentials come from the ``sendlane_default`` and
-``sailthru_default`` connections when they exist (the hooks build the clients); everything else
-from ``storesync.toml`` / ``STORESYNC_*``.
+Operators (``storesync.provider.operators``) turn an Airflow context and their ``*_conn_id``
+parameters into a ``SyncRun`` (settings from the connections, the window, the ledger run id) and
+call one function here; the pure logic lives in ``storesync.pipeline``. Nothing here reads an
+Airflow context, so every function is callable from a test or a user's own ``@task``.
 """
 
 from __future__ import annotations
 
 import logging
-from storesync.core.config import Settings, load_settings
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from storesync.core.config import Settings
 from storesync.core.windows import Window
 
 log = logging.getLogger(__name__)
 
 
-def settings() -> Settings:
-    """storesync settings, with vendor credentials from the Airflow connections where they exist,
-    so the ledger's account keys always match the account the hooks actually send to."""
-    from dataclasses import replace
+@dataclass(frozen=True)
+class SyncRun:
+    """One task's run: its settings (from the connections), window and ids."""
 
-    base = load_settings()
-    sendlane_conn, sailthru_conn = _connection("sendlane_default"), _connection("sailthru_default")
-    overrides = {}
-    if sendlane_conn is not None:
-        extra = sendlane_conn.extra_dejson
-        overrides["sendlane"] = replace(
-            base.sendlane,
-            base_url=_base_url(sendlane_conn, base.sendlane.base_url),
-            api_token=sendlane_conn.password or "",
-            integration_token=extra.get("integration_token") or "",
-            budget_per_minute=int(extra.get("budget_per_minute") or base.sendlane.budget_per_minute),
-            account_id=_account_id(extra, base.sendlane.account_id),
-        )
-    if sailthru_conn is not None:
-        overrides["sailthru"] = replace(
-            base.sailthru, base_url=_base_url(sailthru_conn, base.sailthru.base_url),
-            api_key=sailthru_conn.login or "", secret=sailthru_conn.password or "",
-            account_id=_account_id(sailthru_conn.extra_dejson, base.sailthru.account_id),
-        )
-    return replace(base, **overrides) if overrides else base
+    settings: Settings
+    window: Window | None
+    dag_id: str
+    run_id: str
+    ledger_run_id: str  # the ledger's run key: "<dag_id>/<run_id>[/<sync_name>]"
+    params: dict = field(default_factory=dict)
+
+    def require_window(self) -> Window:
+        if self.window is None:
+            raise ValueError("this task needs a data interval: trigger it with a logical date or a backfill")
+        return self.window
 
 
-def _account_id(extra: dict, default: str | None) -> str | None:
-    """The connection's extra ``account_id`` (the ledger's account key), else the settings' one;
-    neither: the ledger keys the account by a fingerprint of its credential."""
-    value = extra.get("account_id")
-    return str(value) if value not in (None, "") else default
-
-
-def _connection(conn_id: str):
-    from airflow.sdk import BaseHook
-
-    try:
-        return BaseHook.get_connection(conn_id)
-    except Exception:  # noqa: BLE001 - not configured: the settings file applies
-        return None
-
-
-def _base_url(conn, default: str) -> str:
-    from storesync.clients.http import base_url_from_parts
-
-    return base_url_from_parts(conn.host, conn.port, conn.schema, default)
-
-
-def window_from_context(context) -> Window:
-    start, end = context.get("data_interval_start"), context.get("data_interval_end")
-    if start is None or end is None:
-        raise ValueError("this task needs a data interval: trigger it with a logical date or a backfill")
-    return Window(start, end)
-
-
-def run_id_from_context(context, suffix: str = "") -> str:
-    dag_run = context["dag_run"]
-    return f"{dag_run.dag_id}/{dag_run.run_id}{('/' + suffix) if suffix else ''}"
-
-
-def client_factories(ledger_url: str) -> dict:
-    """Vendor clients built by the provider's hooks, for the vendors whose connection exists."""
-    from storesync.provider.hooks.sailthru import SailthruHook
-    from storesync.provider.hooks.sendlane import SendlaneHook
-
-    factories = {}
-    if _connection(SendlaneHook.default_conn_name) is not None:
-        factories["sendlane"] = lambda _settings: SendlaneHook(ledger_url=ledger_url).get_conn()
-    if _connection(SailthruHook.default_conn_name) is not None:
-        factories["sailthru"] = lambda _settings: SailthruHook().get_conn()
-    return factories
-
-
-def _context(context, *, sync_name: str, vendors, dry_run: bool = False):
+def _open(run: SyncRun, *, sync_name: str, vendors, dry_run: bool = False):
     from storesync.pipeline.jobs import open_context
 
-    current = settings()
-    return open_context(current, run_id=run_id_from_context(context), sync_name=sync_name, vendors=vendors,
-                        dry_run=dry_run, client_factories=client_factories(current.ledger_url))
-
-
-def plan(entity: str, context, *, sync_name: str, vendors, dry_run: bool = False,
-         full_catalog: bool = False, historical: bool = False) -> dict:
-    from storesync.pipeline.jobs import plan_entity
-
-    window = window_from_context(context)
-    if full_catalog:
-        window = Window.everything_before(window.end)
-    ctx = _context(context, sync_name=sync_name, vendors=vendors, dry_run=dry_run)
-    kwargs = {"historical": historical} if entity in ("orders", "customers", "products") else {}
-    report = plan_entity(ctx, entity, window, **kwargs)
-    log.info("planned %s for %s: %s", entity, window, report["planned"])
-    return report
-
-
-def deliver(vendor: str, context, *, sync_name: str) -> dict:
-    from storesync.pipeline.jobs import deliver_vendor
-
-    ctx = _context(context, sync_name=sync_name, vendors=[vendor])
-    report = deliver_vendor(ctx, vendor)
-    log.info("%s: %s", vendor, {k: v for k, v in report.items() if k != "by_event"})
-    raise_if_held(vendor, report)
-    return report
-
-
-def raise_if_held(vendor: str, report: dict) -> None:
-    """Fail the task, after everything else was sent, when deliveries are held with an unknown
-    outcome (this run's and those recovered from earlier runs alike), or when open deliveries
-    of the vendor sit under another account key than the one sent to. Held deliveries are not
-    lost, but a person must reconcile them. (Rows awaiting a later lookup are not held: the next
-    run looks them up again.)"""
-    others = report.get("open_under_other_accounts") or {}
-    if others:
-        from storesync.delivery.engine import other_accounts_problem
-
-        raise RuntimeError(other_accounts_problem(vendor, report.get("account"), others))
-    held = report.get("held_unknown", 0)
-    if held:
-        earlier = report.get("held_from_earlier", 0)
-        raise RuntimeError(
-            f"{held} {vendor} deliveries have an unknown outcome and are held ({held - earlier} from this "
-            f"run, {earlier} recovered from earlier runs); {report.get('accepted', 0)} accepted, "
-            f"{report.get('awaiting_lookup', 0)} awaiting a later lookup; run `storesync reconcile --list`")
-
-
-def finish(context, *, sync_name: str) -> dict:
-    from storesync.delivery.ledger import Ledger
-
-    window = window_from_context(context)
-    ledger = Ledger(settings().ledger_url)
-    settled = ledger.window_is_settled(sync_name, window.start, window.end)
-    # Only as far as every earlier window settled too (the contiguous settled prefix).
-    ledger.advance_watermark(sync_name, window.end, window_start=window.start)
-    ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
-    return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
-
-
-# ============================================================================ the DAG suite
-# Each function below is what one task of a storesync DAG calls; the DAG files stay thin.
-
-EXPECTED_INTERVALS_HOURS = {
-    # sync name (ledger watermark) -> its schedule interval, for the monitor's "no progress" check
-    "order_events": 1, "customers": 1, "checkouts": 1, "products_changed": 1,
-    "products": 24, "ltv": 24, "ltv_profiles": 24,
-}
-
-
-def _suite_settings() -> Settings:
-    """``settings()`` plus the Sendlane list for contacts (LTV custom fields, consent), from the
-    connection's extra ``list_id`` when the settings file does not name one."""
-    from dataclasses import replace
-
-    current = settings()
-    if not current.sendlane.list_id:
-        conn = _connection("sendlane_default")
-        list_id = conn.extra_dejson.get("list_id") if conn is not None else None
-        if list_id:
-            current = replace(current, sendlane=replace(current.sendlane, list_id=str(list_id)))
-    return current
-
-
-def _open(context, *, sync_name: str, vendors, dry_run: bool = False, current: Settings | None = None):
-    from storesync.pipeline.jobs import open_context
-
-    current = current or _suite_settings()
-    return open_context(current, run_id=run_id_from_context(context), sync_name=sync_name, vendors=vendors,
-                        dry_run=dry_run, client_factories=client_factories(current.ledger_url))
+    return open_context(run.settings, run_id=run.ledger_run_id, sync_name=sync_name, vendors=vendors,
+                        dry_run=dry_run)
 
 
 def _planned(ctx, entity: str, window: Window, **kwargs) -> dict:
@@ -193,57 +50,145 @@ def _planned(ctx, entity: str, window: Window, **kwargs) -> dict:
     return report
 
 
-def finish_sync(context, *, sync_name: str, full_catalog: bool = False) -> dict:
-    """``finish`` for syncs whose plan covered the whole past up to the interval's end (nightly
-    catalog, LTV profiles): their deliveries carry that window, so settle that window."""
-    from storesync.delivery.ledger import Ledger
-
-    window = window_from_context(context)
+# ---------------------------------------------------------------------------- plan, deliver, finish
+def plan(entity: str, run: SyncRun, *, sync_name: str, vendors, full_catalog: bool = False,
+         historical: bool = False) -> dict:
+    window = run.require_window()
     if full_catalog:
         window = Window.everything_before(window.end)
-    ledger = Ledger(settings().ledger_url)
+    ctx = _open(run, sync_name=sync_name, vendors=vendors)
+    kwargs = {"historical": historical} if entity in ("orders", "customers", "products") else {}
+    return _planned(ctx, entity, window, **kwargs)
+
+
+def deliver(vendor: str, run: SyncRun, *, sync_name: str) -> dict:
+    """Send ``vendor``'s due deliveries (of every sync: the ledger keys them by account, and this
+    run's account is the connection's). Raises :class:`HeldDeliveries` or
+    :class:`OtherAccountsOpen` after everything else was sent."""
+    from storesync.pipeline.jobs import deliver_vendor
+
+    ctx = _open(run, sync_name=sync_name, vendors=[vendor])
+    report = deliver_vendor(ctx, vendor)
+    log.info("%s: %s", vendor, {k: v for k, v in report.items() if k != "by_event"})
+    report["open_under_other_accounts"] = _other_accounts_of_this_sync(
+        ctx.ledger, vendor, report.get("account"), sync_name, report.get("open_under_other_accounts") or {})
+    raise_if_held(vendor, report)
+    return report
+
+
+def _other_accounts_of_this_sync(ledger, vendor: str, account: str | None, sync_name: str, others: dict) -> dict:
+    """Of the open rows under other account keys, those this sync planned: a sync sends to one
+    account per vendor, so they are stranded (its key changed). Another account's rows planned by
+    another sync (a second store or brand of the same vendor, sharing the ledger) are not."""
+    if not others:
+        return {}
+    from sqlalchemy import func, select
+
+    from storesync.delivery.ledger import OPEN_STATES, deliveries
+
+    query = (select(deliveries.c.account, func.count())
+             .where(deliveries.c.vendor == vendor, deliveries.c.state.in_(OPEN_STATES),
+                    deliveries.c.sync_name == sync_name, deliveries.c.account != (account or ""))
+             .group_by(deliveries.c.account))
+    with ledger.engine.connect() as conn:
+        return {a: n for a, n in conn.execute(query)}
+
+
+class HeldDeliveries(RuntimeError):
+    """Deliveries are held with an unknown outcome: a person reconciles them (retrying cannot)."""
+
+    def __init__(self, message: str, report: dict) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class OtherAccountsOpen(RuntimeError):
+    """Open deliveries this sync planned sit under another account key than the one it sends to."""
+
+    def __init__(self, message: str, report: dict) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def held_remedy(vendor: str) -> str:
+    """The command that resolves held rows (``storesync.delivery.remedies`` when present)."""
+    try:
+        from storesync.delivery import remedies  # noqa: PLC0415 - written by the unknown-outcome work
+    except ImportError:
+        return "run `storesync reconcile --list`, then `storesync reconcile --found-file FILE`"
+    for name in ("held_remedy", "remedy_for_held", "command_for_held"):
+        function = getattr(remedies, name, None)
+        if callable(function):
+            try:
+                return str(function(vendor))
+            except TypeError:
+                continue
+    return "run `storesync reconcile --list`, then `storesync reconcile --found-file FILE`"
+
+
+def raise_if_held(vendor: str, report: dict) -> None:
+    """Fail the task, after everything else was sent, when deliveries are held with an unknown
+    outcome (this run's and those recovered from earlier runs alike), or when open deliveries
+    this sync planned sit under another account key than the one sent to. Held deliveries are not
+    lost, but a person must reconcile them. (Rows awaiting a later lookup are not held: the next
+    run looks them up again.)"""
+    others = report.get("open_under_other_accounts") or {}
+    if others:
+        from storesync.delivery.engine import other_accounts_problem
+
+        raise OtherAccountsOpen(other_accounts_problem(vendor, report.get("account"), others), report)
+    held = report.get("held_unknown", 0)
+    if held:
+        earlier = report.get("held_from_earlier", 0)
+        raise HeldDeliveries(
+            f"{held} {vendor} deliveries have an unknown outcome and are held ({held - earlier} from this "
+            f"run, {earlier} recovered from earlier runs); {report.get('accepted', 0)} accepted, "
+            f"{report.get('awaiting_lookup', 0)} awaiting a later lookup; {held_remedy(vendor)}", report)
+
+
+def finish(run: SyncRun, *, sync_name: str, full_catalog: bool = False) -> dict:
+    """Settle the window: the watermark moves as far as every earlier window settled too (the
+    contiguous settled prefix). ``full_catalog``: the plan covered the whole past up to the
+    interval's end (nightly catalog, LTV profiles), so that is the window to settle."""
+    from storesync.delivery.ledger import Ledger
+
+    window = run.require_window()
+    if full_catalog:
+        window = Window.everything_before(window.end)
+    ledger = Ledger(run.settings.ledger_url)
     settled = ledger.window_is_settled(sync_name, window.start, window.end)
-    # Only as far as every earlier window settled too (the contiguous settled prefix).
     ledger.advance_watermark(sync_name, window.end, window_start=window.start)
-    ledger.finish_run(run_id_from_context(context), "success" if settled else "incomplete")
+    ledger.finish_run(run.ledger_run_id, "success" if settled else "incomplete")
     return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
 
 
 # ---------------------------------------------------------------------------- products
-def plan_products(context, *, sync_name: str, vendors, full_catalog: bool = False,
+def plan_products(run: SyncRun, *, sync_name: str, vendors, full_catalog: bool = False,
                   force_full: bool = False) -> dict:
     """The catalog (``full_catalog``: every product updated before the interval's end) or the
     interval's changed products. ``force_full`` salts every version with this run's id, so every
     product goes again, once for this run (its retries included)."""
-    window = window_from_context(context)
+    window = run.require_window()
     if full_catalog:
         window = Window.everything_before(window.end)
-    ctx = _open(context, sync_name=sync_name, vendors=vendors)
-    salt = run_id_from_context(context) if force_full else None
-    report = _planned(ctx, "products", window, version_salt=salt)
+    ctx = _open(run, sync_name=sync_name, vendors=vendors)
+    report = _planned(ctx, "products", window, version_salt=run.ledger_run_id if force_full else None)
     report["force_full"] = bool(force_full)
     return report
 
 
 # ---------------------------------------------------------------------------- customers and consent
-def read_vendor_unsubscribes(context, *, vendors) -> dict:
+def read_vendor_unsubscribes(run: SyncRun) -> dict:
     """Read Sendlane's own unsubscribes into ``storesync_vendor_unsubscribes`` (before anything
     about people is planned), so the Sendlane mappers never send consent for them."""
     from storesync.delivery.ledger import Ledger
     from storesync.pipeline.consent import load_unsubscribed, read_back_sendlane
+    from storesync.pipeline.vendor_clients import default_sendlane_client
 
-    if "sendlane" not in vendors:
-        return {"skipped": "sendlane is not among this sync's vendors"}
-    current = _suite_settings()
+    current = run.settings
     ledger = Ledger(current.ledger_url)
     account = current.sendlane.account
-    factory = client_factories(current.ledger_url).get("sendlane")
-    if factory is not None:
-        client = factory(current.sendlane)
-    else:
-        from storesync.pipeline.senders import default_sendlane_client
-
-        client = default_sendlane_client(current.sendlane, account, ledger.engine)
+    client = default_sendlane_client(current.sendlane, account, ledger.engine)
     counts = read_back_sendlane(client, ledger.engine, account)
     counts["active"] = len(load_unsubscribed(ledger.engine, "sendlane", account))
     log.info("sendlane unsubscribes: %s", counts)
@@ -275,7 +220,7 @@ def ltv_lookup(warehouse_engine, as_of):
     return lookup
 
 
-def plan_customers(context, *, sync_name: str, vendors, full: bool = False, ltv_as_of="latest") -> dict:
+def plan_customers(run: SyncRun, *, sync_name: str, vendors, full: bool = False, ltv_as_of="latest") -> dict:
     """Customers changed in the interval (``full``: every customer updated before its end) →
     customer added, Sailthru profiles and (with a Sendlane list) contacts, with LTV profile fields
     of ``ltv_as_of`` ("latest": the newest LTV computed). Consent: the Sendlane target reads the
@@ -283,10 +228,10 @@ def plan_customers(context, *, sync_name: str, vendors, full: bool = False, ltv_
 
     Profiles carry the customer's current state (the warehouse keeps only current rows) and so the
     current LTV: a backfilled interval sends what a rerun now would, never an older LTV."""
-    window = window_from_context(context)
+    window = run.require_window()
     if full:
         window = Window.everything_before(window.end)
-    ctx = _open(context, sync_name=sync_name, vendors=vendors)
+    ctx = _open(run, sync_name=sync_name, vendors=vendors)
     as_of = latest_ltv_as_of(ctx.warehouse.engine) if ltv_as_of == "latest" else ltv_as_of
     lookup = ltv_lookup(ctx.warehouse.engine, as_of) if as_of is not None else None
     report = _planned(ctx, "customers", window, ltv_lookup=lookup)
@@ -295,23 +240,24 @@ def plan_customers(context, *, sync_name: str, vendors, full: bool = False, ltv_
 
 
 # ---------------------------------------------------------------------------- checkouts
-def plan_checkouts(context, *, sync_name: str, vendors, reminder_max_age_hours: float = 24) -> dict:
+def plan_checkouts(run: SyncRun, *, sync_name: str, vendors, reminder_max_age_hours: float = 24,
+                   now: datetime | None = None) -> dict:
     """Checkouts changed in the interval. Reminders go only for intervals that ended at most
     ``reminder_max_age_hours`` ago (0: always): a backfill or a long catch-up of old intervals
     sends the clearing calls but does not remind people of carts they left days ago."""
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
-    window = window_from_context(context)
-    age = datetime.utcnow() - window.end
+    window = run.require_window()
+    age = (now or datetime.utcnow()) - window.end
     reminders = not reminder_max_age_hours or age <= timedelta(hours=float(reminder_max_age_hours))
-    ctx = _open(context, sync_name=sync_name, vendors=vendors)
+    ctx = _open(run, sync_name=sync_name, vendors=vendors)
     report = _planned(ctx, "checkouts", window, reminders=reminders)
     report["reminders"] = reminders
     return report
 
 
 # ---------------------------------------------------------------------------- LTV
-def compute_ltv(context, **predict_options) -> dict:
+def compute_ltv(run: SyncRun, *, full_recompute: bool = False, **predict_options) -> dict:
     """``run_ltv`` for the interval's day (``as_of`` = the data interval's start date): an upsert,
     so any date can be rerun or backfilled with the same numbers. Predictions need repeat buyers:
     when the models cannot be fitted the historic figures still stand (logged, not failed)."""
@@ -319,11 +265,10 @@ def compute_ltv(context, **predict_options) -> dict:
     from storesync.ltv import LtvFitError, compute_historic_ltv, run_ltv
     from storesync.warehouse.models import warehouse_engine
 
-    window = window_from_context(context)
+    window = run.require_window()
     as_of = window.start.date()
-    incremental = not bool((context.get("params") or {}).get("full_recompute", False))
-    current = settings()
-    engine = warehouse_engine(current.warehouse_url)
+    incremental = not full_recompute
+    engine = warehouse_engine(run.settings.warehouse_url)
     try:
         try:
             result = run_ltv(engine, as_of, incremental=incremental, **predict_options)
@@ -333,31 +278,31 @@ def compute_ltv(context, **predict_options) -> dict:
             rows, fit, note = compute_historic_ltv(engine, as_of, incremental=incremental), None, str(exc)[:500]
     finally:
         engine.dispose()
-    Ledger(current.ledger_url).advance_watermark("ltv", window.end, window_start=window.start)
+    Ledger(run.settings.ledger_url).advance_watermark("ltv", window.end, window_start=window.start)
     return {"as_of": as_of.isoformat(), "customers": rows, "predicted": fit is not None,
             "repeat_customers": getattr(fit, "n_repeat_customers", None), "note": note}
 
 
-def push_ltv_profiles(context, *, sync_name: str, vendors) -> dict:
+def push_ltv_profiles(run: SyncRun, *, sync_name: str, vendors) -> dict:
     """Plan the profiles whose LTV changed (every customer, content-hash diffed: unchanged ones are
     no-ops). Only for the newest LTV date: a backfilled day recomputes its numbers but never
     pushes older figures over newer ones."""
     from storesync.warehouse.models import warehouse_engine
 
-    window = window_from_context(context)
+    window = run.require_window()
     as_of = window.start.date()
-    engine = warehouse_engine(settings().warehouse_url)
+    engine = warehouse_engine(run.settings.warehouse_url)
     try:
         latest = latest_ltv_as_of(engine)
     finally:
         engine.dispose()
     if latest != as_of:
         return {"skipped": f"LTV {as_of} is not the newest ({latest}): profiles keep the newest figures"}
-    return plan_customers(context, sync_name=sync_name, vendors=vendors, full=True, ltv_as_of=as_of)
+    return plan_customers(run, sync_name=sync_name, vendors=vendors, full=True, ltv_as_of=as_of)
 
 
 # ---------------------------------------------------------------------------- dead-letter replay
-def replay(context, *, vendor: str | None = None, event_type: str | None = None, ids=None,
+def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = None, ids=None,
            dry_run: bool = True) -> dict:
     """Replay dead letters (all, one vendor's, one event type's, chosen ids). A dry run lists what
     would be replayed, by vendor and event type, and changes nothing."""
@@ -369,7 +314,7 @@ def replay(context, *, vendor: str | None = None, event_type: str | None = None,
     vendor = vendor or None
     event_type = event_type or None
     ids = [int(i) for i in (ids or [])]
-    current = settings()
+    current = run.settings
     dead = [d for d in Ledger(current.ledger_url).in_state(DEAD, vendor=vendor)
             if (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
     selection = {"matching": len(dead), "by_event": dict(Counter(f"{d.vendor}:{d.event_type}" for d in dead)),
@@ -378,16 +323,22 @@ def replay(context, *, vendor: str | None = None, event_type: str | None = None,
         log.info("dry run: would replay %s", selection)
         return {"dry_run": True, **selection}
     result = replay_dead_letters(current, vendor=vendor, event_type=event_type, ids=ids or None,
-                                 run_id=run_id_from_context(context),
-                                 client_factories=client_factories(current.ledger_url))
+                                 run_id=run.ledger_run_id)
     held = sum(d.get("held_unknown", 0) for d in result["deliveries"].values())
     if held:
-        raise RuntimeError(f"{held} replayed deliveries have an unknown outcome and are held; "
-                           "run `storesync reconcile --list`")
+        raise HeldDeliveries(f"{held} replayed deliveries have an unknown outcome and are held; "
+                             f"{held_remedy(vendor or 'sendlane')}", {"held_unknown": held})
     return {"dry_run": False, **selection, **result}
 
 
 # ---------------------------------------------------------------------------- monitor
+EXPECTED_INTERVALS_HOURS = {
+    # sync name (ledger watermark) -> its schedule interval, for the monitor's "no progress" check
+    "order_events": 1, "customers": 1, "checkouts": 1, "products_changed": 1,
+    "products": 24, "ltv": 24, "ltv_profiles": 24,
+}
+
+
 def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, factor: float = 3.0,
                       min_rows: int = 10) -> list[dict]:
     """Entities whose rows quarantined in ``[since, until)`` reach ``min_rows`` and exceed ``factor``
@@ -420,8 +371,9 @@ def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, facto
     return spikes
 
 
-def monitor(context, *, max_intervals: int = 3, quarantine_factor: float = 3.0, quarantine_min_rows: int = 10,
-            expected_intervals_hours: dict | None = None, stuck_after_hours: float = 6.0) -> dict:
+def monitor(run: SyncRun, *, max_intervals: int = 3, quarantine_factor: float = 3.0, quarantine_min_rows: int = 10,
+            expected_intervals_hours: dict | None = None, stuck_after_hours: float = 6.0,
+            secrets=()) -> dict:
     """Alert (Slack webhook / e-mail, through the storesync notifier) on the ledger's new dead
     letters, stalled syncs and deliveries stuck in staged/sending/unknown for more than
     ``stuck_after_hours`` (0: not checked), and on quarantine spikes, for the run's data interval:
@@ -433,24 +385,23 @@ def monitor(context, *, max_intervals: int = 3, quarantine_factor: float = 3.0, 
     from storesync.provider.notifiers.alert import airflow_base_url
     from storesync.provider.notifiers.messages import QUARANTINE, Alert, run_link
 
-    window = window_from_context(context)
-    dag_run = context["dag_run"]
-    engine = Ledger(settings().ledger_url).engine
+    window = run.require_window()
+    engine = Ledger(run.settings.ledger_url).engine
     hours = {**EXPECTED_INTERVALS_HOURS, **(expected_intervals_hours or {})}
     expected = {name: timedelta(hours=float(h)) for name, h in hours.items()}
     alerts = alert_on_ledger(engine, since=window.start, now=window.end, expected_interval=expected,
-                             max_intervals=int(max_intervals), dag_id=dag_run.dag_id, run_id=dag_run.run_id,
+                             max_intervals=int(max_intervals), dag_id=run.dag_id, run_id=run.run_id,
                              stuck_after=timedelta(hours=float(stuck_after_hours)) if stuck_after_hours else None)
     spikes = quarantine_spikes(engine, window.start, window.end, factor=float(quarantine_factor),
                                min_rows=int(quarantine_min_rows))
     for spike in spikes:
         alert = Alert(QUARANTINE, f"{spike['entity']}: {spike['quarantined']} rows quarantined in one interval",
-                      dag_run.dag_id, dag_run.run_id,
+                      run.dag_id, run.run_id,
                       (("Entity", spike["entity"]), ("Quarantined in interval", str(spike["quarantined"])),
                        ("Trailing average per interval", str(spike["baseline_per_interval"])),
                        ("Interval", str(window)), ("Next step", "look at storesync_quarantine and the Data Docs")),
                       {"quarantined": spike["quarantined"]}, None,
-                      run_link(airflow_base_url(), dag_run.dag_id, dag_run.run_id))
+                      run_link(airflow_base_url(), run.dag_id, run.run_id))
         send_alert(alert)
         alerts.append(alert)
     summary = {"window": str(window), "alerts": [a.title for a in alerts],
@@ -463,24 +414,22 @@ def monitor(context, *, max_intervals: int = 3, quarantine_factor: float = 3.0, 
 HISTORICAL_ORDER = ("products", "customers", "orders")
 
 
-def historical_entities(context) -> list[str]:
+def historical_entities(params) -> list[str]:
     """Check the run's params (fails the run at once on a bad range) and list its entities, the
     catalog first, then people, then orders."""
     from storesync.pipeline.historical import HistoricalRequest
 
-    request = HistoricalRequest.from_params(context["params"])
+    request = HistoricalRequest.from_params(params)
     log.info("historical sync: %s .. %s, entities %s, vendors %s, dry run %s, budget share %.0f%%",
              request.start, request.end, list(request.entities), list(request.vendors), request.dry_run,
              request.budget_share * 100)
     return [e for e in HISTORICAL_ORDER if e in request.entities]
 
 
-def historical(entity: str, context) -> dict:
+def historical(entity: str, run: SyncRun) -> dict:
     """One entity of a historical sync, resuming from its checkpoints (see
     ``storesync.pipeline.historical``)."""
     from storesync.pipeline.historical import HistoricalRequest, run_historical
 
-    request = HistoricalRequest.from_params(context["params"])
-    current = _suite_settings()
-    return run_historical(current, request, entity, run_id_prefix=run_id_from_context(context),
-                          client_factories=client_factories(current.ledger_url))
+    request = HistoricalRequest.from_params(run.params)
+    return run_historical(run.settings, request, entity, run_id_prefix=run.ledger_run_id)
