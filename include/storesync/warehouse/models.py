@@ -13,6 +13,7 @@ like every other datetime in a model's frame.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,28 +26,23 @@ from sqlalchemy.engine import Engine
 
 from storesync.core.errors import ConfigurationError
 from storesync.core.windows import Window
+from storesync.warehouse import contract
 
-MODEL_NAMES = (
-    "order_changes", "orders", "order_lines", "customers", "products", "product_variants",
-    "checkouts", "checkout_lines", "order_history",
-)
-# Models that take a chunk of ids rather than the window.
-ID_PARAMS = {
-    "orders": "order_ids",
-    "order_lines": "order_ids",
-    "product_variants": "product_ids",
-    "checkout_lines": "checkout_ids",
-    "order_history": "order_ids",
-}
+# The syncs' models (the contract's "sync" group, optional ones included) and their chunk binds.
+MODEL_NAMES = contract.models_in("sync")
+ID_PARAMS = {name: c.id_param for name, c in contract.CONTRACTS.items() if c.id_param}
+
+
+def _columns_of(type_: str) -> frozenset:
+    return frozenset(col.name for c in contract.CONTRACTS.values() for col in c.columns if col.type == type_)
+
 
 # The output contract's types. Drivers disagree (SQLite hands back text dates and float money,
 # PostgreSQL datetimes and Decimals), so every frame is normalised to one set of Python types.
-MONEY_COLUMNS = frozenset({
-    "subtotal", "total_tax", "total_discounts", "total", "lines_subtotal", "unit_price", "line_total",
-    "price", "compare_at_price",
-})
-DATETIME_COLUMNS = frozenset({"created_at", "updated_at", "changed_at"})
-BOOL_COLUMNS = frozenset({"accepts_marketing"})
+# A frame of a known model is normalised by that model's contract; these unions serve the rest.
+MONEY_COLUMNS = _columns_of(contract.MONEY)
+DATETIME_COLUMNS = _columns_of(contract.DATETIME)
+BOOL_COLUMNS = _columns_of(contract.BOOL)
 
 
 def _to_decimal(value):
@@ -71,10 +67,18 @@ def _to_bool(value):
     return None if value is None else bool(value)
 
 
-def normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Give a model's frame the contract's Python types, whatever the driver returned."""
+_CONVERTERS = {contract.MONEY: _to_decimal, contract.DATETIME: _to_datetime, contract.BOOL: _to_bool}
+
+
+def normalise(frame: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
+    """Give a model's frame the contract's Python types, whatever the driver returned.
+
+    With ``model``, its contract says each column's type; without, the column names do."""
+    types = contract.contract_for(model).types() if model else {}
     for column in frame.columns:
-        if column in MONEY_COLUMNS:
+        if model:
+            convert = _CONVERTERS.get(types.get(column))
+        elif column in MONEY_COLUMNS:
             convert = _to_decimal
         elif column in DATETIME_COLUMNS:
             convert = _to_datetime
@@ -82,8 +86,16 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
             convert = _to_bool
         else:
             continue
-        frame[column] = pd.Series([convert(v) for v in frame[column].tolist()], index=frame.index,
-                                  dtype=object)
+        if convert is None:
+            continue
+        try:
+            values = [convert(v) for v in frame[column].tolist()]
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            # The value itself stays out of the message: it may be personal data.
+            raise contract.ModelContractError(
+                f"model {model or '?'}: column {column} holds a value that is not "
+                f"{types.get(column) or 'of its type'} ({type(exc).__name__})") from None
+        frame[column] = pd.Series(values, index=frame.index, dtype=object)
     return frame
 
 
@@ -134,51 +146,166 @@ def padded_ids(ids: Sequence) -> list:
     return ids + [ids[-1]] * (size - len(ids))
 
 
-def _frame(rows: Sequence, columns: list) -> pd.DataFrame:
-    """Result rows as a normalised DataFrame. Rows go in as plain tuples: pandas probes each
-    SQLAlchemy ``Row`` for attributes (a failed key lookup apiece), three times slower."""
-    return normalise(pd.DataFrame.from_records([tuple(row) for row in rows], columns=columns))
+# ---------------------------------------------------------------------------- the SQL text
+# Comments, string literals, quoted identifiers and dollar-quoted bodies: a ``:word`` inside one
+# is text, not a bind (``text()`` would make it one).
+_NOT_CODE = re.compile(r"""
+    --[^\n]*
+  | /\*.*?(?:\*/|\Z)
+  | '(?:[^']|'')*(?:'|\Z)
+  | "(?:[^"]|"")*(?:"|\Z)
+  | \$(?P<tag>[A-Za-z_]\w*)?\$.*?(?:\$(?P=tag)?\$|\Z)
+""", re.VERBOSE | re.DOTALL)
+_COLON_WORD = re.compile(r"(?<![\\:]):(?=\w)")
+_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?![:\w])")
+
+
+def escape_literals(sql: str) -> str:
+    """``sql`` with every ``:`` in a comment, string literal or quoted name escaped for ``text()``,
+    so that only the binds in the code remain binds (``'12:30'`` and ``-- :note`` stay text)."""
+    return _NOT_CODE.sub(lambda m: _COLON_WORD.sub(r"\\:", m.group(0)), sql)
+
+
+def binds_in(sql: str) -> set[str]:
+    """The bind names ``text()`` will see in ``sql`` (comments and literals left out)."""
+    return set(_BIND.findall(_NOT_CODE.sub(" ", sql)))
+
+
+def window_params(window: Window, dialect: str) -> dict:
+    """The window's binds for a model on ``dialect``.
+
+    ``:window_start``/``:window_end`` are datetimes, except on SQLite, which has no datetime type:
+    there they are the text SQLAlchemy's ``DateTime`` stores, ``'YYYY-MM-DD HH:MM:SS'`` (with
+    ``.ffffff`` when the bound has microseconds), so they compare right with such columns and with
+    SQLite's own ``datetime()``. ``:window_start_iso``/``:window_end_iso`` are ISO 8601 text with a
+    ``T`` (``'YYYY-MM-DDTHH:MM:SS'``) on every dialect: compare those with text columns holding ISO
+    timestamps (``' '`` sorts before ``'T'``: mixing the two forms silently loses rows)."""
+    params = window.params()
+    if dialect == "sqlite":
+        params = {k: v.isoformat(" ") for k, v in params.items()}
+    params["window_start_iso"] = window.start.isoformat("T")
+    params["window_end_iso"] = window.end.isoformat("T")
+    return params
 
 
 class Warehouse:
     """The store's warehouse, read through its models.
 
     Given a URL, it makes its engine with ``warehouse_engine`` (UTC sessions on PostgreSQL); an
-    engine passed in is used as it is."""
+    engine passed in is used as it is. Every result is held to the models contract
+    (``storesync.warehouse.contract``): a required column missing fails naming the model, the
+    column and the file; a missing optional column reads as null. An optional model whose file is
+    absent reads as no rows."""
 
     def __init__(self, url_or_engine: str | Engine, models_dir: str | Path) -> None:
         self.engine = warehouse_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.models_dir = Path(models_dir)
-        missing = [n for n in MODEL_NAMES if not (self.models_dir / f"{n}.sql").is_file()]
+        missing = [n for n in MODEL_NAMES
+                   if not contract.contract_for(n).optional and not self.path(n).is_file()]
         if missing:
-            raise ConfigurationError(f"models missing in {self.models_dir}: {', '.join(missing)}")
+            raise ConfigurationError(f"models missing in {self.models_dir}: "
+                                     + ", ".join(f"{n}.sql" for n in missing))
+
+    def path(self, model: str) -> Path:
+        return self.models_dir / f"{model}.sql"
+
+    def has(self, model: str) -> bool:
+        return self.path(model).is_file()
 
     @cached_property
     def _statements(self) -> dict:
-        statements = {}
-        for name in MODEL_NAMES:
-            statement = text((self.models_dir / f"{name}.sql").read_text())
-            if name in ID_PARAMS:
-                statement = statement.bindparams(bindparam(ID_PARAMS[name], expanding=True))
-            statements[name] = statement
-        return statements
+        return {}
+
+    def statement(self, model: str):
+        """The model's ``text()`` statement (None for an optional model without a file)."""
+        return self._loaded(model)[0]
+
+    def filters_ids(self, model: str) -> bool:
+        """Whether an id model's SQL takes its chunk bind (an optional one may not)."""
+        return self._loaded(model)[1]
+
+    def _loaded(self, model: str) -> tuple:
+        if model not in self._statements:
+            self._statements[model] = self._load(model)
+        return self._statements[model]
+
+    def _load(self, model: str) -> tuple:
+        spec = contract.contract_for(model)
+        path = self.path(model)
+        if not path.is_file():
+            if spec.optional:
+                return None, False
+            raise ConfigurationError(f"model {model} missing: {path}")
+        sql = path.read_text()
+        statement = text(escape_literals(sql))
+        filtered = bool(spec.id_param) and spec.id_param in binds_in(sql)
+        if filtered:
+            statement = statement.bindparams(bindparam(spec.id_param, expanding=True))
+        elif spec.id_param and not spec.optional:
+            raise ConfigurationError(f"model {model} ({path}) must filter on :{spec.id_param} (a chunk of ids)")
+        return statement, filtered
+
+    def conform(self, model: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Hold a model's frame to its contract: required columns present, optional ones added."""
+        spec = contract.contract_for(model)
+        missing = [c for c in spec.required_columns if c not in frame.columns]
+        if missing:
+            raise contract.ModelContractError(
+                f"model {model} ({self.path(model)}) does not return the required column(s) "
+                f"{', '.join(missing)}; it returns: {', '.join(map(str, frame.columns)) or 'nothing'}")
+        for name in spec.optional_columns:
+            if name not in frame.columns:
+                frame[name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+        return frame
+
+    def _empty(self, model: str) -> pd.DataFrame:
+        columns = [c.name for c in contract.contract_for(model).columns]
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+
+    def _result_frame(self, model: str, rows, columns) -> pd.DataFrame:
+        """Result rows as a conformed, normalised DataFrame. Rows go in as plain tuples: pandas
+        probes each SQLAlchemy ``Row`` for attributes (a failed key lookup apiece), 3x slower."""
+        frame = pd.DataFrame.from_records([tuple(row) for row in rows], columns=columns)
+        frame = self.conform(model, frame)
+        try:
+            return normalise(frame, model)
+        except contract.ModelContractError as exc:
+            raise contract.ModelContractError(f"{exc} in {self.path(model)}") from None
 
     def stream(self, model: str, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:
         """A window model's rows as DataFrames of at most ``chunk_size`` rows."""
+        statement = self.statement(model)
+        if statement is None:
+            return
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
-                self._statements[model], window.params()
+                statement, window_params(window, self.engine.dialect.name)
             )
             columns = list(result.keys())
+            empty = True
             for partition in result.partitions(chunk_size):
-                yield _frame(partition, columns)
+                empty = False
+                yield self._result_frame(model, partition, columns)
+            if empty:  # still held to the contract: a model lacking a column fails on a quiet day too
+                self.conform(model, pd.DataFrame(columns=columns))
 
     def for_ids(self, model: str, ids: Sequence, **params) -> pd.DataFrame:
         """An id model's rows for one chunk of ids."""
+        statement = self.statement(model)
+        if statement is None:
+            return self._empty(model)
+        id_param = ID_PARAMS[model]
+        filtered = self.filters_ids(model)
+        if "window_end" in params and self.engine.dialect.name == "sqlite":
+            params["window_end"] = params["window_end"].isoformat(" ")
+        if filtered:
+            params[id_param] = padded_ids(ids)
         with self.engine.connect() as conn:
-            result = conn.execute(self._statements[model], {ID_PARAMS[model]: padded_ids(ids), **params})
-            return _frame(result.fetchall(), list(result.keys()))
-
+            result = conn.execute(statement, params)
+            frame = self._result_frame(model, result.fetchall(), list(result.keys()))
+        if not filtered:  # an optional model that does not filter: keep the chunk's rows only
+            frame = frame[frame[id_param[:-1]].isin(list(ids))].reset_index(drop=True)
+        return frame
     def stream_order_changes(self, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:
         """Order changes in chunks that never split one order's changes across two chunks."""
         carry = None
