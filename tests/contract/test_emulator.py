@@ -290,14 +290,30 @@ def test_sendlane_requires_json_content_type(emulator):
     assert response.status_code == 400
 
 
-def test_sendlane_duplicates_are_recorded_and_summarised(emulator):
+def test_sendlane_skips_a_repeated_order_event_and_records_other_repeats(emulator):
+    # The seed guide: the same event + order id again is skipped (answered 200, not recorded).
     for _ in range(2):
         assert sl_post(emulator, "/tracking/order-placed", {"order_id": 77, "total": 1.0}).status_code == 200
     assert sl_post(emulator, "/tracking/order-placed", {"order_id": 78, "total": 1.0}).status_code == 200
-    assert len(emulator.requests(vendor="sendlane", entity_id="77")) == 2
+    # The same order id under another order event is another event: recorded.
+    assert sl_post(emulator, "/tracking/order-fulfilled", {"order_id": 77}).status_code == 200
+    posted = emulator.requests(vendor="sendlane", endpoint="/tracking/order-placed", entity_id="77")
+    assert [r["skipped"] for r in posted] == [False, True]
+    assert len(emulator.requests(vendor="sendlane", entity_id="77", recorded=True)) == 2
+    assert len(emulator.requests(vendor="sendlane", recorded=False)) == 1
     endpoint = emulator.summary()["vendors"]["sendlane"]["endpoints"]["POST /tracking/order-placed"]
-    assert endpoint["accepted"] == 3 and endpoint["distinct_entities"] == 2
-    assert endpoint["duplicates"] == {"77": 2}
+    assert endpoint["accepted"] == 2 and endpoint["skipped"] == 1 and endpoint["duplicates"] == {}
+    # Nothing else is de-duplicated: a second checkout_started is a second event (a flow may
+    # fire twice), a product is overwritten (not a duplicate), a changed checkout is owed.
+    checkout = {"checkout_id": 5, "email": "a@example.com", "total": 3.0}
+    for body in (checkout, checkout, {**checkout, "total": 4.0}):
+        assert sl_post(emulator, "/tracking/checkout-started", body).status_code == 200
+    product = {"product_id": 9, "product_url": "https://s.example/9", "image_url": "https://s.example/9.png"}
+    for _ in range(2):
+        assert sl_post(emulator, "/tracking/product-added", product).status_code == 200
+    assert len(emulator.requests(vendor="sendlane", endpoint="/tracking/checkout-started", recorded=True)) == 3
+    assert emulator.duplicates() == {"sendlane": {"/tracking/checkout-started": {"count": 1, "entities": ["5"]}}}
+    assert emulator.summary()["total_accepted"] == 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,8 +712,9 @@ def test_fault_error_rate_matches_share_with_seed(emulator):
     assert all(st_post(emulator, "purchase", purchase(f"s{i}")).status_code == 200 for i in range(5))
 
 
-def test_fault_storm_then_recovery(emulator):
-    emulator.set_faults(storm={"duration_s": 0.6})
+def test_fault_storm_counted_in_requests_then_recovery(emulator):
+    # A counted storm: the next 3 requests get 429, whoever sends them; no wall clock involved.
+    emulator.set_faults(storm={"requests": 3, "reset_s": 2})
     sendlane = sl_post(emulator, "/tracking/product-viewed", {"product_id": 1})
     assert sendlane.status_code == 429
     assert not any(h.lower().startswith("x-rate") for h in sendlane.headers)
@@ -705,11 +722,47 @@ def test_fault_storm_then_recovery(emulator):
     assert_sailthru_error(sailthru, 429, 43)
     assert sailthru.headers["X-Rate-Limit-Remaining"] == "0"
     assert int(sailthru.headers["X-Rate-Limit-Reset"]) >= int(time.time())
+    assert sl_post(emulator, "/tracking/product-viewed", {"product_id": 1}).status_code == 429
     assert emulator.requests() == []
-    time.sleep(0.7)
+    assert emulator.summary()["faults"]["active"]["storm"]["remaining_requests"] == 0
     assert sl_post(emulator, "/tracking/product-viewed", {"product_id": 1}).status_code == 200
     assert st_post(emulator, "purchase", purchase()).status_code == 200
-    assert emulator.summary()["faults"]["injected"]["storm"] == 2
+    assert emulator.summary()["faults"]["injected"]["storm"] == 3
+
+
+def test_fault_storm_by_duration_still_answers_429(emulator):
+    emulator.set_faults(storm={"duration_s": 60})
+    assert sl_post(emulator, "/tracking/product-viewed", {"product_id": 1}).status_code == 429
+    emulator.clear_faults()
+    assert sl_post(emulator, "/tracking/product-viewed", {"product_id": 1}).status_code == 200
+    with pytest.raises(EmulatorControlError):
+        emulator.set_faults(storm={"requests": 0})
+    with pytest.raises(EmulatorControlError):
+        emulator.set_faults(storm={"requests": 2, "duration_s": 1})
+
+
+def test_fault_draws_depend_on_the_request_count_not_on_other_faults(emulator):
+    # The same seed and request order give the same faults even when another fault kind is
+    # added (no shared random stream): drop_after does not shift which requests get a 5xx.
+    emulator.configure(rate_limits_enabled=False)
+
+    def statuses():
+        out = []
+        for i in range(60):
+            try:
+                out.append(sl_post(emulator, "/tracking/product-viewed", {"product_id": i}).status_code)
+            except requests.ConnectionError:
+                out.append("dropped")
+        return out
+
+    emulator.set_faults(error_rate=0.2, seed=7, vendors=["sendlane"])
+    plain = statuses()
+    emulator.set_faults(error_rate=0.2, drop_after_rate=0.1, seed=7, vendors=["sendlane"])
+    with_drops = statuses()
+    assert [s for s in plain if s != 200] == [s for s in with_drops if s not in (200, "dropped")]
+    assert [i for i, s in enumerate(plain) if s != 200] == [i for i, s in enumerate(with_drops)
+                                                            if s not in (200, "dropped")]
+    assert "dropped" in with_drops
 
 
 def test_fault_latency(emulator):
@@ -747,3 +800,49 @@ def test_fault_drop_after_is_recorded_although_the_client_saw_an_error(emulator)
     # The lookup a client uses to resolve the unknown outcome finds the purchase.
     lookup = st_get(emulator, "purchase", {"purchase_id": "ord-6", "purchase_key": "extid"})
     assert lookup.status_code == 200 and lookup.json()["matches"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Sailthru: lookups the account or a gateway does not route
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("answer", ["json_404", "html_404", "not_found_99"])
+def test_sailthru_unrouted_lookup_answers_404_even_for_a_purchase_that_exists(emulator, answer):
+    assert st_post(emulator, "purchase", purchase("ord-9")).status_code == 200
+    found = st_get(emulator, "purchase", {"purchase_id": "ord-9", "purchase_key": "extid"})
+    assert found.status_code == 200 and found.json()["purchase"]["extid"] == "ord-9"
+    missing = st_get(emulator, "purchase", {"purchase_id": "ord-10", "purchase_key": "extid"})
+    assert_sailthru_error(missing, 404, 99)
+    assert "not found" in missing.json()["errormsg"].lower()
+
+    emulator.configure(sailthru_unrouted_gets=["purchase", "content"], sailthru_unrouted_answer=answer)
+    unrouted = st_get(emulator, "purchase", {"purchase_id": "ord-9", "purchase_key": "extid"})
+    assert unrouted.status_code == 404
+    assert not any(h.lower().startswith("x-rate") for h in unrouted.headers)  # never reached Sailthru
+    if answer == "html_404":
+        assert unrouted.headers["Content-Type"].startswith("text/html")
+    elif answer == "json_404":
+        assert "error" not in unrouted.json()
+    else:  # the documented not-found's very shape, for a purchase that exists
+        assert_sailthru_error(unrouted, 404, 99)
+        assert "not found" in unrouted.json()["errormsg"].lower()
+    assert st_get(emulator, "content", {"url": "https://shop.example/p/SKU-1"}).status_code == 404
+    # Only the listed GETs: users are still looked up, and every POST still lands.
+    assert st_post(emulator, "user", {"id": "a@example.com", "key": "email"}).status_code == 200
+    assert st_get(emulator, "user", {"id": "a@example.com", "key": "email"}).status_code == 200
+    assert st_post(emulator, "purchase", purchase("ord-11")).status_code == 200
+    with pytest.raises(EmulatorControlError):
+        emulator.configure(sailthru_unrouted_gets=["return"])
+
+
+def test_sailthru_drop_after_accept_then_resend_is_a_recorded_duplicate(emulator):
+    emulator.set_faults(drop_after_rate=1.0, vendors=["sailthru"])
+    with pytest.raises(requests.ConnectionError):
+        st_post(emulator, "purchase", purchase("ord-20"))
+    emulator.clear_faults()
+    assert st_post(emulator, "purchase", purchase("ord-20")).status_code == 200  # a blind resend
+    assert len(emulator.purchases(extid="ord-20")) == 2  # purchases are not idempotent
+    cart = purchase("cart-1", incomplete=1)
+    assert st_post(emulator, "purchase", cart).status_code == 200
+    assert st_post(emulator, "content", {"url": "https://s.example/1", "title": "T"}).status_code == 200
+    assert st_post(emulator, "content", {"url": "https://s.example/1", "title": "T"}).status_code == 200
+    assert emulator.duplicates() == {"sailthru": {"/purchase": {"count": 1, "entities": ["ord-20"]}}}

@@ -51,13 +51,17 @@ def health(state, req):
 
 def requests_(state, req):
     filters = {k: _q(req, k) for k in ("vendor", "endpoint", "entity_id", "method", "source", "account",
-                                       "entity_type", "since_seq")}
+                                       "entity_type", "since_seq", "recorded")}
     records = state.query_records(filters)
     return json_response(200, {"count": len(records), "requests": records})
 
 
 def summary(state, req):
     return json_response(200, state.summary())
+
+
+def duplicates(state, req):
+    return json_response(200, {"duplicates": state.duplicates()})
 
 
 def contacts(state, req):
@@ -156,6 +160,7 @@ ROUTES = {
     ("GET", "/health"): health,
     ("GET", "/requests"): requests_,
     ("GET", "/summary"): summary,
+    ("GET", "/duplicates"): duplicates,
     ("GET", "/contacts"): contacts,
     ("GET", "/unsubscribed"): unsubscribed,
     ("GET", "/users"): users,

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 
 from .state import SAILTHRU_OPTOUT_RANK, EmulatorState, FixedWindow, iso_utc, sailthru_limit
 from .validation import is_email, is_id, is_int, is_sailthru_time, is_url
-from .wire import Request, Response, json_response
+from .wire import Request, Response, json_response, text_response
 
 PREFIX = "/sailthru"
 VENDOR = "sailthru"
@@ -676,10 +676,34 @@ def storm_response(state: EmulatorState, req: Request, until: float) -> Response
     return json_response(429, {"error": 43, "errormsg": "Too many requests"}, headers=headers)
 
 
+def unrouted_response(state: EmulatorState, endpoint: str) -> Response | None:
+    """The answer to a GET the account or a gateway in front of it does not route (config
+    ``sailthru_unrouted_gets``), or None when it is routed. Such a GET never reaches Sailthru:
+    no rate-limit headers, no budget used, and never a record found."""
+    cfg = state.config
+    if endpoint not in cfg["sailthru_unrouted_gets"]:
+        return None
+    answer = cfg["sailthru_unrouted_answer"]
+    state.reject(VENDOR, f"GET /{endpoint}", 404, 99 if answer == "not_found_99" else None)
+    if answer == "html_404":
+        page = "<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>"
+        return text_response(404, page, content_type="text/html; charset=utf-8")
+    if answer == "not_found_99":
+        # Indistinguishable from the documented not-found: only a lookup of a purchase known to
+        # exist tells this path apart.
+        return json_response(404, {"error": 99, "errormsg": f"{endpoint.capitalize()} not found"})
+    return json_response(404, {"message": "Not Found"})
+
+
 def handle(state: EmulatorState, req: Request) -> Response:
     endpoint = req.path[len(PREFIX):].strip("/")
     method = req.method
     key = f"{method} /{endpoint}"
+    if method == "GET":
+        with state.lock:
+            unrouted = unrouted_response(state, endpoint)
+        if unrouted is not None:
+            return unrouted
     handlers = ENDPOINTS.get(endpoint)
     if handlers is None:
         with state.lock:

@@ -51,6 +51,9 @@ TRACKING = {
     "event": ("event", "custom_event", ("custom_event",)),
 }
 
+# De-duplicated by event + order id (the seed guide); nothing else is.
+ORDER_EVENTS = frozenset({"order-placed", "order-fulfilled", "order-cancelled", "order-refunded"})
+
 INVALID = "The given data was invalid."
 MAX_PAGE_LIMIT = 100
 DEFAULT_PAGE_LIMIT = 25
@@ -394,6 +397,14 @@ def tracking(state: EmulatorState, account: str, req: Request, params: dict, now
     if errors:
         return _invalid(errors)
     entity_type, id_field, _ = TRACKING[slug]
+    if slug in ORDER_EVENTS:
+        # The seed guide: the same event + id sent again is skipped (the first one is recorded).
+        seen = (account, slug, str(body[id_field]))
+        if seen in state.sendlane_order_events:
+            state.record(VENDOR, account, "POST", f"/tracking/{slug}", entity_type, [body[id_field]],
+                         _redact(body), skipped=True)
+            return json_response(200, {"data": {"message": "Successfully handled event"}}, accepted=True)
+        state.sendlane_order_events.add(seen)
     rec = state.record(
         VENDOR, account, "POST", f"/tracking/{slug}", entity_type, [body[id_field]], _redact(body)
     )

@@ -57,29 +57,30 @@ class EmulatorApp:
         if in_scope and faults.latency_ms:
             self._count(vendor, "latency")
             time.sleep(faults.latency_ms / 1000.0)
+        n = 0
         if in_scope:
             now = time.time()
-            if faults.storm_until > now:
+            with state.lock:
+                n = faults.next_request()
+                storm_end = faults.in_storm(now)
+            if storm_end is not None:
                 self._count(vendor, "storm")
                 if vendor == "sailthru":
                     with state.lock:
-                        return sailthru.storm_response(state, req, faults.storm_until)
+                        return sailthru.storm_response(state, req, storm_end)
                 return json_response(429, {"message": "Too Many Attempts."})
             if faults.drop_before_rate or faults.error_rate:
-                with state.lock:
-                    draw = faults.rng.random()
-                    status = faults.rng.choice(faults.error_statuses)
+                draw = faults.draw("before", n)
                 if draw < faults.drop_before_rate:
                     self._count(vendor, "drop_before")
                     return DROP
                 if draw < faults.drop_before_rate + faults.error_rate:
                     self._count(vendor, "error_rate")
-                    return _server_error(vendor, status)
+                    return _server_error(vendor, faults.error_status(n))
         response = module.handle(state, req)
         if in_scope and response.accepted and faults.drop_after_rate:
-            with state.lock:
-                draw = faults.rng.random()
-            if draw < faults.drop_after_rate:
+            if faults.draw("after", n) < faults.drop_after_rate:
+                # Recorded by the vendor, and the client gets no answer (the connection is reset).
                 self._count(vendor, "drop_after")
                 return DROP
         return response

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import random
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # --------------------------------------------------------------------------------------------
 # Default accounts and credentials (tests and clients import these).
@@ -74,6 +75,10 @@ def default_config() -> dict:
         "sendlane_max_contacts_per_request": 1000,
         "job_delay_s": 0.2,
         "record_bodies": True,
+        # Sailthru GET endpoints the account (or a gateway in front of it) does not route, and how
+        # such a GET is answered: the lookups a client relies on may not work everywhere.
+        "sailthru_unrouted_gets": [],
+        "sailthru_unrouted_answer": "json_404",
     }
 
 
@@ -129,6 +134,20 @@ def _lists_map(v):
     return isinstance(v, dict) and all(isinstance(name, str) for name in v.values())
 
 
+# How an unrouted Sailthru GET is answered: a JSON 404 without a Sailthru error code, a gateway's
+# HTML page, or (the worst case) the very shape of Sailthru's documented not-found (404, error 99).
+UNROUTED_ANSWERS = ("json_404", "html_404", "not_found_99")
+UNROUTABLE_GETS = ("purchase", "content", "user", "job")
+
+
+def _unrouted_gets(v):
+    return isinstance(v, list) and all(x in UNROUTABLE_GETS for x in v)
+
+
+def _unrouted_answer(v):
+    return v in UNROUTED_ANSWERS
+
+
 CONFIG_SPEC = {
     "sendlane_accounts": (_sendlane_accounts, "{account: {api_token, integration_token}}"),
     "sailthru_accounts": (_sailthru_accounts, "{account: {api_key, secret}}"),
@@ -150,6 +169,8 @@ CONFIG_SPEC = {
     "sendlane_max_contacts_per_request": (_pos_int, "positive int"),
     "job_delay_s": (_nonneg_number, "number >= 0"),
     "record_bodies": (_bool, "bool"),
+    "sailthru_unrouted_gets": (_unrouted_gets, 'a list of "purchase", "content", "user", "job"'),
+    "sailthru_unrouted_answer": (_unrouted_answer, f"one of {sorted(UNROUTED_ANSWERS)}"),
 }
 
 
@@ -242,16 +263,23 @@ FAULT_KEYS = {
 
 @dataclass
 class Faults:
+    """The active fault set. Every draw is a function of (seed, kind, n), where n counts the
+    in-scope requests since the set was installed: the same seed and the same request order give
+    the same faults, whatever else happened (no wall clock, no shared RNG stream)."""
+
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = (500, 502, 503)
     storm_until: float = 0.0
     storm_duration_s: float = 0.0
+    storm_requests: int = 0  # a counted storm: the next N in-scope requests get 429
+    storm_requests_left: int = 0
+    storm_reset_s: float = 1.0  # a counted storm's Sailthru reset header: this far ahead
     latency_ms: float = 0.0
     drop_before_rate: float = 0.0
     drop_after_rate: float = 0.0
     vendors: tuple[str, ...] = VENDORS
     seed: int | None = None
-    rng: random.Random = field(default_factory=random.Random)
+    requests_seen: int = 0
 
     @classmethod
     def parse(cls, spec: dict, now: float) -> Faults:
@@ -278,12 +306,7 @@ class Faults:
                 raise ConfigError("latency_ms must be a number >= 0")
             faults.latency_ms = float(spec["latency_ms"])
         if spec.get("storm") is not None:
-            storm = spec["storm"]
-            duration = storm.get("duration_s") if isinstance(storm, dict) else None
-            if not _nonneg_number(duration):
-                raise ConfigError('storm must be {"duration_s": number >= 0}')
-            faults.storm_duration_s = float(duration)
-            faults.storm_until = now + float(duration)
+            faults._parse_storm(spec["storm"], now)
         if "vendors" in spec:
             vendors = spec["vendors"]
             if isinstance(vendors, str):
@@ -295,27 +318,74 @@ class Faults:
             if not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool):
                 raise ConfigError("seed must be an int")
             faults.seed = spec["seed"]
-        faults.rng = random.Random(faults.seed)
+        else:
+            faults.seed = random.SystemRandom().randrange(2**31)
         return faults
+
+    def _parse_storm(self, storm, now: float) -> None:
+        usage = 'storm must be {"duration_s": number >= 0} or {"requests": int >= 1, "reset_s"?: number >= 0}'
+        if not isinstance(storm, dict) or not storm or set(storm) - {"duration_s", "requests", "reset_s"}:
+            raise ConfigError(usage)
+        if "requests" in storm:
+            if "duration_s" in storm or not _pos_int(storm["requests"]):
+                raise ConfigError(usage)
+            self.storm_requests = self.storm_requests_left = storm["requests"]
+            if "reset_s" in storm:
+                if not _nonneg_number(storm["reset_s"]):
+                    raise ConfigError(usage)
+                self.storm_reset_s = float(storm["reset_s"])
+            return
+        duration = storm.get("duration_s")
+        if not _nonneg_number(duration) or "reset_s" in storm:
+            raise ConfigError(usage)
+        self.storm_duration_s = float(duration)
+        self.storm_until = now + float(duration)
+
+    # ---- per request (under the state lock) --------------------------------------------------
+    def next_request(self) -> int:
+        self.requests_seen += 1
+        return self.requests_seen
+
+    def in_storm(self, now: float) -> float | None:
+        """The storm's end (unix seconds) when this request falls in a storm, else None. A
+        counted storm uses up one of its requests."""
+        if self.storm_requests_left > 0:
+            self.storm_requests_left -= 1
+            return now + self.storm_reset_s
+        if self.storm_until > now:
+            return self.storm_until
+        return None
+
+    def draw(self, kind: str, n: int) -> float:
+        """A uniform draw in [0, 1) for request ``n`` and fault ``kind``."""
+        return random.Random(f"{self.seed}:{kind}:{n}").random()
+
+    def error_status(self, n: int) -> int:
+        return self.error_statuses[int(self.draw("status", n) * len(self.error_statuses))]
 
     def active(self) -> bool:
         return bool(
             self.error_rate or self.latency_ms or self.drop_before_rate or self.drop_after_rate
-            or self.storm_until > time.time()
+            or self.storm_until > time.time() or self.storm_requests_left
         )
 
     def describe(self, now: float) -> dict:
+        storm = None
+        if self.storm_requests:
+            storm = {"requests": self.storm_requests, "remaining_requests": self.storm_requests_left,
+                     "reset_s": self.storm_reset_s}
+        elif self.storm_duration_s:
+            storm = {"duration_s": self.storm_duration_s, "remaining_s": max(0.0, self.storm_until - now)}
         return {
             "error_rate": self.error_rate,
             "error_statuses": list(self.error_statuses),
-            "storm": {"duration_s": self.storm_duration_s, "remaining_s": max(0.0, self.storm_until - now)}
-            if self.storm_duration_s
-            else None,
+            "storm": storm,
             "latency_ms": self.latency_ms,
             "drop_before_rate": self.drop_before_rate,
             "drop_after_rate": self.drop_after_rate,
             "vendors": list(self.vendors),
             "seed": self.seed,
+            "requests_seen": self.requests_seen,
         }
 
 
@@ -323,10 +393,11 @@ class Faults:
 # Statistics per vendor endpoint
 # --------------------------------------------------------------------------------------------
 class EndpointStats:
-    __slots__ = ("accepted", "entities", "rejected", "errors", "by_source")
+    __slots__ = ("accepted", "skipped", "entities", "rejected", "errors", "by_source")
 
     def __init__(self) -> None:
         self.accepted = 0
+        self.skipped = 0  # answered 200 but not recorded (Sendlane's repeat of an order event)
         self.entities: Counter = Counter()
         self.rejected: Counter = Counter()  # by HTTP status
         self.errors: Counter = Counter()  # by vendor error code (Sailthru)
@@ -335,6 +406,7 @@ class EndpointStats:
     def as_dict(self) -> dict:
         return {
             "accepted": self.accepted,
+            "skipped": self.skipped,
             "distinct_entities": len(self.entities),
             "duplicates": {str(k): n for k, n in self.entities.items() if n > 1},
             "rejected": {str(k): n for k, n in sorted(self.rejected.items())},
@@ -377,6 +449,8 @@ class EmulatorState:
             # (account, list_id) -> email -> contact
             self.contacts: dict[tuple[str, str], dict[str, dict]] = {}
             self.unsubscribed: dict[str, dict[str, dict]] = {}  # account -> email -> entry
+            # (account, event path, order id) of the order events recorded: the repeats are skipped
+            self.sendlane_order_events: set[tuple[str, str, str]] = set()
             # Sailthru
             self.sailthru_limiters: dict[tuple[str, str], FixedWindow] = {}
             self.purchases: dict[str, dict] = {}
@@ -493,7 +567,10 @@ class EmulatorState:
         source: str = "api",
         status: int = 200,
         extra: dict | None = None,
+        skipped: bool = False,
     ) -> dict:
+        """Log one answered request. ``skipped``: the vendor answered it as accepted but did not
+        record it (a repeat it de-duplicates): logged, so tests can tell posted from recorded."""
         entity_ids = [str(e) for e in entity_ids if e is not None]
         rec = {
             "seq": next(self._seq),
@@ -508,11 +585,15 @@ class EmulatorState:
             "source": source,
             "body": copy.deepcopy(body) if self.config["record_bodies"] else None,
             "received_at": time.time(),
+            "skipped": skipped,
         }
         if extra:
             rec.update(extra)
         self.records.append(rec)
         stats = self.stats_for(vendor, f"{method} {endpoint}")
+        if skipped:
+            stats.skipped += 1
+            return rec
         stats.accepted += 1
         stats.by_source[source] += 1
         for entity in entity_ids:
@@ -550,6 +631,10 @@ class EmulatorState:
         since = filters.get("since_seq")
         if since:
             records = [r for r in records if r["seq"] > int(since)]
+        recorded = filters.get("recorded")
+        if recorded in ("1", "true", "0", "false"):
+            keep_skipped = recorded in ("0", "false")
+            records = [r for r in records if r.get("skipped", False) == keep_skipped]
         return records
 
     def summary(self) -> dict:
@@ -589,7 +674,7 @@ class EmulatorState:
                 }
             jobs = Counter(job["status"] for job in self.jobs.values())
             return {
-                "total_accepted": len(self.records),
+                "total_accepted": sum(1 for r in self.records if not r.get("skipped")),
                 "vendors": vendors,
                 "rate_limits": {
                     "enabled": cfg["rate_limits_enabled"],
@@ -604,6 +689,59 @@ class EmulatorState:
                 "jobs": dict(jobs),
                 "consent_reversals": list(self.consent_reversals),
             }
+
+
+    def duplicates(self) -> dict:
+        """What the vendors *recorded* twice, by their documented semantics: ``{vendor: {endpoint:
+        {"count": n, "entities": [...]}}}``, n the records beyond the first.
+
+        - Sendlane order events: never (the vendor skips a repeat of event + id; see ``skipped``);
+          products (overwritten) and list contacts (upserted by email): never;
+          any other tracking event recorded again with the same body: a duplicate (a flow can fire
+          twice). A changed body is a new event the store owes, not a duplicate.
+        - Sailthru: a completed purchase recorded again under the same extid (or, without one,
+          the same body): a duplicate (revenue counts twice); a cart or a return recorded again
+          with the same body: a duplicate; content and users (upserts): never.
+        Bodies are compared when ``record_bodies`` is on; otherwise entity ids are.
+        """
+        with self.lock:
+            records = [r for r in self.records if r["method"] == "POST" and not r.get("skipped")]
+        seen: set = set()
+        found: dict = {}
+        for rec in records:
+            key = _duplicate_key(rec)
+            if key is None:
+                continue
+            if key in seen:
+                entry = found.setdefault(rec["vendor"], {}).setdefault(rec["endpoint"], {"count": 0, "entities": []})
+                entry["count"] += 1
+                if len(entry["entities"]) < 50:
+                    entry["entities"].append(rec["entity_id"])
+            seen.add(key)
+        return found
+
+
+# Endpoints a repeat of which is harmless (the vendor de-duplicates, overwrites or upserts).
+_IDEMPOTENT_ENDPOINTS = {
+    ("sendlane", "/tracking/order-placed"), ("sendlane", "/tracking/order-fulfilled"),
+    ("sendlane", "/tracking/order-cancelled"), ("sendlane", "/tracking/order-refunded"),
+    ("sendlane", "/tracking/product-added"), ("sendlane", "/lists/{list_id}/contacts"),
+    ("sailthru", "/content"), ("sailthru", "/user"), ("sailthru", "/job"),
+}
+
+
+def _duplicate_key(rec: dict):
+    vendor, endpoint = rec["vendor"], rec["endpoint"]
+    if (vendor, endpoint) in _IDEMPOTENT_ENDPOINTS:
+        return None
+    body = rec.get("body")
+    if vendor == "sailthru" and endpoint == "/purchase" and isinstance(body, dict):
+        extid = (body.get("purchase_keys") or {}).get("extid") or body.get("extid")
+        if extid is not None and not body.get("incomplete"):
+            return (vendor, endpoint, "extid", str(extid))
+    if body is None:
+        return (vendor, endpoint, "entity", tuple(rec["entity_ids"]))
+    return (vendor, endpoint, "body", json.dumps(body, sort_keys=True, default=str))
 
 
 def sailthru_limit(config: dict, key: str) -> int:

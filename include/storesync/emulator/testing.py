@@ -115,14 +115,20 @@ class EmulatorHandle:
     def requests(self, vendor: str | None = None, endpoint: str | None = None, *,
                  entity_id: str | None = None, method: str | None = None, source: str | None = None,
                  account: str | None = None, entity_type: str | None = None,
-                 since_seq: int | None = None) -> list[dict]:
-        """Accepted requests, oldest first (filters are exact matches)."""
+                 since_seq: int | None = None, recorded: bool | None = None) -> list[dict]:
+        """Accepted requests, oldest first (filters are exact matches). ``recorded=True``: only
+        what the vendor recorded; ``False``: only the repeats it answered but skipped."""
         query = {"vendor": vendor, "endpoint": endpoint, "entity_id": entity_id, "method": method,
-                 "source": source, "account": account, "entity_type": entity_type, "since_seq": since_seq}
+                 "source": source, "account": account, "entity_type": entity_type, "since_seq": since_seq,
+                 "recorded": None if recorded is None else ("1" if recorded else "0")}
         return self.call("GET", "requests", query=query)["requests"]
 
     def summary(self) -> dict:
         return self.call("GET", "summary")
+
+    def duplicates(self) -> dict:
+        """What the vendors recorded twice, by their documented semantics (``EmulatorState.duplicates``)."""
+        return self.call("GET", "duplicates")["duplicates"]
 
     def contacts(self, list_id: str | None = None, email: str | None = None) -> list[dict]:
         return self.call("GET", "contacts", query={"list_id": list_id, "email": email})["contacts"]
@@ -158,8 +164,8 @@ class EmulatorHandle:
         return result
 
     def set_faults(self, **faults) -> dict:
-        """Replace the active faults (error_rate, storm={"duration_s": x}, latency_ms, drop_before_rate,
-        drop_after_rate, error_statuses, vendors, seed)."""
+        """Replace the active faults (error_rate, storm={"duration_s": x} or {"requests": n,
+        "reset_s": x}, latency_ms, drop_before_rate, drop_after_rate, error_statuses, vendors, seed)."""
         return self.call("POST", "faults", faults)["faults"]
 
     def clear_faults(self) -> None:
