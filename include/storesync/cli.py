@@ -2,7 +2,8 @@
 
 Every command reads the same settings as the DAGs (``storesync.toml`` and ``STORESYNC_*``).
 Exit status: 0 on success, 1 when the run failed (quality gate, auth, unknown outcomes held),
-2 on bad input.
+2 on bad input (arguments, settings, a missing or unreadable warehouse). Every error is one line
+on stderr that says what to do next; ``--json`` output on stdout is JSON only (logs go to stderr).
 """
 
 from __future__ import annotations
@@ -28,12 +29,33 @@ def _settings(args):
     return settings
 
 
+def _iso_time(value: str) -> datetime:
+    """argparse type for --start/--end: an ISO 8601 date or time (UTC unless it says otherwise)."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 date or time: write e.g. 2026-11-20 or 2026-11-20T13:00") from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of 1 or more")
+    return number
+
+
 def _window(args, settings):
     from storesync.core.windows import Window
 
     if args.start and not args.end:
         raise ValueError("--start needs --end (or give --end and --hours)")
     if args.start and args.end:
+        if args.end <= args.start:
+            raise ValueError(f"--end ({args.end}) must be after --start ({args.start})")
         return Window(args.start, args.end)
     end = args.end or _latest_activity(settings)
     end = datetime.fromisoformat(end) if isinstance(end, str) else end
@@ -48,6 +70,7 @@ def _latest_activity(settings) -> datetime:
     from storesync.warehouse.models import warehouse_engine
     from storesync.warehouse.schema import order_status_history
 
+    _require_warehouse(settings)
     engine = warehouse_engine(settings.warehouse_url)
     with engine.connect() as conn:
         latest = conn.execute(select(func.max(order_status_history.c.changed_at))).scalar()
@@ -55,6 +78,51 @@ def _latest_activity(settings) -> datetime:
         raise StoresyncError("the warehouse has no orders yet: run `storesync demo-store` first")
     latest = datetime.fromisoformat(str(latest)) if not isinstance(latest, datetime) else latest
     return latest.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as its scheme only
+        return url.split(":", 1)[0] + ":..."
+
+
+def _require_warehouse(settings) -> None:
+    """A SQLite warehouse file must exist before anything reads it (connecting would create an
+    empty file, and the first query would fail with "no such table")."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from storesync.core.errors import ConfigurationError
+
+    url = make_url(settings.warehouse_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not Path(url.database).exists():
+        raise ConfigurationError(
+            f"no warehouse at {url.database}: run `storesync demo-store` to create the demo store there, "
+            "or point warehouse_url at your warehouse (storesync.toml, STORESYNC_WAREHOUSE_URL or "
+            "--warehouse-url)")
+
+
+def _database_error_text(exc, args) -> str:
+    """A SQLAlchemy error as one line that says which database and what to check."""
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    try:
+        settings = _settings(args)
+        where = (f"warehouse {_shown_url(settings.warehouse_url)}, ledger {_shown_url(settings.ledger_url)}, "
+                 f"models in {settings.models_dir}")
+    except Exception:  # noqa: BLE001 - the settings themselves may be what failed
+        where = "the configured warehouse and ledger"
+    hint = ("a missing table or column means the warehouse does not have what the SQL models read: "
+            "point warehouse_url at the right database, adapt the models (models_dir), or run "
+            "`storesync demo-store` for the demo store"
+            if any(s in detail.lower() for s in ("no such table", "does not exist", "no such column",
+                                                  "undefined"))
+            else "check that the database is reachable and the URL (user, password, host, database) is right")
+    return f"database error: {detail} ({where}); {hint}"
 
 
 def cmd_demo_store(args) -> int:
@@ -85,12 +153,24 @@ def cmd_emulator(args) -> int:
 def cmd_sync(args) -> int:
     from storesync.pipeline.jobs import format_summary, run_nightly
 
+    from storesync.run_report import dry_run_samples_text, quarantine_reasons_text
+
     settings = _settings(args)
-    window = _window(args, settings)
+    window = _window(args, settings)  # argument errors first: they need no database
+    _require_warehouse(settings)
     run_id = args.run_id or f"cli-{datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     summary = run_nightly(settings, window, run_id=run_id, vendors=args.vendors, dry_run=args.dry_run)
-    print(f"window {window}")
-    print(json.dumps(summary, indent=2, default=str) if args.json else format_summary(summary))
+    if args.json:  # stdout is the JSON document alone, so it pipes into jq
+        summary = {"window": {"start": window.start.isoformat(), "end": window.end.isoformat()}, **summary}
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(f"window {window}")
+        print(format_summary(summary))
+        for section in (quarantine_reasons_text(summary),
+                        dry_run_samples_text(summary, args.samples) if args.dry_run else ""):
+            if section:
+                print("")
+                print(section)
     held = sum(v.get("unknown", 0) for v in summary["ledger"].values())
     return 1 if held and not args.dry_run else 0
 
@@ -207,9 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def window_args(p):
-        p.add_argument("--start", help="window start, ISO 8601 UTC")
-        p.add_argument("--end", help="window end, ISO 8601 UTC (default: the store's latest activity)")
-        p.add_argument("--hours", type=int, default=24, help="window length when --start is not given")
+        p.add_argument("--start", type=_iso_time, help="window start, ISO 8601 UTC")
+        p.add_argument("--end", type=_iso_time,
+                       help="window end, ISO 8601 UTC (default: the store's latest activity)")
+        p.add_argument("--hours", type=_positive_int, default=24, help="window length when --start is not given")
         p.add_argument("--warehouse-url")
         p.add_argument("--ledger-url")
 
@@ -230,9 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sync", help="run the nightly sync for a window (--dry-run to plan only)")
     window_args(p)
-    p.add_argument("--vendors", nargs="+", default=["sendlane", "sailthru"])
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--vendors", nargs="+", default=["sendlane", "sailthru"], choices=("sendlane", "sailthru"))
+    p.add_argument("--dry-run", action="store_true", help="plan only: counts, every quarantine reason and "
+                                                           "sample payloads (personal data masked); nothing sent")
+    p.add_argument("--samples", type=int, default=1, metavar="N",
+                   help="dry run: sample payloads shown per vendor event (0-3, default 1)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON document (stdout only)")
     p.add_argument("--run-id")
     p.set_defaults(func=cmd_sync)
 
@@ -284,12 +368,35 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError
+
+    from storesync.core.errors import ConfigurationError
+    from storesync.quality.errors import QualityGateError
+
     try:
         return args.func(args)
+    except ConfigurationError as exc:
+        print(f"storesync: {exc}", file=sys.stderr)
+        return 2
+    except QualityGateError as exc:
+        entity = getattr(exc, "entity", "<entity>")
+        print(f"storesync: {exc}. Fix those rows in the warehouse, or, if that share is acceptable, raise "
+              f"the threshold in storesync.toml ([quarantine_thresholds] {entity} = 0.1)", file=sys.stderr)
+        return 1
     except StoresyncError as exc:
         print(f"storesync: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError) as exc:
+    except (ArgumentError, NoSuchModuleError) as exc:  # a malformed URL or an unknown dialect
+        print(f"storesync: {exc}: check warehouse_url / ledger_url (a SQLAlchemy URL such as "
+              "postgresql+psycopg://user@host/db or sqlite:///path/store.db)", file=sys.stderr)
+        return 2
+    except (DBAPIError, NoSuchTableError) as exc:
+        print(f"storesync: {_database_error_text(exc, args)}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"storesync: {exc.filename or exc}: no such file; check the path", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"storesync: {exc}", file=sys.stderr)
         return 2
 

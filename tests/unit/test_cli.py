@@ -1,6 +1,17 @@
-"""The storesync command: bad input gets a clear error (exit 2), reconciliation matches exactly."""
+"""The storesync command: bad input gets a clear error that says what to do (exit 2), reconciliation
+matches exactly, and ``--json`` output is JSON alone."""
 
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
 
 from storesync.cli import main
 from storesync.delivery.ledger import ACCEPTED, RETRY, UNKNOWN, Ledger, PlannedDelivery
@@ -67,3 +78,98 @@ def test_ledger_accounts_lists_open_rows_per_key_and_move_account_re_keys_them(t
     assert main(["ledger", "move-account", "--ledger-url", url, "--vendor", "sendlane",
                  "--from", "old", "--to", "new"]) == 1
     assert "already holds 1 sendlane deliveries" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ errors say what to do
+def _sync(tmp_path, *args):
+    return main(["--config", str(tmp_path / "absent.toml"), "sync",
+                 "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}", *args])
+
+
+def test_sync_against_a_missing_warehouse_says_how_to_make_one_and_creates_nothing(tmp_path, capsys):
+    warehouse = tmp_path / "nowhere" / "store.db"
+    assert _sync(tmp_path, "--warehouse-url", f"sqlite:///{warehouse}") == 2
+    err = capsys.readouterr().err
+    assert f"no warehouse at {warehouse}" in err and "storesync demo-store" in err
+    assert "--warehouse-url" in err and "Traceback" not in err
+    assert not warehouse.exists()  # connecting would have created an empty SQLite file
+
+
+@pytest.mark.parametrize("window", [(), ("--start", "2026-01-01", "--end", "2026-01-02")])
+def test_sync_against_an_empty_warehouse_names_the_table_and_the_way_out(tmp_path, capsys, window):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert _sync(tmp_path, "--warehouse-url", f"sqlite:///{empty}", *window) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("storesync: database error: no such table: ")
+    assert "storesync demo-store" in err and "models" in err and len(err.splitlines()) == 1
+
+
+def test_an_unreachable_or_malformed_warehouse_url_is_bad_input_with_a_hint(tmp_path, capsys):
+    assert _sync(tmp_path, "--warehouse-url", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/store") == 2
+    err = capsys.readouterr().err
+    assert "database error" in err and "reachable" in err
+    assert "hunter2" not in err  # the URL is shown without its password
+    assert _sync(tmp_path, "--warehouse-url", "not a url") == 2
+    assert "a SQLAlchemy URL such as" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--start", "yesterday", "--end", "2026-01-02"), "not an ISO 8601 date or time: write e.g. 2026-11-20"),
+    (("--start", "2026-01-02", "--end", "2026-01-01"), "--end (2026-01-01 00:00:00) must be after --start"),
+    (("--hours", "0"), "give a whole number of 1 or more"),
+    (("--vendors", "mailchimp"), "invalid choice: 'mailchimp' (choose from 'sendlane', 'sailthru')"),
+])
+def test_bad_sync_arguments_exit_2_saying_what_is_expected(tmp_path, capsys, args, message):
+    try:
+        code = _sync(tmp_path, "--warehouse-url", f"sqlite:///{tmp_path / 'w.db'}", *args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_found_file_is_named(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert main(["reconcile", "--ledger-url", url, "--found-file", str(tmp_path / "export.tsv")]) == 2
+    assert f"{tmp_path / 'export.tsv'}: no such file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ --json is pure JSON
+def test_dry_run_json_pipes_into_jq(tmp_path):
+    """The real command in a shell pipeline: stdout is one JSON document, logs go to stderr."""
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    warehouse = f"sqlite:///{tmp_path / 'store.db'}"
+    generate_demo_store(warehouse, DemoStoreSpec(orders=120, seed=3, end=datetime(2026, 11, 20), days=3,
+                                                 bad_share=0.05))
+    storesync = Path(sys.executable).with_name("storesync")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STORESYNC_")}
+    command = [str(storesync), "--config", str(tmp_path / "absent.toml"), "-v", "sync", "--dry-run", "--json",
+               "--warehouse-url", warehouse, "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}",
+               "--end", "2026-11-20", "--hours", "48"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.strip(), "-v logs nothing? then this test cannot tell stderr from stdout"
+    summary = json.loads(result.stdout)  # the whole of stdout, nothing before or after
+    assert summary["window"] == {"start": "2026-11-18T00:00:00", "end": "2026-11-20T00:00:00"}
+    assert summary["dry_run"] is True and summary["planned"]
+    jq = shutil.which("jq")
+    if jq is None:
+        return  # json.loads above already proved it; jq is what a user pipes into
+    piped = subprocess.run(f"{' '.join(map(repr, command))} 2>/dev/null | {jq} -e '.planned | length'",
+                           shell=True, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert int(piped.stdout) == len(summary["planned"])
+
+
+def test_a_failed_quality_gate_says_how_to_fix_or_accept_it(tmp_path, capsys):
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    warehouse = f"sqlite:///{tmp_path / 'store.db'}"
+    generate_demo_store(warehouse, DemoStoreSpec(orders=300, seed=5, end=datetime(2026, 11, 20), days=5,
+                                                 bad_share=0.08))
+    assert _sync(tmp_path, "--warehouse-url", warehouse, "--dry-run", "--end", "2026-11-20", "--hours", "72") == 1
+    err = capsys.readouterr().err
+    assert "quality gate failed" in err and "Fix those rows in the warehouse" in err
+    assert "[quarantine_thresholds] customers = 0.1" in err

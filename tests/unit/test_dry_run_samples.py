@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import create_engine, text
+from sqlalchemy import text as text_sql
 
 from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
 from storesync.core.windows import Window
@@ -112,3 +113,44 @@ def test_dry_run_samples_carry_no_personal_data(tmp_path):
     assert user["vars"]["first_name"] == MASK and user["vars"]["phone"] == MASK
     assert "***@" in user["keys"]["email"] and user["id"].isdigit() and user["key"] == "extid"
     assert Ledger(settings.ledger_url).counts() == {}
+
+
+def test_the_text_dry_run_shows_every_quarantine_reason_and_the_masked_samples(tmp_path, capsys):
+    """`storesync sync --dry-run` prints what its help promises: all reasons, not the top three, and
+    one sample payload per vendor event, the same (masked) payloads the JSON summary carries."""
+    import json
+
+    from storesync.cli import main
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    generate_demo_store(url, DemoStoreSpec(orders=300, seed=5, end=END, days=5, bad_share=0.08))
+    config = tmp_path / "storesync.toml"
+    config.write_text('[quarantine_thresholds]\n"*" = 0.5\n')  # many bad rows, yet the gate passes
+    args = ["--config", str(config), "sync", "--dry-run", "--warehouse-url", url,
+            "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}", "--end", END.isoformat(), "--hours", "72"]
+    assert main([*args, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+
+    reasons = {entity: s["reasons"] for entity, s in summary["rows"].items() if s["reasons"]}
+    assert max(len(r) for r in reasons.values()) > 3, "the store must give more reasons than the top 3"
+    section = text.split("quarantined rows by reason")[1].split("\n\n")[0]
+    for entity, counts in reasons.items():
+        line = next(ln for ln in section.splitlines() if ln.strip().startswith(f"{entity}: "))
+        assert {f"{reason} ×{n}" for reason, n in counts.items()} == set(line.split(": ", 1)[1].split(", "))
+
+    shown = text.split("sample payloads (personal data masked")[1].splitlines()[1:]
+    pairs = dict(zip(shown[0::2], shown[1::2], strict=True))
+    assert len(pairs) == len(summary["samples"])
+    for key, samples in summary["samples"].items():
+        header = f"  {key}  {samples[0]['endpoint']}"
+        assert json.loads(pairs[header]) == samples[0]["payload"]
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        emails = [e for e in conn.execute(text_sql("SELECT email FROM customers")).scalars() if e]
+    engine.dispose()
+    assert emails and not any(email in text for email in emails)
+    assert "***@" in text
+    assert Ledger(f"sqlite:///{tmp_path / 'ledger.db'}").counts() == {}
