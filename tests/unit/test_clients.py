@@ -566,6 +566,25 @@ def test_lookup_purchase_does_not_mistake_other_errors_for_not_found(server):
         sailthru(url_of(server)).lookup_purchase(1)
 
 
+@pytest.mark.parametrize("answer", [
+    (404, b"<html><body><h1>404 Not Found</h1></body></html>", None),  # a gateway's page
+    (404, {"message": "Not Found"}, None),  # a proxy's JSON: no Sailthru error code
+    (404, {"error": 99, "errormsg": "Unknown API call: purchase"}, None),  # 99, but not "not found"
+    (400, {"error": 99, "errormsg": "Purchase not found"}, None),  # "not found", but not a 404
+])
+def test_lookups_take_only_the_documented_not_found_as_not_found(server, answer):
+    server.script.then(answer)
+    client = sailthru(url_of(server))
+    with pytest.raises(PermanentError):
+        client.lookup_purchase(1)
+    with pytest.raises(PermanentError):
+        client.lookup("content", {"url": "https://s.example/1"})
+    server.script.steps.clear()
+    server.script.then((404, {"error": 99, "errormsg": "Content not found: https://s.example/1"}, None))
+    assert client.lookup("content", {"url": "https://s.example/1"}) is None
+    assert client.lookup("user", {"id": "a@example.com", "key": "email"}) is None
+
+
 def test_submit_and_wait_job(server):
     server.script.then((200, {"job_id": "j1", "status": "pending"}, None)) \
         .then((200, {"job_id": "j1", "status": "running"}, None)) \

@@ -22,6 +22,7 @@ only when there is not:
 | error 3, 4, 5                                 | ``AuthError``          | bad API key, IP not allowed, bad signature: stop the run and alert |
 | error 32–37                                   | ``SuppressedError``    | opted out / not emailable: record, never retry |
 | error 2, 6, 11, 14, 15, 18, 42, 99, any other code; other 4xx | ``PermanentError`` | the request itself is wrong: dead-letter it |
+| 404 with error 99 saying "not found", to a lookup GET | ``None`` from ``lookup*`` | the documented not-found (``is_documented_not_found``); a 404 without that body is a ``PermanentError``, never "not found" |
 | connect error / connect timeout / write failed | ``RetryableError``    | the request never left                 |
 | read timeout, reset or close after sending   | ``UnknownOutcomeError`` | a purchase may have been recorded: ``lookup_purchase`` by extid resolves it |
 
@@ -123,6 +124,18 @@ def classify_sailthru_response(response: requests.Response, now: float | None = 
     if code in SUPPRESSED_CODES:
         return SuppressedError(f"Sailthru will not email this person ({label}): {detail}", **fields)
     return PermanentError(f"Sailthru rejected the request ({label}): {detail}", **fields)
+
+
+NOT_FOUND_CODE = 99
+
+
+def is_documented_not_found(error: DeliveryError) -> bool:
+    """Is this Sailthru's documented "no such object": HTTP 404 with a Sailthru error body, code
+    99, whose message says not found? A 404 without that body (a gateway's page, a proxy's JSON),
+    an error 99 for anything else ("Unknown API call", a key conflict) and every other error are
+    not: they say nothing about whether the object exists."""
+    return (error.http_status == 404 and error.vendor_code == NOT_FOUND_CODE
+            and "not found" in str(error.vendor_message or "").lower())
 
 
 def _error_code(body: object) -> int | None:
@@ -249,11 +262,21 @@ class SailthruClient:
 
     def lookup_purchase(self, extid: str | int) -> dict | None:
         """Sailthru's answer for the purchase recorded with ``purchase_keys.extid == extid``, or None
-        when it has none (so resending cannot duplicate it)."""
+        on Sailthru's documented not-found (``is_documented_not_found``). Any other failure, a
+        generic 404 included, raises: it says nothing about the purchase.
+
+        None proves nothing alone: an account or gateway that does not route ``GET /purchase``
+        can answer the documented shape for everything. Callers trust it only from a lookup path
+        that found a purchase known to exist (``storesync.pipeline.senders``)."""
+        return self.lookup("purchase", {"purchase_id": str(extid), "purchase_key": "extid"})
+
+    def lookup(self, endpoint: str, data: dict) -> dict | None:
+        """A signed GET of one object (``purchase``, ``content``, ``user``): the answer, or None on
+        the documented not-found; every other error raises."""
         try:
-            return self.get("purchase", {"purchase_id": str(extid), "purchase_key": "extid"})
+            return self.get(endpoint, data)
         except PermanentError as error:
-            if error.vendor_code == 99 and (error.http_status == 404 or "not found" in str(error).lower()):
+            if is_documented_not_found(error):
                 return None
             raise
 
@@ -325,6 +348,7 @@ class SailthruClient:
 
 __all__ = [
     "SAILTHRU_BASE_URL",
+    "is_documented_not_found",
     "SailthruClient",
     "classify_sailthru_response",
     "sailthru_signature",
