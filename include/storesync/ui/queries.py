@@ -1,0 +1,373 @@
+"""What the Storesync view reads from a ledger database, as plain dicts ready for JSON.
+
+Every statement is bounded so that the page stays fast on a ledger of tens of millions of
+deliveries (``bench/ui.py`` measures it on 10M, with the plans):
+
+* deliveries by state over time read only the window's rows through ``ix_deliveries_updated``
+  (``updated_at, vendor, account, state``: an index-only range scan);
+* the vendor accounts are found by a loose index scan of ``ix_deliveries_claim`` (one index probe
+  per account, not a pass over the table);
+* dead letters and held rows are read newest first through ``ix_deliveries_state_updated``,
+  counted through ``ix_deliveries_claim``;
+* budgets come from ``storesync_rate_slots`` (only the current window's slots are kept there).
+
+A table that does not exist yet (a fresh ledger, LTV never computed) reads as empty. Personal data
+never leaves this module unmasked: payloads, quarantined rows and vendor errors go through
+:func:`storesync.ui.masking.mask`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import case, func, inspect, literal_column, select, text
+from sqlalchemy.engine import Engine
+
+from storesync.core.throttle import rate_slots
+from storesync.delivery.ledger import DEAD, UNKNOWN, deliveries, sync_runs, watermarks
+from storesync.ui.filters import MAX_DAYS, BadRequest, Filters
+from storesync.ui.masking import mask, mask_text
+
+# The order states are shown in, in charts and tables: done first, then open, then trouble.
+STATE_ORDER = ("accepted", "suppressed", "superseded", "staged", "planned", "sending", "retry",
+               "unknown", "dead")
+# A vendor answered these (or may have: unknown): what counts as "sent" against a budget.
+SENT_STATES = ("accepted", "dead", "suppressed", "unknown")
+PROBLEM_STATES = {"dead": DEAD, "held": UNKNOWN}
+MAX_PAGE = 200
+# LTV buckets (currency units): a log-like scale reads a skewed distribution at a glance.
+LTV_EDGES = (0, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_TABLE_RECHECK_S = 30.0
+
+
+def _utcnow() -> datetime:
+    return datetime.utcnow()
+
+
+class LedgerReader:
+    """Reads one store's ledger database for the view. Thread-safe (an Engine and a clock)."""
+
+    def __init__(self, engine: Engine, *, budgets: dict[str, tuple[int, float]] | None = None,
+                 clock: Callable[[], datetime] = _utcnow, wall_clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # vendor -> (requests allowed per window, window seconds): Sendlane's shared budget.
+        self.budgets = dict(budgets or {})
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._tables: set[str] = set()
+        self._tables_read_at = float("-inf")
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    def has_table(self, name: str) -> bool:
+        """Whether ``name`` exists; a missing table is looked for again at most every 30 s."""
+        if name not in self._tables and time.monotonic() - self._tables_read_at > _TABLE_RECHECK_S:
+            inspector = inspect(self.engine)
+            self._tables = set(inspector.get_table_names()) | set(inspector.get_view_names())
+            self._tables_read_at = time.monotonic()
+        return name in self._tables
+
+    def _bucket(self, column, width: str):
+        """``column`` as text, truncated to the day (``YYYY-MM-DD``) or the minute (``... HH:MM``)."""
+        if self.dialect == "postgresql":
+            return func.to_char(column, "YYYY-MM-DD" if width == "day" else "YYYY-MM-DD HH24:MI")
+        return func.substr(column, 1, 10 if width == "day" else 16)  # SQLite keeps ISO text
+
+    # ---- accounts --------------------------------------------------------------------------------
+    def accounts(self, limit: int = 100) -> list[dict]:
+        """Every (vendor, account) in the ledger: a loose index scan (a min() probe per account)."""
+        if not self.has_table(deliveries.name):
+            return []
+        found: list[dict] = []
+        with self.engine.connect() as conn:
+            vendor = conn.execute(select(func.min(deliveries.c.vendor))).scalar()
+            while vendor is not None and len(found) < limit:
+                account = conn.execute(select(func.min(deliveries.c.account))
+                                       .where(deliveries.c.vendor == vendor)).scalar()
+                while account is not None and len(found) < limit:
+                    found.append({"vendor": vendor, "account": account})
+                    account = conn.execute(select(func.min(deliveries.c.account)).where(
+                        deliveries.c.vendor == vendor, deliveries.c.account > account)).scalar()
+                vendor = conn.execute(select(func.min(deliveries.c.vendor))
+                                      .where(deliveries.c.vendor > vendor)).scalar()
+        return found
+
+    # ---- deliveries over time --------------------------------------------------------------------
+    def states_by_day(self, filters: Filters) -> dict:
+        """Deliveries by the day they reached their current state, per state, over ``days``."""
+        now = self.clock()
+        first = (now - timedelta(days=filters.days - 1)).date()
+        days = [(first + timedelta(days=i)).isoformat() for i in range(filters.days)]
+        series = {state: [0] * len(days) for state in STATE_ORDER}
+        if self.has_table(deliveries.name):
+            day = self._bucket(deliveries.c.updated_at, "day").label("day")
+            query = (select(day, deliveries.c.state, func.count().label("n"))
+                     .where(deliveries.c.updated_at >= datetime.combine(first, datetime.min.time()),
+                            *filters.where(deliveries))
+                     .group_by(day, deliveries.c.state))
+            position = {d: i for i, d in enumerate(days)}
+            with self.engine.connect() as conn:
+                for row in conn.execute(query):
+                    if row.day in position:
+                        series.setdefault(row.state, [0] * len(days))[position[row.day]] += row.n
+        totals = {state: sum(counts) for state, counts in series.items()}
+        return {"days": days, "series": series, "totals": totals}
+
+    def sent_per_minute(self, filters: Filters, minutes: int = 60) -> dict:
+        """Deliveries a vendor answered, per minute over the last ``minutes``, per account, with
+        the account's budget per minute where storesync keeps one (Sendlane)."""
+        now = self.clock().replace(second=0, microsecond=0)
+        first = now - timedelta(minutes=minutes - 1)
+        labels = [(first + timedelta(minutes=i)).strftime("%Y-%m-%d %H:%M") for i in range(minutes)]
+        position = {m: i for i, m in enumerate(labels)}
+        per_account: dict[tuple[str, str], list[int]] = {}
+        if self.has_table(deliveries.name):
+            minute = self._bucket(deliveries.c.updated_at, "minute").label("minute")
+            query = (select(deliveries.c.vendor, deliveries.c.account, minute, func.count().label("n"))
+                     .where(deliveries.c.updated_at >= first, deliveries.c.state.in_(SENT_STATES),
+                            *filters.where(deliveries))
+                     .group_by(deliveries.c.vendor, deliveries.c.account, minute))
+            with self.engine.connect() as conn:
+                for row in conn.execute(query):
+                    if row.minute in position:
+                        counts = per_account.setdefault((row.vendor, row.account), [0] * minutes)
+                        counts[position[row.minute]] += row.n
+        accounts = []
+        for (vendor, account), counts in sorted(per_account.items()):
+            limit, window_s = self.budgets.get(vendor, (None, 60.0))
+            per_minute = round(limit * 60.0 / window_s) if limit else None
+            accounts.append({"vendor": vendor, "account": account, "counts": counts, "sent": sum(counts),
+                             "peak_per_minute": max(counts), "limit_per_minute": per_minute})
+        return {"minutes": labels, "accounts": accounts}
+
+    def budgets_now(self) -> list[dict]:
+        """Each shared budget's use in its current window (``storesync_rate_slots``) and pauses."""
+        if not self.has_table(rate_slots.name):
+            return []
+        now = self.wall_clock()
+        limit, window_s = self.budgets.get("sendlane", (None, 60.0))
+        paused = literal_column("'%#paused'")
+        with self.engine.connect() as conn:
+            used = dict(conn.execute(
+                select(rate_slots.c.key, func.count()).where(
+                    rate_slots.c.slot_at >= now - window_s, ~rate_slots.c.key.like(paused))
+                .group_by(rate_slots.c.key)).all())
+            pauses = dict(conn.execute(
+                select(rate_slots.c.key, func.max(rate_slots.c.slot_at)).where(
+                    rate_slots.c.key.like(paused), rate_slots.c.slot_at > now)
+                .group_by(rate_slots.c.key)).all())
+        budgets = []
+        for key in sorted(set(used) | {k.removesuffix("#paused") for k in pauses}):
+            vendor, _, account = key.partition(":")
+            # The historical sync's key (``sendlane:<account>:historical``) has a share of the limit.
+            limit_here = limit if vendor == "sendlane" and ":" not in account else None
+            until = pauses.get(key + "#paused")
+            budgets.append({"key": key, "vendor": vendor, "account": account.split(":")[0],
+                            "used": used.get(key, 0), "limit": limit_here, "window_s": window_s,
+                            "paused_for_s": round(until - now, 1) if until else None})
+        return budgets
+
+    # ---- syncs -----------------------------------------------------------------------------------
+    def watermarks(self) -> list[dict]:
+        if not self.has_table(watermarks.name):
+            return []
+        now = self.clock()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(watermarks).order_by(watermarks.c.sync_name)).all()
+        return [{"sync_name": r.sync_name, "window_end": _iso(r.window_end), "updated_at": _iso(r.updated_at),
+                 "lag_s": round((now - r.window_end).total_seconds())} for r in rows]
+
+    def last_runs(self, limit: int = 20) -> list[dict]:
+        if not self.has_table(sync_runs.name):
+            return []
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sync_runs).order_by(sync_runs.c.started_at.desc())
+                                .limit(min(limit, MAX_PAGE))).all()
+        runs = []
+        for r in rows:
+            duration = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+            runs.append({"run_id": r.run_id, "sync_name": r.sync_name, "status": r.status, "dry_run": r.dry_run,
+                         "window_start": _iso(r.window_start), "window_end": _iso(r.window_end),
+                         "started_at": _iso(r.started_at), "finished_at": _iso(r.finished_at),
+                         "duration_s": round(duration, 1) if duration is not None else None,
+                         "counts": mask(_json_or_text(r.counts)),
+                         "error": mask_text(r.error[:2000]) if r.error else None})
+        return runs
+
+    # ---- dead letters and held rows --------------------------------------------------------------
+    def problems(self, kind: str, filters: Filters, *, event_type: str | None = None, limit: int = 50,
+                 offset: int = 0) -> dict:
+        """Dead letters (``kind="dead"``) or held rows (``"held"``: unknown outcome), newest
+        first, with the vendor's error and the payload masked; and how many there are."""
+        if kind not in PROBLEM_STATES:
+            raise BadRequest(f"kind must be one of {', '.join(PROBLEM_STATES)}, not {kind!r}")
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            raise BadRequest(f"limit must be 1..{MAX_PAGE} and offset not negative")
+        state = PROBLEM_STATES[kind]
+        empty = {"kind": kind, "state": state, "total": 0, "rows": [], "by_error": [], "limit": limit,
+                 "offset": offset}
+        if not self.has_table(deliveries.name):
+            return empty
+        where = [deliveries.c.state == state, *filters.where(deliveries)]
+        if event_type:
+            where.append(deliveries.c.event_type == event_type)
+        d = deliveries.c
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(deliveries).where(*where)).scalar()
+            rows = conn.execute(
+                select(d.id, d.vendor, d.account, d.event_type, d.entity_id, d.method, d.endpoint, d.payload,
+                       d.attempts, d.error_class, d.http_status, d.vendor_code, d.vendor_error, d.sync_name,
+                       d.last_run_id, d.updated_at, d.occurred_at)
+                .where(*where).order_by(d.updated_at.desc(), d.id.desc()).limit(limit).offset(offset)).all()
+            by_error = conn.execute(
+                select(d.vendor, d.event_type, d.error_class, func.count().label("n"))
+                .where(*where).group_by(d.vendor, d.event_type, d.error_class)
+                .order_by(func.count().desc()).limit(20)).all()
+        return {**empty, "total": total,
+                "rows": [{"id": r.id, "vendor": r.vendor, "account": r.account, "event_type": r.event_type,
+                          "entity_id": r.entity_id, "request": f"{r.method} {r.endpoint}",
+                          "attempts": r.attempts, "error_class": r.error_class, "http_status": r.http_status,
+                          "vendor_code": r.vendor_code,
+                          "vendor_error": mask_text(r.vendor_error) if r.vendor_error else None,
+                          "payload": mask(_json_or_text(r.payload)), "sync_name": r.sync_name,
+                          "last_run_id": r.last_run_id, "updated_at": _iso(r.updated_at),
+                          "occurred_at": _iso(r.occurred_at)} for r in rows],
+                "by_error": [{"vendor": r.vendor, "event_type": r.event_type, "error_class": r.error_class,
+                              "count": r.n} for r in by_error]}
+
+    # ---- quarantine ------------------------------------------------------------------------------
+    def quarantine(self, days: int = 14, *, limit: int = 50) -> dict:
+        """Quarantined rows: open and fixed per entity, reasons (the check names) per day over
+        ``days``, and the newest records with the row masked."""
+        from storesync.quality.store import quarantine  # imports the checks (pandas): only when asked
+
+        if not 1 <= days <= MAX_DAYS:
+            raise BadRequest(f"days must be a whole number from 1 to {MAX_DAYS}")
+        now = self.clock()
+        first = (now - timedelta(days=days - 1)).date()
+        labels = [(first + timedelta(days=i)).isoformat() for i in range(days)]
+        result = {"days": labels, "reasons": {}, "entities": [], "rows": []}
+        if not self.has_table(quarantine.name):
+            return result
+        q = quarantine.c
+        is_open = case((q.resolved_at.is_(None), 1), else_=0)
+        day = self._bucket(q.quarantined_at, "day").label("day")
+        position = {d: i for i, d in enumerate(labels)}
+        reasons: dict[str, list[int]] = defaultdict(lambda: [0] * days)
+        with self.engine.connect() as conn:
+            entities = conn.execute(select(q.entity, func.sum(is_open).label("open"), func.count().label("n"))
+                                    .group_by(q.entity).order_by(q.entity)).all()
+            for row in conn.execute(select(day, q.reasons).where(
+                    q.quarantined_at >= datetime.combine(first, datetime.min.time()))):
+                if row.day in position:
+                    for check in _check_names(row.reasons):
+                        reasons[check][position[row.day]] += 1
+            recent = conn.execute(select(q.id, q.run_id, q.entity, q.entity_id, q.reasons, q.row,
+                                         q.quarantined_at, q.resolved_at, q.resolved_run_id)
+                                  .order_by(q.id.desc()).limit(min(limit, MAX_PAGE))).all()
+        result["entities"] = [{"entity": r.entity, "open": int(r.open or 0), "fixed": r.n - int(r.open or 0)}
+                              for r in entities]
+        result["reasons"] = dict(sorted(reasons.items(), key=lambda kv: -sum(kv[1])))
+        result["rows"] = [{"id": r.id, "run_id": r.run_id, "entity": r.entity, "entity_id": r.entity_id,
+                           "reasons": _json_or_text(r.reasons), "row": mask(_json_or_text(r.row)),
+                           "quarantined_at": _iso(r.quarantined_at), "resolved_at": _iso(r.resolved_at),
+                           "status": "open" if r.resolved_at is None else "fixed"} for r in recent]
+        return result
+
+    # ---- LTV -------------------------------------------------------------------------------------
+    def ltv(self) -> dict:
+        """The latest computed day's LTV: customers per historic net revenue bucket with the
+        average predicted CLV beside it, and customers per predicted CLV bucket."""
+        from storesync.ltv.tables import LTV_TABLE, RUNS_TABLE
+
+        result = {"as_of": None, "edges": list(LTV_EDGES), "historic": [], "predicted": [], "customers": 0}
+        if not (self.has_table(LTV_TABLE) and self.has_table(RUNS_TABLE)):
+            return result
+        with self.engine.connect() as conn:
+            as_of = conn.execute(text(f"SELECT MAX(as_of) FROM {RUNS_TABLE}")).scalar()
+            if as_of is None:
+                return result
+            if isinstance(as_of, str):
+                as_of = date.fromisoformat(as_of[:10])
+            hist_bucket, pred_bucket = _bucket_case("net_revenue"), _bucket_case("predicted_clv")
+            historic = conn.execute(text(
+                f"SELECT {hist_bucket} AS bucket, COUNT(*) AS n, AVG(net_revenue) AS historic, "
+                f"AVG(predicted_clv) AS predicted, COUNT(predicted_clv) AS n_predicted "
+                f"FROM {LTV_TABLE} WHERE as_of = :as_of GROUP BY 1 ORDER BY 1"), {"as_of": as_of}).all()
+            predicted = conn.execute(text(
+                f"SELECT {pred_bucket} AS bucket, COUNT(*) AS n FROM {LTV_TABLE} "
+                f"WHERE as_of = :as_of AND predicted_clv IS NOT NULL GROUP BY 1 ORDER BY 1"),
+                {"as_of": as_of}).all()
+        result["as_of"] = as_of.isoformat()
+        result["historic"] = [{"bucket": int(r.bucket), "label": _bucket_label(int(r.bucket)), "customers": r.n,
+                               "avg_historic": _money(r.historic), "avg_predicted": _money(r.predicted),
+                               "predicted_customers": r.n_predicted} for r in historic]
+        result["predicted"] = [{"bucket": int(r.bucket), "label": _bucket_label(int(r.bucket)),
+                                "customers": r.n} for r in predicted]
+        result["customers"] = sum(r.n for r in historic)
+        return result
+
+    # ---- the whole page --------------------------------------------------------------------------
+    def overview(self, filters: Filters) -> dict:
+        """What the page's first screen shows (one call, one set of numbers)."""
+        return {"generated_at": _iso(self.clock()), "filters": {"vendor": filters.vendor, "account": filters.account,
+                                                                 "days": filters.days},
+                "accounts": self.accounts(), "states": self.states_by_day(filters),
+                "sent": self.sent_per_minute(filters), "budgets": self.budgets_now(),
+                "watermarks": self.watermarks(), "runs": self.last_runs(),
+                "dead": self.problems("dead", filters, limit=20),
+                "held": self.problems("held", filters, limit=20)}
+
+
+def _bucket_case(column: str) -> str:
+    """A CASE numbering ``column``'s bucket by LTV_EDGES (0: below the second edge... last: above)."""
+    arms = " ".join(f"WHEN {column} < {edge} THEN {i}" for i, edge in enumerate(LTV_EDGES[1:]))
+    return f"CASE {arms} ELSE {len(LTV_EDGES) - 1} END"
+
+
+def _bucket_label(bucket: int) -> str:
+    if bucket >= len(LTV_EDGES) - 1:
+        return f"{LTV_EDGES[-1]:,}+"
+    return f"{LTV_EDGES[bucket]:,}–{LTV_EDGES[bucket + 1]:,}" if bucket > 0 else f"<{LTV_EDGES[1]:,}"
+
+
+def _money(value) -> float | None:
+    return None if value is None else round(float(value), 2)
+
+
+def _iso(value) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, datetime) else str(value)
+
+
+def _json_or_text(value):
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _check_names(reasons_json: str) -> list[str]:
+    """The check names of a record's reasons (``"email_well_formed: ..."`` → ``email_well_formed``)."""
+    try:
+        reasons = json.loads(reasons_json)
+    except (TypeError, ValueError):
+        return ["unreadable reasons"]
+    names = Counter(str(r).split(":", 1)[0].strip() for r in reasons if str(r).strip())
+    return list(names) or ["no reason given"]
+
+
+def problem_counts(reader: LedgerReader, filters: Filters) -> dict[str, int]:
+    """How many dead letters and held rows the filters cover (for headers and tests)."""
+    return {kind: reader.problems(kind, filters, limit=1)["total"] for kind in PROBLEM_STATES}
+
+
+__all__ = ["BadRequest", "Filters", "LedgerReader", "STATE_ORDER", "SENT_STATES", "problem_counts"]
