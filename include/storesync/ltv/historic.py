@@ -31,6 +31,7 @@ from sqlalchemy import (
     inspect,
     literal,
     literal_column,
+    or_,
     select,
     text,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "epoch_day",
     "historic_ltv_select",
     "ltv_index_available",
+    "recompute_customers",
     "rfm_summary",
     "upsert_insert",
 ]
@@ -74,6 +76,12 @@ class OrderSource:
     status, changed_at (and optionally history_id, the tie-break between equal changed_at), or
     ``None`` to use ``orders.status`` as is (then a backfill sees today's statuses: not
     reproducible). Label your own columns to these names to plug another schema in.
+
+    ``valid_statuses``: when given, only these statuses are valid and a status in no class
+    (unknown) counts nowhere; None (the default) keeps every status that is neither excluded nor
+    reversed valid. ``currency``: what every total is in (recorded with each computed day, and
+    on the profiles). ``fingerprint``: the definition's identity when ``orders`` is built per run
+    (``storesync.ltv.source``), instead of the SQL of ``orders``.
     """
 
     orders: FromClause
@@ -81,6 +89,9 @@ class OrderSource:
     excluded_statuses: tuple[str, ...] = ("failed",)
     reversed_statuses: tuple[str, ...] = ("cancelled", "refunded")
     initial_status: str = "pending"
+    valid_statuses: tuple[str, ...] | None = None
+    currency: str | None = None
+    fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in ORDER_COLUMNS if c not in self.orders.c]
@@ -92,6 +103,8 @@ class OrderSource:
                 raise ConfigurationError(f"LTV status history lacks column(s) {', '.join(missing)}")
         object.__setattr__(self, "excluded_statuses", tuple(self.excluded_statuses))
         object.__setattr__(self, "reversed_statuses", tuple(self.reversed_statuses))
+        if self.valid_statuses is not None:
+            object.__setattr__(self, "valid_statuses", tuple(self.valid_statuses))
 
     @classmethod
     def demo(cls) -> OrderSource:
@@ -259,6 +272,11 @@ def _status_tests(status, source: OrderSource):
     excluded nor reversed (cancelled, refunded). Written as ``<>`` chains: SQLite evaluates a
     ``NOT IN`` list through an ephemeral index, per row and per aggregate that tests it (the
     full query over 10M orders: a fifth of its time)."""
+    if source.valid_statuses is not None:  # a closed list: unknown statuses count nowhere
+        def one_of(statuses):
+            return or_(*(status == literal(s, String()) for s in statuses))
+
+        return one_of((*source.valid_statuses, *source.reversed_statuses)), one_of(source.valid_statuses)
     not_gross = tuple(source.excluded_statuses)
     not_net = tuple(dict.fromkeys((*source.excluded_statuses, *source.reversed_statuses)))
 
@@ -504,12 +522,12 @@ def _mean_in_cents(total, count):
 def upsert_insert(conn: Connection, table):
     """The dialect's INSERT that supports ON CONFLICT DO UPDATE (SQLite, PostgreSQL)."""
     name = conn.dialect.name
-    if name == "postgresql":
+    if name in ("postgresql", "duckdb"):  # duckdb-engine speaks PostgreSQL's dialect
         from sqlalchemy.dialects.postgresql import insert
     elif name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
-        raise ConfigurationError(f"LTV upserts support SQLite and PostgreSQL, not {name}")
+        raise ConfigurationError(f"LTV upserts support SQLite, PostgreSQL and DuckDB, not {name}")
     return insert(table)
 
 
@@ -524,6 +542,7 @@ def compute_historic_ltv(
     incremental: bool = True,
     late_margin: timedelta = LATE_MARGIN,
     max_recompute_share: float = 0.25,
+    also_recompute: Select | None = None,
 ) -> int:
     """Write the historic LTV (and RFM summary) of every customer as of ``as_of``, as the view
     ``storesync_customer_ltv`` shows it (created if missing). Idempotent: rerunning a date gives
@@ -545,7 +564,9 @@ def compute_historic_ltv(
     status does. Falls back to the full query without it, without the day before, or when more
     than ``max_recompute_share`` of the customers must be recomputed. ``incremental=False``
     forces the full query (after correcting old orders in place without touching updated_at,
-    say); it still writes only the customers whose figures differ.
+    say); it still writes only the customers whose figures differ. ``also_recompute``: a
+    SELECT of more customer ids an incremental run recomputes from all their orders (those
+    whose orders entered or left the quality gate's left-out set since the day before).
     """
     source = source or OrderSource.demo()
     d = _as_date(as_of)
@@ -570,6 +591,8 @@ def compute_historic_ltv(
             previous = d - timedelta(days=1)
             # Both sets are read by several statements: kept in temporary tables, found once.
             to_recompute = _customers_to_recompute(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
+            if also_recompute is not None:
+                to_recompute = to_recompute.union(also_recompute)
             recompute = _temporary(conn, "ltv_tmp_recompute", to_recompute,
                                    [Column("customer_id", o.c.customer_id.type)])
             n_recompute = conn.execute(select(func.count()).select_from(recompute)).scalar_one()
@@ -622,12 +645,39 @@ def compute_historic_ltv(
             versions.c.valid_to > d, versions.c.valid_from <= d)).scalar_one()
         record = {"computed_at": started_at, "method": method, "definition": definition,
                   "rows_written": n_day, "customers_recomputed": recomputed, "from_as_of": from_day,
-                  "versions_written": written}
+                  "versions_written": written, "currency": source.currency}
         stmt = upsert_insert(conn, runs).values(as_of=d, **record)
         conn.execute(stmt.on_conflict_do_update(index_elements=[runs.c.as_of], set_=record))
         if jit_was is not None:
             _set_local(conn, "jit", jit_was)
         return n_day
+
+    return _in_transaction(bind, run)
+
+
+def recompute_customers(bind: Engine | Connection, as_of, source: OrderSource, customers: Select) -> int:
+    """Recompute an already computed day for a few customers (``customers``: a SELECT of ids)
+    from all their orders, leaving everyone else's figures and every other day as they were:
+    what the quality gate's fixes call for on the days that left an order out. Returns the
+    number of customers whose figures moved."""
+    d = _as_date(as_of)
+
+    def run(conn: Connection) -> int:
+        versions, _, runs = ltv_storage(conn)
+        o = source.orders
+        ids = _temporary(conn, "ltv_tmp_refix", customers, [Column("customer_id", o.c.customer_id.type)])
+        staged = _temporary(conn, "ltv_tmp_day", _as_versions(historic_ltv_select(
+            d, source, only_customers=select(ids.c.customer_id)), d),
+            [Column("customer_id", o.c.customer_id.type), Column("gone", Integer()),
+             *[versions.c[name]._copy() for name in VERSION_COLUMNS]], index_customer_id=True)
+        conn.execute(staged.insert().from_select(["customer_id", "gone"], select(
+            versions.c.customer_id, literal_column("1")).where(
+            _valid_on(versions, d), versions.c.customer_id.in_(select(ids.c.customer_id)),
+            ~_staged_has(staged, versions.c.customer_id))))
+        written = _write_day(conn, versions, runs, staged, d)
+        staged.drop(conn)
+        ids.drop(conn)
+        return written
 
     return _in_transaction(bind, run)
 
@@ -797,6 +847,8 @@ def _temporary(conn: Connection, name: str, rows: Select, columns: list, *, inde
 
 def _definition(source: OrderSource) -> str:
     """A fingerprint of what the numbers mean: rows of another definition are never carried."""
+    if source.fingerprint is not None:
+        return source.fingerprint
     parts = (str(source.orders), str(source.status_history), source.excluded_statuses,
              source.reversed_statuses, source.initial_status)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
@@ -817,6 +869,9 @@ def _status_class(status, source: OrderSource):
     """0 excluded (failed), 1 reversed (cancelled, refunded), 2 valid: what LTV counts an order as.
     A simple CASE, which evaluates ``status`` once: PostgreSQL inlines a status lookup into each
     arm of a searched CASE (two lookups an order where one does)."""
+    if source.valid_statuses is not None:  # unknown statuses are excluded
+        classes = {s: 1 for s in source.reversed_statuses} | {s: 2 for s in source.valid_statuses}
+        return case({s: literal_column(str(c)) for s, c in classes.items()}, value=status, else_=literal_column("0"))
     classes = {s: 1 for s in source.reversed_statuses} | {s: 0 for s in source.excluded_statuses}
     if not classes:
         return literal_column("2")

@@ -252,7 +252,9 @@ def _write_predictions(conn, ltv, d, bg, expected, alive, discounted, gg: GammaG
             tmp.c.expected_purchases,
             tmp.c.p_alive,
             func.round(cast(aov, money), 2),
-            func.round(cast(aov * tmp.c.discounted_purchases, money), 2),
+            # No CLV for a customer whose net revenue is negative (only possible from a source
+            # that lets negative totals through): a forecast from a refund balance means nothing.
+            case((ltv.c.net_revenue < 0, None), else_=func.round(cast(aov * tmp.c.discounted_purchases, money), 2)),
             literal(int(horizon_days), Integer()),
         )
         .select_from(

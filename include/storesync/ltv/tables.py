@@ -56,6 +56,7 @@ VERSIONS_TABLE = "storesync_customer_ltv_versions"
 PREDICTIONS_TABLE = "storesync_ltv_predictions"
 MODELS_TABLE = "storesync_ltv_models"
 RUNS_TABLE = "storesync_ltv_runs"
+LEFT_OUT_TABLE = "storesync_ltv_left_out"
 LEGACY_SUFFIX = "_daily_legacy"
 OPEN_END = date(9999, 12, 31)  # valid_to of a customer's current version
 
@@ -193,7 +194,29 @@ def build_runs_table(metadata: MetaData) -> Table:
         Column("versions_written", Integer),  # customers whose figures moved that day
         Column("customers_recomputed", Integer, nullable=False),
         Column("from_as_of", Date),  # incremental: the day it started from
+        Column("currency", String(3)),  # what the day's money is in (NULL: not said, before [ltv])
     )
+
+
+def build_left_out_table(metadata: MetaData) -> Table:
+    """The orders each computed day left out (open in the quarantine, or a duplicated order_id),
+    with their customer: the next run recomputes the customers whose orders entered or left the
+    set, and a fixed order's earlier days. Ids as text (a store's ids may be either)."""
+    return Table(
+        LEFT_OUT_TABLE,
+        metadata,
+        Column("as_of", Date, nullable=False),
+        Column("order_id", String(250), nullable=False),
+        Column("customer_id", String(250)),
+        Column("reason", String(32), nullable=False),  # quarantined | duplicate
+        PrimaryKeyConstraint("as_of", "order_id", name="pk_storesync_ltv_left_out"),
+    )
+
+
+def ensure_left_out_table(conn: Connection) -> Table:
+    table = build_left_out_table(MetaData())
+    table.create(conn, checkfirst=True)
+    return table
 
 
 def ensure_runs_table(conn: Connection) -> Table:
@@ -220,6 +243,8 @@ def ensure_ltv_tables(conn: Connection, customer_id_type: TypeEngine | None = No
     runs = build_runs_table(metadata)
     models = build_models_table(metadata)
     metadata.create_all(conn, checkfirst=True)
+    if "currency" not in {c["name"] for c in inspect(conn).get_columns(RUNS_TABLE)}:  # an earlier release's
+        conn.execute(text(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN currency VARCHAR(3)"))
     if LTV_TABLE not in inspect(conn).get_view_names():
         body = view_select(versions, predictions, runs).compile(conn, compile_kwargs={"literal_binds": True})
         conn.execute(text(f"CREATE VIEW {LTV_TABLE} AS {body}"))
@@ -254,7 +279,7 @@ def drop_ltv_tables(conn: Connection) -> None:
         conn.execute(text(f"DROP VIEW {LTV_TABLE}"))
     if LTV_TABLE in insp.get_table_names():  # an earlier release's table
         conn.execute(text(f"DROP TABLE {LTV_TABLE}"))
-    for name in (VERSIONS_TABLE, PREDICTIONS_TABLE, MODELS_TABLE, RUNS_TABLE):
+    for name in (VERSIONS_TABLE, PREDICTIONS_TABLE, MODELS_TABLE, RUNS_TABLE, LEFT_OUT_TABLE):
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
 
 
