@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from storesync.core.errors import ConfigurationError
+from storesync.core.ltv_settings import LtvSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "sql"
@@ -138,6 +139,7 @@ class Settings:
     )
     sendlane: SendlaneSettings = field(default_factory=SendlaneSettings)
     sailthru: SailthruSettings = field(default_factory=SailthruSettings)
+    ltv: LtvSettings = field(default_factory=LtvSettings)  # [ltv]: see core/ltv_settings.py
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -193,12 +195,13 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         sendlane_raw["event_paths"] = {**DEFAULT_SENDLANE_EVENT_PATHS, **sendlane_raw["event_paths"]}
     sendlane = _coerce(SendlaneSettings, sendlane_raw, "STORESYNC_SENDLANE_")
     sailthru = _coerce(SailthruSettings, raw.pop("sailthru", {}), "STORESYNC_SAILTHRU_")
+    ltv = _coerce(LtvSettings, raw.pop("ltv", {}), "STORESYNC_LTV_")
     base = _coerce(
         Settings,
         {k: v for k, v in raw.items() if k not in ("sendlane", "sailthru")},
         "STORESYNC_",
     )
-    return replace(base, sendlane=sendlane, sailthru=sailthru)
+    return replace(base, sendlane=sendlane, sailthru=sailthru, ltv=ltv)
 
 
 MAX_ACCOUNT_ID_LENGTH = 40  # the ledger's account column
