@@ -71,29 +71,37 @@ step replaces the date's predictions. After correcting old orders in place, reru
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from storesync.ltv.historic import (
-    OrderSource,
-    RfmSummary,
-    as_of_cutoff,
-    compute_historic_ltv,
-    historic_ltv_select,
-    ltv_index_available,
-    rfm_summary,
-)
-from storesync.ltv.models import (
-    BgNbdParams,
-    GammaGammaParams,
-    LtvFitError,
-    clv,
-    discounted_purchases,
-    fit_bgnbd,
-    fit_gamma_gamma,
-)
-from storesync.ltv.predicted import LtvModelFit, fit_ltv_models, predict_ltv
-from storesync.ltv.profile import PROFILE_FIELDS, ltv_profile_fields
-from storesync.ltv.tables import LTV_TABLE, MODELS_TABLE, ensure_ltv_tables
+if TYPE_CHECKING:
+    from storesync.ltv.historic import OrderSource
+    from storesync.ltv.predicted import LtvModelFit
+
+# Imported on first use (PEP 562): `storesync ltv --help` and the settings need none of numpy,
+# scipy or SQLAlchemy.
+_LAZY = {
+    "storesync.ltv.historic": ("OrderSource", "RfmSummary", "as_of_cutoff", "compute_historic_ltv",
+                               "historic_ltv_select", "ltv_index_available", "rfm_summary"),
+    "storesync.ltv.models": ("BgNbdParams", "GammaGammaParams", "LtvFitError", "clv", "discounted_purchases",
+                             "fit_bgnbd", "fit_gamma_gamma"),
+    "storesync.ltv.predicted": ("LtvModelFit", "fit_ltv_models", "predict_ltv"),
+    "storesync.ltv.profile": ("PROFILE_FIELDS", "ltv_profile_fields"),
+    "storesync.ltv.tables": ("LTV_TABLE", "MODELS_TABLE", "ensure_ltv_tables"),
+    "storesync.ltv.job": ("LtvJobReport", "run_ltv_job"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'storesync.ltv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LTV_TABLE",
@@ -102,6 +110,7 @@ __all__ = [
     "BgNbdParams",
     "GammaGammaParams",
     "LtvFitError",
+    "LtvJobReport",
     "LtvModelFit",
     "LtvRun",
     "OrderSource",
@@ -120,6 +129,7 @@ __all__ = [
     "predict_ltv",
     "rfm_summary",
     "run_ltv",
+    "run_ltv_job",
 ]
 
 @dataclass(frozen=True)
@@ -138,6 +148,9 @@ def run_ltv(
     computed) then (unless ``predict=False``) ``predict_ltv`` with ``predict_options``
     (horizon_days, time_unit_days, discount_rate, discount_period_days, penalizer). Each step is
     its own transaction; LtvFitError propagates (e.g. no repeat buyers yet)."""
+    from storesync.ltv.historic import compute_historic_ltv
+    from storesync.ltv.predicted import predict_ltv
+
     rows = compute_historic_ltv(engine, as_of, source, incremental=incremental)
     fit = predict_ltv(engine, as_of, **predict_options) if predict else None
     return LtvRun(rows, fit)
