@@ -280,6 +280,12 @@ def cmd_ledger_move_account(args) -> int:
     return 0
 
 
+def cmd_ltv(args) -> int:
+    from storesync.ltv.cli import cmd_ltv as run
+
+    return run(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storesync", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="settings file (default: storesync.toml or $STORESYNC_CONFIG)")
@@ -328,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bad-share", type=float, default=0.005)
     p.add_argument("--port", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ltv", help="compute customer lifetime value for a day (the LTV models, [ltv] settings)")
+    from storesync.ltv.cli import add_arguments as ltv_arguments  # light: the job is imported when run
+
+    ltv_arguments(p)
+    p.set_defaults(func=cmd_ltv)
 
     p = sub.add_parser("replay", help="replay dead letters")
     p.add_argument("--vendor")
