@@ -119,6 +119,21 @@ def db_url(request, tmp_path):
         yield request.getfixturevalue("pg_url")
 
 
+WAREHOUSE_DIALECTS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"]
+
+
+@pytest.fixture(params=WAREHOUSE_DIALECTS)
+def warehouse_db_url(request, tmp_path):
+    """An empty warehouse on each dialect storesync reads: SQLite, PostgreSQL and DuckDB (the
+    ledger stays on SQLite or PostgreSQL: ledger tests use ``db_url``)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+    elif request.param == "duckdb":
+        yield f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
 def emulator():
     """A running vendor emulator (both APIs) on a free loopback port, reset for each test."""

@@ -132,7 +132,7 @@ def cmd_demo_store(args) -> int:
 
     settings = _settings(args)
     url = args.url or settings.warehouse_url
-    if url.startswith("sqlite:///"):
+    if url.startswith(("sqlite:///", "duckdb:///")):  # file databases: make the folder
         from pathlib import Path
 
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The demo store, the models and the whole nightly sync on each backend (SQLite and PostgreSQL)."""
+"""The demo store, the models and the whole nightly sync on each warehouse dialect (SQLite,
+PostgreSQL and DuckDB; the ledger on SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -59,29 +60,46 @@ def test_generator_writes_a_realistic_store(tmp_path):
     assert stats.malformed_orders > 0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"])
 def backend_urls(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}", f"sqlite:///{tmp_path / 'ledger.db'}"
+    if request.param == "duckdb":  # a columnar warehouse; the ledger is transactional, on SQLite
+        return f"duckdb:///{tmp_path / 'store.duckdb'}", f"sqlite:///{tmp_path / 'ledger.db'}"
     warehouse = request.getfixturevalue("pg_url")
     return warehouse, warehouse  # the ledger in the warehouse's own database, as in production
 
 
-def test_models_give_the_same_frames_on_both_backends(tmp_path, pg_url):
-    sqlite_url = f"sqlite:///{tmp_path / 'store.db'}"
-    for url in (sqlite_url, pg_url):
-        generate_demo_store(url, SPEC)
+def _every_model(url: str) -> list:
+    """Every sync model's frame for the same window and chunks."""
+    wh = Warehouse(url, DEFAULT_MODELS_DIR)
     window = Window(END - timedelta(days=2), END)
-    frames = []
-    for url in (sqlite_url, pg_url):
-        wh = Warehouse(url, DEFAULT_MODELS_DIR)
-        changes = next(wh.stream_order_changes(window, 10_000))
-        ids = changes["order_id"].unique().tolist()
-        frames.append((changes, wh.for_ids("orders", ids), wh.for_ids("order_lines", ids)))
+    changes = next(wh.stream_order_changes(window, 10_000))
+    ids = changes["order_id"].unique().tolist()
+    products = next(wh.stream("products", Window.everything_before(END), 10_000))
+    checkouts = next(wh.stream("checkouts", window, 10_000))
+    return [changes, wh.for_ids("orders", ids), wh.for_ids("order_lines", ids),
+            wh.for_ids("order_history", ids, window_end=END), next(wh.stream("customers", window, 10_000)),
+            products, wh.for_ids("product_variants", products["product_id"].tolist()), checkouts,
+            wh.for_ids("checkout_lines", checkouts["checkout_id"].tolist())]
+
+
+def _same(value):
+    return None if value != value else value  # NaN (a missing float) equals NaN here
+
+
+@pytest.mark.parametrize("other", [pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"])
+def test_models_give_the_same_frames_on_every_dialect(tmp_path, other, request):
+    sqlite_url = f"sqlite:///{tmp_path / 'store.db'}"
+    other_url = request.getfixturevalue("pg_url") if other == "postgres" else f"duckdb:///{tmp_path / 'store.duckdb'}"
+    for url in (sqlite_url, other_url):
+        generate_demo_store(url, SPEC)
+    frames = [_every_model(url) for url in (sqlite_url, other_url)]
     for left, right in zip(frames[0], frames[1]):
+        assert len(left) > 0
         assert left.columns.tolist() == right.columns.tolist()
         for column in left.columns:
-            assert left[column].tolist() == right[column].tolist(), column
+            assert list(map(_same, left[column])) == list(map(_same, right[column])), column
 
 
 def test_nightly_sync_end_to_end(backend_urls, emulator):

@@ -106,6 +106,12 @@ def warehouse_engine(url: str, **kwargs) -> Engine:
     """An engine for the warehouse: statement parameters hidden from error messages (they would
     carry customer data to logs) and, on PostgreSQL, every session in UTC."""
     kwargs.setdefault("hide_parameters", True)
+    if url.startswith("duckdb"):
+        # No pool: a pooled DuckDB connection outlives the run and holds the file's lock, so that
+        # another process (the next Airflow task) cannot open it.
+        from sqlalchemy.pool import NullPool
+
+        kwargs.setdefault("poolclass", NullPool)
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "postgresql":
         in_utc(engine)
