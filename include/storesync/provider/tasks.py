@@ -258,29 +258,24 @@ def plan_checkouts(run: SyncRun, *, sync_name: str, vendors, reminder_max_age_ho
 
 # ---------------------------------------------------------------------------- LTV
 def compute_ltv(run: SyncRun, *, full_recompute: bool = False, **predict_options) -> dict:
-    """``run_ltv`` for the interval's day (``as_of`` = the data interval's start date): an upsert,
-    so any date can be rerun or backfilled with the same numbers. Predictions need repeat buyers:
-    when the models cannot be fitted the historic figures still stand (logged, not failed)."""
+    """The LTV job (``storesync.ltv.job.run_ltv_job``) for the interval's day (``as_of`` = the data
+    interval's start date), from the same models and ``[ltv]`` settings as ``storesync ltv``:
+    any date can be rerun or backfilled. Predictions need repeat buyers: when the models cannot
+    be fitted the historic figures still stand (logged, not failed). ``predict_options``
+    override the ``[ltv]`` prediction settings."""
+    from dataclasses import replace
+
     from storesync.delivery.ledger import Ledger
-    from storesync.ltv import LtvFitError, compute_historic_ltv, run_ltv
-    from storesync.warehouse.models import warehouse_engine
+    from storesync.ltv.job import run_ltv_job
 
     window = run.require_window()
     as_of = window.start.date()
-    incremental = not full_recompute
-    engine = warehouse_engine(run.settings.warehouse_url)
-    try:
-        try:
-            result = run_ltv(engine, as_of, incremental=incremental, **predict_options)
-            rows, fit, note = result.rows_historic, result.fit, None
-        except LtvFitError as exc:
-            log.warning("LTV predictions for %s not fitted (%s): historic figures only", as_of, exc)
-            rows, fit, note = compute_historic_ltv(engine, as_of, incremental=incremental), None, str(exc)[:500]
-    finally:
-        engine.dispose()
+    settings = run.settings
+    if predict_options:
+        settings = settings.with_overrides(ltv=replace(settings.ltv, **predict_options))
+    report = run_ltv_job(settings, as_of, full=bool(full_recompute))
     Ledger(run.settings.ledger_url).advance_watermark("ltv", window.end, window_start=window.start)
-    return {"as_of": as_of.isoformat(), "customers": rows, "predicted": fit is not None,
-            "repeat_customers": getattr(fit, "n_repeat_customers", None), "note": note}
+    return report.as_dict()
 
 
 def push_ltv_profiles(run: SyncRun, *, sync_name: str, vendors) -> dict:
