@@ -375,3 +375,84 @@ def test_request_from_params_checks_the_range():
     with pytest.raises(ValueError, match="required"):
         HistoricalRequest.from_params({"end_date": "2026-11-01"}, today=date(2026, 11, 23))
     assert account_of(Settings(), "sendlane") == "unconfigured"
+
+
+# ---------------------------------------------------------------------------- one account key
+def one_try_clients():
+    """Vendor clients without in-line retries: a 503 goes straight back to the ledger as a retry."""
+    from storesync.clients.http import RetryPolicy
+    from storesync.pipeline.vendor_clients import default_sailthru_client, default_sendlane_client
+
+    def sendlane(vendor_settings):
+        client = default_sendlane_client(vendor_settings, vendor_settings.account)
+        client.retry_policy = RetryPolicy(max_attempts=1)
+        return client
+
+    def sailthru(vendor_settings):
+        client = default_sailthru_client(vendor_settings)
+        client.retry_policy = RetryPolicy(max_attempts=1)
+        return client
+
+    return {"sendlane": sendlane, "sailthru": sailthru}
+
+
+@pytest.mark.parametrize("account_id", [None, "acme-sendlane"])
+def test_every_part_keys_the_account_the_same_way(env, account_id):
+    """Ledger rows, historical checkpoints and the shared budget are keyed by ``account_of``:
+    ``account_id`` when set, else the credential's fingerprint."""
+    from dataclasses import replace
+
+    from storesync.core.config import account_of as config_account_of
+    from storesync.core.config import fingerprint
+
+    settings, _ = env
+    settings = replace(settings, sendlane=replace(settings.sendlane, account_id=account_id))
+    expected = account_id or fingerprint(settings.sendlane.api_token)
+    assert account_of(settings, "sendlane") == config_account_of(settings, "sendlane") == expected
+    run_historical(settings, request(vendors=("sendlane",), end=DAY1), "orders", run_id_prefix="hist/key")
+    ledger = HistoricalLedger(settings.ledger_url)
+    assert {r["account"] for r in ledger.chunk_rows("orders")} == {expected}
+    assert set(ledger.open_by_account("sendlane")) <= {expected}
+    assert {d.account for d in ledger.in_state(ACCEPTED, vendor="sendlane")} == {expected}
+    from storesync.pipeline.targets import targets_for
+
+    [target] = targets_for(settings, ["sendlane"])
+    assert target.sender(limiter_engine=ledger.engine).client.limiter.key == f"sendlane:{expected}"
+    with pytest.raises(ValueError, match="unknown vendor"):
+        account_of(settings, "mailchimp")
+
+
+@pytest.mark.parametrize("account_id", [None, "acme-sendlane"])
+def test_a_day_is_done_only_once_its_deliveries_are_settled(env, account_id):
+    """Every Sendlane request answered 503: nothing is accepted, so the day is not done (it was
+    marked done with ``account_id`` set: the open-row check looked under the fingerprint)."""
+    from dataclasses import replace
+
+    settings, emulator = env
+    settings = replace(settings, sendlane=replace(settings.sendlane, account_id=account_id))
+    emulator.set_faults(error_rate=1.0, error_statuses=[503], vendors=["sendlane"])
+    with pytest.raises(HistoricalIncomplete, match="still open"):
+        run_historical(settings, request(vendors=("sendlane",), end=DAY1), "orders", run_id_prefix="hist/503",
+                       client_factories=one_try_clients(), sleep=lambda s: None)
+    ledger = HistoricalLedger(settings.ledger_url)
+    assert not [r for r in ledger.chunk_rows("orders") if r["status"] == "done"]
+    assert ledger.counts(vendor="sendlane").get(ACCEPTED, 0) == 0
+    open_rows = ledger.open_by_account("sendlane")
+    assert list(open_rows) == [account_of(settings, "sendlane")] and open_rows[account_of(settings, "sendlane")]
+
+    # The vendor recovers: the retry (resuming from the checkpoint) finishes the day, each order once.
+    emulator.clear_faults()
+    import storesync.delivery.ledger as ledger_module
+
+    ledger_module_now = ledger_module.utcnow
+    later = ledger_module_now() + timedelta(hours=1)
+    try:
+        ledger_module.utcnow = lambda: later  # every parked retry is due
+        run_historical(settings, request(vendors=("sendlane",), end=DAY1), "orders", run_id_prefix="hist/503",
+                       client_factories=one_try_clients(), sleep=lambda s: None)
+    finally:
+        ledger_module.utcnow = ledger_module_now
+    assert {r["status"] for r in ledger.chunk_rows("orders")} == {"done"}
+    placed = Counter(str(r["entity_id"]) for r in emulator.requests(vendor="sendlane",
+                                                                    endpoint="/tracking/order-placed"))
+    assert set(placed) == orders_changed_on(settings, [DAY1]) and max(placed.values()) == 1

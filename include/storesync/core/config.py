@@ -70,7 +70,9 @@ class SendlaneSettings:
     # The budget's window: 60 s at the real vendor; tests and benchmarks scale it down.
     budget_window_s: float = 60.0
     list_id: str | None = None
-    unknown_outcome: str = "hold"  # no lookup endpoint: never resend blindly
+    # "resend": send again only what the vendor's contract makes safe (order events by event + id,
+    # products, list contacts; pipeline/senders.py), hold the rest; "hold": hold every unknown outcome.
+    unknown_outcome: str = "resend"
     event_paths: dict = field(default_factory=lambda: dict(DEFAULT_SENDLANE_EVENT_PATHS))
     # The account's own id: keys the ledger and the shared budget. Unset: a fingerprint of the
     # API token (so a rotated token looks like a new account: set this before rotating).
@@ -216,6 +218,15 @@ def _normalise_account_id(settings) -> None:
         raise ConfigurationError(
             f"account_id must be at most {MAX_ACCOUNT_ID_LENGTH} characters, without '|': {value!r}")
     object.__setattr__(settings, "account_id", value)
+
+
+def account_of(settings: "Settings", vendor: str) -> str:
+    """The account key of ``vendor`` under ``settings``: what every ledger row, shared budget,
+    historical checkpoint and report of that vendor is keyed by. The one place that picks it."""
+    try:
+        return getattr(settings, vendor).account
+    except AttributeError:
+        raise ValueError(f"unknown vendor {vendor!r}; known: sendlane, sailthru") from None
 
 
 def account_key(account_id: str | None, secret: str) -> str:

@@ -95,7 +95,7 @@ from sqlalchemy import (
     update,
 )
 
-from storesync.core.config import Settings, fingerprint
+from storesync.core.config import Settings, account_of
 from storesync.core.errors import (
     AuthError,
     DeliveryError,
@@ -782,12 +782,6 @@ class HistoricalRequest:
                    vendors=as_list(params.get("vendors"), VENDORS), dry_run=bool(params.get("dry_run", True)),
                    budget_share=float(params.get("budget_share") or DEFAULT_BUDGET_SHARE),
                    restart=bool(params.get("restart", False)), jobs=jobs)
-
-
-def account_of(settings: Settings, vendor: str) -> str:
-    if vendor == "sendlane":
-        return fingerprint(settings.sendlane.api_token)
-    return fingerprint(settings.sailthru.api_key)
 
 
 # ---------------------------------------------------------------------------- the runner
