@@ -338,6 +338,20 @@ class FakeSailthruClient:
     def lookup_purchase(self, extid):
         return next(({"extid": extid} for p in self.posts if p["purchase_keys"]["extid"] == extid), None)
 
+    def lookup(self, endpoint, data):
+        assert endpoint == "purchase" and data["purchase_key"] == "extid"
+        return self.lookup_purchase(data["purchase_id"])
+
+
+def proven_path(client):
+    """Lookup proofs with one purchase the vendor accepted (o0): the lookup path can be proven."""
+    from storesync.delivery.lookup_proofs import LookupProofs
+
+    client.posts.append({"purchase_keys": {"extid": "o0"}})
+    proofs = LookupProofs("fake", "acct")
+    proofs.note_accepted("/purchase", {"purchase_keys": {"extid": "o0"}})
+    return proofs
+
 
 def test_sailthru_negative_lookup_is_trusted_only_after_the_grace_period(ledger):
     from datetime import timedelta
@@ -349,21 +363,22 @@ def test_sailthru_negative_lookup_is_trusted_only_after_the_grace_period(ledger)
     from storesync.pipeline.senders import SailthruSender
 
     client = FakeSailthruClient()
-    sender = SailthruSender(SailthruSettings(unknown_grace_s=120), "acct", client_factory=lambda _s: client)
+    sender = SailthruSender(SailthruSettings(unknown_grace_s=120), "acct", client_factory=lambda _s: client,
+                            proofs=proven_path(client))
     sender.vendor = "fake"
     purchase = PlannedDelivery(vendor="fake", account="acct", event_type="purchase", entity_id="o1", version="1",
                                endpoint="/purchase", payload={"purchase_keys": {"extid": "o1"}, "items": []})
     plan(ledger, purchase)
     first = DeliveryEngine(ledger, sender, policy=FAST).run()
     # Not found right after the 502 proves nothing: no resend, not held for a person either.
-    assert client.posts == [] and first.awaiting_lookup == 1 and first.held_unknown == 0
+    assert len(client.posts) == 1 and first.awaiting_lookup == 1 and first.held_unknown == 0
     assert ledger.counts() == {UNKNOWN: 1}
     second = DeliveryEngine(ledger, sender, policy=FAST).run()  # a later run, still within the grace
-    assert client.posts == [] and second.awaiting_lookup == 1 and ledger.counts() == {UNKNOWN: 1}
+    assert len(client.posts) == 1 and second.awaiting_lookup == 1 and ledger.counts() == {UNKNOWN: 1}
     with ledger.engine.begin() as conn:  # the grace period passes
         conn.execute(update(deliveries).values(updated_at=utcnow() - timedelta(seconds=121)))
     DeliveryEngine(ledger, sender, policy=FAST).run()
-    assert len(client.posts) == 1 and ledger.counts() == {ACCEPTED: 1}
+    assert len(client.posts) == 2 and ledger.counts() == {ACCEPTED: 1}
 
 
 def test_sailthru_positive_lookup_is_trusted_at_once():
@@ -384,12 +399,14 @@ def test_sailthru_positive_lookup_is_trusted_at_once():
     assert sender.resolve_unknown(delivery("o2")) is True
     assert sender.resolve_unknown(delivery("o3")) == LOOKUP_PENDING
     assert SailthruSender(SailthruSettings(unknown_grace_s=0), "acct",
-                          client_factory=lambda _s: client).resolve_unknown(delivery("o3")) is False
+                          client_factory=lambda _s: client).resolve_unknown(delivery("o3")) == LOOKUP_PENDING
+    # Not found is trusted once the lookup path found a purchase the vendor accepted (o0).
+    assert SailthruSender(SailthruSettings(unknown_grace_s=0), "acct", client_factory=lambda _s: client,
+                          proofs=proven_path(client)).resolve_unknown(delivery("o3")) is False
 
 
 # ---------------------------------------------------------------------------- waiting for retries
 def test_waiting_for_retries_does_not_spin_on_blocked_work(ledger):
-    import time
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -401,20 +418,19 @@ def test_waiting_for_retries_does_not_spin_on_blocked_work(ledger):
         conn.execute(update(deliveries).where(deliveries.c.seq == 1).values(state=UNKNOWN))
         conn.execute(update(deliveries).where(deliveries.c.seq == 2)
                      .values(state=RETRY, next_attempt_at=utcnow() - timedelta(seconds=1)))
-    claims = []
-    original = ledger.record_and_claim
+    looks = []  # each time the engine looked for work to claim
+    original = ledger.next_claimable
 
-    def counting_claim(*args, **kwargs):
-        if kwargs["limit"]:
-            claims.append(1)
+    def counting_look(*args, **kwargs):
+        looks.append(1)
         return original(*args, **kwargs)
 
-    ledger.record_and_claim = counting_claim
-    started = time.monotonic()
-    DeliveryEngine(ledger, ScriptedVendor(lookup={"9": "hold"}),
+    ledger.next_claimable = counting_look
+    sleeps = []
+    DeliveryEngine(ledger, ScriptedVendor(lookup={"9": "hold"}), sleep=sleeps.append,
                    policy=RedrivePolicy(base_delay_s=0.01, max_wait_in_run_s=3)).run()
-    assert time.monotonic() - started < 1.5
-    assert 1 <= len(claims) <= 2
+    assert 1 <= len(looks) <= 2
+    assert sleeps == []  # and never waited for budget: nothing was claimable
 
 
 def test_waiting_for_a_retry_sleeps_until_it_is_due(ledger, monkeypatch):
@@ -981,3 +997,188 @@ def test_processes_opening_a_new_ledger_at_once_all_get_it(tmp_path):
     for process in processes:
         process.join(timeout=30)
     assert outcomes == ["ok"] * n, outcomes
+
+
+# ---------------------------------------------------------------------------- budget before claim
+class FakeClock:
+    """Moves only when someone sleeps (thread-safe: the engine's threads may sleep too)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+class BudgetedVendor(ScriptedVendor):
+    """A scripted vendor whose client admits every request through its limiter, as the real
+    clients' retry loop does (``client.limiter``, found by the engine)."""
+
+    def __init__(self, limiter, script=None):
+        super().__init__(script)
+        from types import SimpleNamespace
+
+        self.client = SimpleNamespace(limiter=limiter)
+
+    def send(self, delivery):
+        self.client.limiter.acquire()
+        return super().send(delivery)
+
+
+def test_rows_wait_for_budget_unclaimed_and_each_request_takes_one_admission(ledger):
+    from storesync.core.throttle import TokenBucket
+
+    clock = FakeClock()
+    bucket = TokenBucket(60, burst=2, clock=clock, sleep=clock.sleep)  # two now, then one a second
+    vendor = BudgetedVendor(bucket)
+    plan(ledger, *[item(f"e{i}") for i in range(5)])
+    seen_while_waiting = []
+
+    def engine_sleep(seconds):  # the engine waits for budget: what is claimed at that moment?
+        seen_while_waiting.append((sorted(_sending(ledger)), dict(ledger.counts())))
+        clock.sleep(seconds)
+
+    report = DeliveryEngine(ledger, vendor, concurrency=5, policy=FAST, sleep=engine_sleep).run()
+    assert report.states[ACCEPTED] == 5 and len(vendor.received) == 5
+    assert seen_while_waiting, "the budget never held the engine back: the test proves nothing"
+    for sending, counts in seen_while_waiting:
+        assert sending == [], "a row was claimed while its request could not leave"
+        assert counts.get("planned", 0) >= 1
+    # Two at once, then one a second: 3 s in all. Had a request taken a second admission (the
+    # engine's and then the client's own), the bucket would have needed 8 s.
+    assert clock.now - 1_000.0 == pytest.approx(3.0)
+
+
+def test_an_unused_admission_is_handed_back(ledger):
+    from storesync.core.throttle import TokenBucket
+
+    clock = FakeClock()
+    bucket = TokenBucket(60, burst=1, clock=clock, sleep=clock.sleep)
+    # The first row is refused before any request (as a mapping failure is): its admission
+    # must go back to the budget, so the second row goes at once.
+    vendor = BudgetedVendor(bucket)
+    original_send = vendor.send
+
+    def send(delivery):
+        if delivery.entity_id == "bad":
+            raise PermanentError("could not be mapped")
+        return original_send(delivery)
+
+    vendor.send = send
+    plan(ledger, item("bad"), item("good"))
+    DeliveryEngine(ledger, vendor, concurrency=1, policy=FAST, sleep=clock.sleep).run()
+    assert vendor.received == [("order_placed", "good")]
+    assert clock.now == 1_000.0  # nobody waited: the unused admission was handed back
+
+
+_BUDGET_CRASH_CHILD = """
+import sys
+from types import SimpleNamespace
+from storesync.core.throttle import SharedWindowLimiter
+from storesync.delivery.engine import DeliveryEngine
+from storesync.delivery.ledger import Ledger
+
+class Vendor:
+    vendor, account = "fake", "acct"
+    def __init__(self, limiter):
+        self.client = SimpleNamespace(limiter=limiter)
+    def send(self, delivery):
+        settle = self.client.limiter.acquire_until_answered()
+        settle()
+        return {"ok": True}
+    def resolve_unknown(self, delivery):
+        return None
+
+ledger = Ledger(sys.argv[1])
+limiter = SharedWindowLimiter(sys.argv[1], "fake:acct", limit=2, window_s=3600.0)
+DeliveryEngine(ledger, Vendor(limiter), concurrency=5).run()  # sends 2, then waits an hour
+"""
+
+
+def test_a_crash_while_rows_wait_for_budget_leaves_them_claimable(ledger, db_url):
+    """A real process, killed (SIGKILL) while it waits for the shared budget: the rows it could
+    not send yet are still planned (claimable), none unknown; the next run sends them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    plan(ledger, *[item(f"e{i}") for i in range(5)])
+    child = subprocess.Popen([sys.executable, "-c", _BUDGET_CRASH_CHILD, db_url], stderr=subprocess.PIPE)
+    try:
+        # Two answers recorded = the budget spent; no admission is possible for an hour, so from
+        # here on the child only waits (an event, not a timer: however slow the machine is).
+        while ledger.counts().get(ACCEPTED, 0) < 2:
+            assert child.poll() is None, child.stderr.read().decode()[-3000:]
+            threading.Event().wait(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(timeout=30)
+    assert ledger.counts() == {"accepted": 2, "planned": 3}  # nothing sending, nothing unknown
+    vendor = ScriptedVendor()
+    report = DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert report.recovered == 0 and report.held_unknown == 0
+    assert ledger.counts() == {"accepted": 5}
+    assert sorted(e for _, e in vendor.received) == ["e2", "e3", "e4"]
+
+
+def test_crash_point_env_var_is_validated_and_off_by_default(monkeypatch):
+    from storesync.delivery.engine import crash_point_from_env
+
+    monkeypatch.delenv("STORESYNC_CRASH_AT", raising=False)
+    assert crash_point_from_env() is None
+    monkeypatch.setenv("STORESYNC_CRASH_AT", "after_lunch")
+    with pytest.raises(ValueError, match="after_accept"):
+        crash_point_from_env()
+
+
+_ACCEPT_CRASH_CHILD = """
+import sys
+from pathlib import Path
+from storesync.delivery.engine import DeliveryEngine
+from storesync.delivery.ledger import Ledger
+
+class Vendor:
+    vendor, account = "fake", "acct"
+    def send(self, delivery):
+        with open(sys.argv[2], "a") as out:  # the vendor's record, written before it answers
+            out.write(delivery.entity_id + "\\n")
+        return {"ok": True}
+    def resolve_unknown(self, delivery):
+        return None
+
+DeliveryEngine(Ledger(sys.argv[1]), Vendor(), concurrency=1).run()
+"""
+
+
+def test_the_crash_point_after_accept_kills_the_process_before_the_ledger_knows(ledger, db_url, tmp_path):
+    """``STORESYNC_CRASH_AT=after_accept``: the vendor has the request, the process is gone, the row
+    is still ``sending``; the next run recovers it as unknown and a lookup that finds it at the
+    vendor settles it without sending it again."""
+    import os
+    import subprocess
+    import sys
+
+    from storesync.delivery.engine import CRASH_EXIT_CODE
+
+    plan(ledger, item("a"), item("b"))
+    received = tmp_path / "vendor.txt"
+    env = {**os.environ, "STORESYNC_CRASH_AT": "after_accept", "STORESYNC_CRASH_ON": "fake:order_placed"}
+    child = subprocess.run([sys.executable, "-c", _ACCEPT_CRASH_CHILD, db_url, str(received)], env=env,
+                           capture_output=True, timeout=120)
+    assert child.returncode == CRASH_EXIT_CODE, child.stderr.decode()[-3000:]
+    assert received.read_text().split() == ["a"]  # accepted by the vendor, then the crash
+    assert ledger.counts() == {"sending": 1, "planned": 1}
+    vendor = ScriptedVendor(lookup={"a": "lookup"})
+    vendor.received.append(("order_placed", "a"))  # what the vendor already holds
+    report = DeliveryEngine(ledger, vendor, policy=FAST).run()
+    assert report.recovered == 1 and report.resolved_by_lookup == 1
+    assert ledger.counts() == {"accepted": 2}
+    assert vendor.received == [("order_placed", "a"), ("order_placed", "b")]  # "a" not sent again

@@ -9,14 +9,27 @@ One engine run, for one (vendor, account):
    has been unknown for ``lookup_give_up_s`` (a day): then it is held. Content rows waiting for
    a resend while a newer version of their entity is out are superseded;
 2. re-drive: old ``retry`` rows go first (the ledger claims by id), then new work;
-3. sending: ``concurrency`` threads share one HTTP session; the vendor's limiter (inside the
-   client) keeps the whole account under its budget, whoever else is sending;
-4. every answer is recorded as soon as the engine's loop sees it, with a record-log line: all the
+3. budget, then claim: the engine looks at the rows it would claim next
+   (``Ledger.next_claimable``), takes each one's admission from the vendor's limiter without
+   waiting (``try_reserve``; the limiter the client will use, shared by every process sending
+   for the account), and claims only the rows that got one. So a row is ``sending`` only once
+   its request can leave: waiting for budget happens while rows are still ``planned``/``retry``,
+   and a crash then leaves them claimable, never "unknown". The thread that sends a row spends
+   its admission (``prepaid``) instead of asking the limiter again;
+4. sending: ``concurrency`` threads share one HTTP session; the client's retries of a request
+   take their admissions from the same limiter;
+5. every answer is recorded as soon as the engine's loop sees it, with a record-log line: all the
    answers back by then in one batch, in the transaction that claims their replacements.
 
 The report tells held rows (a person must reconcile them: ``held_unknown``, this run's and those
 recovered from earlier runs) from rows awaiting a later lookup (``awaiting_lookup``); the task
 that runs the engine fails on the first, not on the second.
+
+Crash points: ``fault_point(point, delivery)`` is called at ``"after_claim"`` (the row is
+``sending``, its request not yet sent) and ``"after_accept"`` (the vendor accepted, the ledger does
+not know yet). Tests pass one, or set ``STORESYNC_CRASH_AT`` to a point (and optionally
+``STORESYNC_CRASH_ON`` to ``vendor`` or ``vendor:event_type``): the process then dies there with
+``os._exit`` (``CRASH_EXIT_CODE``), as under ``kill -9``. Unset, nothing happens.
 
 An ``AuthError`` stops the run at once (bad credentials will fail every request, and Sendlane
 locks accounts out after too many errors): the run fails loudly and nothing is dead-lettered.
@@ -25,8 +38,10 @@ locks accounts out after too many errors): the run fails loudly and nothing is d
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -40,12 +55,14 @@ from storesync.core.errors import (
     SuppressedError,
     UnknownOutcomeError,
 )
+from storesync.core.throttle import Permit, Reserves, prepaid
 from storesync.delivery.ledger import (
     ACCEPTED,
     DEAD,
     RETRY,
     SUPPRESSED,
     UNKNOWN,
+    ClaimCandidate,
     Delivery,
     Ledger,
     Outcome,
@@ -61,6 +78,32 @@ LOOKUP_PENDING = "pending"
 # How long an unknown row's lookups may keep failing before it is held for a person.
 LOOKUP_GIVE_UP_S = 24 * 3600.0
 
+# Where a test can make the engine die (``STORESYNC_CRASH_AT``), and the exit status it dies with.
+CRASH_POINTS = ("after_claim", "after_accept")
+CRASH_EXIT_CODE = 70
+FaultPoint = Callable[[str, "Delivery"], None]
+
+
+def crash_point_from_env() -> FaultPoint | None:
+    """``STORESYNC_CRASH_AT=<point>`` (one of ``CRASH_POINTS``; ``STORESYNC_CRASH_ON=vendor`` or
+    ``vendor:event_type`` narrows it): the process dies at the first such delivery reaching
+    that point, with ``os._exit`` (no cleanup, no ledger write), as it would under ``kill -9``.
+    For crash tests only; unset, None."""
+    point = os.environ.get("STORESYNC_CRASH_AT", "").strip()
+    if not point:
+        return None
+    if point not in CRASH_POINTS:
+        raise ValueError(f"STORESYNC_CRASH_AT must be one of {', '.join(CRASH_POINTS)}, got {point!r}")
+    vendor, _, event_type = os.environ.get("STORESYNC_CRASH_ON", "").strip().partition(":")
+
+    def crash(reached: str, delivery: Delivery) -> None:
+        if reached == point and vendor in ("", delivery.vendor) and event_type in ("", delivery.event_type):
+            log.critical("STORESYNC_CRASH_AT=%s: dying at delivery %s", point, delivery.id)
+            logging.shutdown()
+            os._exit(CRASH_EXIT_CODE)
+
+    return crash
+
 
 class VendorSender(Protocol):
     """What the engine needs from a vendor: send one delivery, and look one up."""
@@ -72,7 +115,10 @@ class VendorSender(Protocol):
         """Send it; return the vendor's answer, or raise a ``DeliveryError`` subclass."""
 
     # Optional: ``ensure_connections(n)``, called before the n sending threads start, so that
-    # the client's connection pool does not hold any of them back.
+    # the client's connection pool does not hold any of them back. Optional:
+    # ``limiter_for(method, endpoint)``, the rate limiter the client admits that request with;
+    # without it the engine finds it on ``client.limiters(endpoint, method)`` (per endpoint) or
+    # ``client.limiter``. No limiter found: rows are claimed at once and wait in their thread.
 
     def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
         """After an unknown outcome: True = the vendor has it, False = it does not (safe to
@@ -144,8 +190,11 @@ class DeliveryEngine:
     def __init__(self, ledger: Ledger, sender: VendorSender, *, run_id: str | None = None,
                  concurrency: int = 8, claim_size: int | None = None,
                  policy: RedrivePolicy | None = None, owner: str | None = None,
-                 lookup_give_up_s: float = LOOKUP_GIVE_UP_S) -> None:
+                 lookup_give_up_s: float = LOOKUP_GIVE_UP_S, fault_point: FaultPoint | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.ledger = ledger
+        self.fault_point = fault_point or crash_point_from_env()
+        self._sleep = sleep
         self.lookup_give_up_s = lookup_give_up_s
         self.sender = sender
         self.run_id = run_id
@@ -220,40 +269,47 @@ class DeliveryEngine:
             ensure_connections(self.concurrency)
         self.recover(report)
         in_flight: dict[Future, Delivery] = {}
-        queue: list[Delivery] = []
         answers: list[tuple[Delivery, Outcome]] = []  # answered, not yet recorded
+        permits: dict[int, Permit | None] = {}  # admissions secured, rows not claimed yet
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"send-{self.sender.vendor}") as pool:
             try:
                 while True:
                     auth = next((o for _, o in answers if o.error_class == AuthError.error_class), None)
-                    free = self.concurrency - len(in_flight) - len(queue)
-                    # Claim no more than can be sent now: a claim that never left is held as
-                    # unknown if this process dies, so claims must not run ahead of sending.
-                    # (None at all once the credentials were refused.)
-                    limit = min(free, self.claim_size) if free > 0 and not auth else 0
-                    if answers or limit:
-                        if limit:
+                    free = self.concurrency - len(in_flight)
+                    budget_wait, recorded = 0.0, bool(answers)
+                    if free > 0 and not auth:  # none at all once the credentials were refused
+                        permits, budget_wait = self._reserve(free)
+                    if answers or permits:
+                        if permits:
                             self._claimed_at = utcnow()
                         # The answers that came back and the claims that replace them: one
                         # transaction. Recording late is safe: until it commits, the rows are
                         # ``sending``, which a crash turns into unknown, as it would mid-request.
-                        queue.extend(self.ledger.record_and_claim(
+                        # Only rows whose admission is secured are claimed: no claim waits.
+                        claimed = self.ledger.record_and_claim(
                             answers, run_id=self.run_id, owner=self.owner, vendor=self.sender.vendor,
-                            account=self.sender.account, limit=limit))
+                            account=self.sender.account, limit=len(permits), ids=list(permits))
                         answers = []
+                        for delivery in claimed:
+                            permit = permits.pop(delivery.id)
+                            in_flight[pool.submit(self._send_one, delivery, permit)] = delivery
+                        self._cancel(permits)  # claimed by another run meanwhile, or no longer due
                     if auth:
                         raise AuthError(f"{self.sender.vendor} refused the credentials "
                                         f"(HTTP {auth.http_status}): {auth.vendor_error}",
                                         http_status=auth.http_status)
-                    while queue and len(in_flight) < self.concurrency:
-                        delivery = queue.pop(0)
-                        in_flight[pool.submit(self._send_one, delivery)] = delivery
                     if not in_flight:
+                        if recorded and free > 0 and not auth:
+                            continue  # the answers just recorded may have unblocked rows: look again
+                        if budget_wait > 0:
+                            self._sleep(budget_wait)  # work is due; its budget is not there yet
+                            continue
                         if not self._wait_for_due_retries(started):
                             break
                         continue
-                    # Every answer already back is recorded in the same batch, however many.
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    # Every answer already back is recorded in the same batch, however many. While
+                    # work waits for budget, look again when the limiter said it might have some.
+                    done, _ = wait(in_flight, timeout=budget_wait or None, return_when=FIRST_COMPLETED)
                     for future in done:
                         delivery = in_flight.pop(future)
                         outcome = future.result()
@@ -267,8 +323,9 @@ class DeliveryEngine:
                             else:
                                 report.held_unknown += 1
             finally:
-                # Finish what is already on the wire, record it (with any answers not recorded
-                # yet), and hand back unsent claims.
+                # Hand back admissions never used, finish what is already on the wire and record
+                # it (with any answers not recorded yet).
+                self._cancel(permits)
                 leftovers = answers
                 for future, delivery in list(in_flight.items()):
                     try:
@@ -276,9 +333,58 @@ class DeliveryEngine:
                     except Exception:  # noqa: BLE001 - the sender never raises; belt and braces
                         leftovers.append((delivery, Outcome(RETRY, error_class="retryable")))
                 self.ledger.record(leftovers, run_id=self.run_id, owner=self.owner)
-                self.ledger.release(queue)
         report.elapsed_s = time.monotonic() - started
         return report
+
+    # ------------------------------------------------------------------ budget before claim
+    def _reserve(self, free: int) -> tuple[dict[int, Permit | None], float]:
+        """Admissions for up to ``free`` of the rows the next claim would take, in its order,
+        none of them waited for: ``({row id: permit}, 0.0)``, or, when rows are due but no budget
+        is there for them, ``({}, seconds until a limiter may have some)``. A row whose request
+        no known limiter admits gets ``None`` (claimed at once; its thread waits, if anyone)."""
+        permits: dict[int, Permit | None] = {}
+        waits: list[float] = []
+        exhausted: set[int] = set()  # limiters found without budget: not asked again this round
+        for candidate in self.ledger.next_claimable(self.sender.vendor, self.sender.account, self.claim_size):
+            if len(permits) >= free:
+                break
+            limiter = self._limiter_for(candidate)
+            if not isinstance(limiter, Reserves):
+                permits[candidate.id] = None
+                continue
+            if id(limiter) in exhausted:
+                continue
+            try:
+                permit, wait_s = limiter.try_reserve()
+            except Exception:  # noqa: BLE001 - a limiter's store failing must not lose the row
+                log.warning("could not reserve %s budget ahead: the row waits in its thread",
+                            self.sender.vendor, exc_info=True)
+                permit, wait_s = None, 0.0
+            if permit is None and wait_s > 0:
+                exhausted.add(id(limiter))
+                waits.append(wait_s)
+                continue
+            permits[candidate.id] = permit
+        if permits or not waits:
+            return permits, 0.0
+        return permits, min(waits)
+
+    def _limiter_for(self, candidate: ClaimCandidate):
+        find = getattr(self.sender, "limiter_for", None)
+        if find is not None:
+            return find(candidate.method, candidate.endpoint)
+        client = getattr(self.sender, "client", None)
+        per_endpoint = getattr(client, "limiters", None)
+        if callable(per_endpoint):
+            return per_endpoint(candidate.endpoint.strip("/"), candidate.method or "POST")
+        return getattr(client, "limiter", None)
+
+    @staticmethod
+    def _cancel(permits: dict[int, Permit | None]) -> None:
+        for permit in permits.values():
+            if permit is not None:
+                permit.cancel()
+        permits.clear()
 
     def _wait_for_due_retries(self, started: float) -> bool:
         """Sleep until this account's next retry comes due, if that is soon enough for this run.
@@ -298,9 +404,12 @@ class DeliveryEngine:
         time.sleep(wait_s + 0.01)
         return True
 
-    def _send_one(self, delivery: Delivery) -> Outcome:
+    def _send_one(self, delivery: Delivery, permit: Permit | None = None) -> Outcome:
+        if self.fault_point is not None:
+            self.fault_point("after_claim", delivery)
         try:
-            answer = self.sender.send(delivery)
+            with prepaid(permit):  # the first admission this request asks for is the one secured
+                answer = self.sender.send(delivery)
         except UnknownOutcomeError as exc:
             delivery = replace(delivery, unknown_since=utcnow())
             verdict = self._lookup(delivery)
@@ -329,6 +438,8 @@ class DeliveryEngine:
             error = DeliveryError(f"internal error: {type(exc).__name__}: {exc}"[:2000])
             error.error_class = "internal"
             return self._retry(delivery, error)
+        if self.fault_point is not None:  # outside the try: a crash here must not become a retry
+            self.fault_point("after_accept", delivery)
         status = answer.get("_http_status") if isinstance(answer, dict) else None
         return Outcome(ACCEPTED, http_status=status or 200)
 

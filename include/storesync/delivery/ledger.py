@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy import (
     Boolean,
@@ -296,6 +297,14 @@ class Delivery:
     unknown_since: datetime | None = None
 
 
+class ClaimCandidate(NamedTuple):
+    """A row the next claim would take: enough to secure its rate-limit admission first."""
+
+    id: int
+    method: str
+    endpoint: str
+
+
 @dataclass
 class Outcome:
     """What came back for one delivery."""
@@ -540,13 +549,35 @@ class Ledger:
             return self._claim_in(conn, vendor, account, limit, owner)
 
     def record_and_claim(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None,
-                         owner: str, vendor: str, account: str, limit: int) -> list[Delivery]:
+                         owner: str, vendor: str, account: str, limit: int,
+                         ids: Sequence[int] | None = None) -> list[Delivery]:
         """``record(results, owner=owner)`` and ``claim(vendor, account, limit, owner)`` in one
         transaction: what the delivery engine does as answers come back, so each batch of answers
-        costs one ledger transaction, not two. Claims at most ``limit`` (none when it is 0)."""
+        costs one ledger transaction, not two. Claims at most ``limit`` (none when it is 0);
+        with ``ids``, only those of them still claimable (see ``next_claimable``)."""
         with self.engine.begin() as conn:
             self._record_in(conn, results, run_id=run_id, owner=owner)
-            return self._claim_in(conn, vendor, account, limit, owner)
+            if ids is not None and not ids:
+                return []
+            return self._claim_in(conn, vendor, account, limit, owner, ids=ids)
+
+    def next_claimable(self, vendor: str, account: str, limit: int) -> list[ClaimCandidate]:
+        """The rows ``claim`` would take next, in its order, without taking them: the delivery
+        engine first secures each one's rate-limit admission, then claims (``record_and_claim``
+        with ``ids``) only those it can send at once, so no claimed row waits for budget."""
+        if limit <= 0:
+            return []
+        now = utcnow()
+        key, conditions, params = self._claim_filter(vendor, now)
+        statement = self._claim_statements.get((key, "peek"))
+        if statement is None:
+            statement = self._claim_statements[(key, "peek")] = (
+                select(deliveries.c.id, deliveries.c.method, deliveries.c.endpoint)
+                .where(*_candidate_conditions(conditions)).order_by(deliveries.c.id)
+                .limit(bindparam("c_limit", type_=Integer)))
+        params = {**params, "c_vendor": vendor, "c_account": account, "c_limit": limit, "c_now": now}
+        with self.engine.connect() as conn:
+            return [ClaimCandidate(*row) for row in conn.execute(statement, params)]
 
     def _claim_filter(self, vendor: str, now: datetime, **scope) -> tuple[tuple, list, dict]:
         """What makes a claimable row due for this ledger's claim, as ``(cache key, conditions,
@@ -558,14 +589,19 @@ class Ledger:
         return ("live",), [due], {}
 
     def _claim_in(self, conn, vendor: str, account: str, limit: int, owner: str, *,
-                  claimed_at: datetime | None = None, **scope) -> list[Delivery]:
+                  claimed_at: datetime | None = None, ids: Sequence[int] | None = None,
+                  **scope) -> list[Delivery]:
         """The claim, inside ``conn``'s transaction: the first ``limit`` due rows (by id) not
         waiting on an earlier row of their ordering key become ``sending``, owned by ``owner``.
-        ``scope`` goes to ``_claim_filter`` (what a subclass's claim may be narrowed to)."""
+        ``ids``: of these rows only. ``scope`` goes to ``_claim_filter`` (what a subclass's
+        claim may be narrowed to)."""
         if limit <= 0:
             return []
         now = utcnow()
         key, conditions, params = self._claim_filter(vendor, now, **scope)
+        if ids is not None:
+            key, conditions = (*key, "ids"), [*conditions, deliveries.c.id.in_(bindparam("c_only", expanding=True))]
+            params = {**params, "c_only": list(ids)}
         params = {**params, "c_vendor": vendor, "c_account": account, "c_limit": limit, "c_now": now,
                   "c_owner": owner, "c_claimed_at": claimed_at or now}
         returning = self.engine.dialect.update_returning
@@ -919,6 +955,12 @@ def _claimable_state():
                                             literal_execute=True))
 
 
+def _candidate_conditions(conditions: list) -> list:
+    """What makes a row claimable now, given the due ``conditions`` (bound parameters ``c_*``)."""
+    return [deliveries.c.vendor == bindparam("c_vendor"), deliveries.c.account == bindparam("c_account"),
+            _claimable_state(), *conditions, ~_blocked_by_earlier(), _not_superseded_by_newer()]
+
+
 def _claim_statements(conditions: list, returning: bool) -> tuple:
     """The claim's statements for one set of due conditions (bound parameters ``c_*``):
     ``(candidates, claim, reread)``. With UPDATE ... RETURNING (SQLite >= 3.35, PostgreSQL) the
@@ -927,8 +969,7 @@ def _claim_statements(conditions: list, returning: bool) -> tuple:
     concurrent run claimed first are not claimed again, and only rows this owner claimed return."""
     candidates = (
         select(deliveries.c.id)
-        .where(deliveries.c.vendor == bindparam("c_vendor"), deliveries.c.account == bindparam("c_account"),
-               _claimable_state(), *conditions, ~_blocked_by_earlier(), _not_superseded_by_newer())
+        .where(*_candidate_conditions(conditions))
         .order_by(deliveries.c.id)
         .limit(bindparam("c_limit", type_=Integer))
     )
