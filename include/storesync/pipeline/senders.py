@@ -1,29 +1,67 @@
 """Senders: the delivery engine's view of a vendor client (send one delivery, look one up).
 
-Unknown outcomes (the request left, no answer came back) follow the vendor's policy, set in
-configuration (``unknown_outcome``):
+An unknown outcome (the request left, no answer came back: a dropped connection, a gateway's
+502/504 to a write that is not idempotent, a process killed mid-request) is resolved by what the
+vendor documents, never by a blind resend. ``resolve_unknown`` answers True (the vendor has it),
+False (safe to send again), ``LOOKUP_PENDING`` (look again in a later run) or None (held: a
+person decides; ``storesync.delivery.remedies`` says how).
 
-- Sailthru: ``lookup`` — purchases (and carts, which carry a per-version extid) by a signed
-  ``GET /purchase`` on ``purchase_keys.extid``; content and profiles by ``GET /content`` and
-  ``GET /user``, comparing what we sent with what the vendor holds. Found → accepted; not found →
-  sent again, but only once ``unknown_grace_s`` (default 120 s) has passed since the outcome
-  became unknown: until then a gateway may still be handing the request on, or the vendor still
-  recording it, so the row stays ``unknown`` and a later run looks again (``LOOKUP_PENDING``).
-- Sendlane: ``hold`` — no endpoint tells whether an event arrived, and a second order-placed may
-  count revenue twice, so the delivery is held as ``unknown`` for reconciliation
-  (``storesync reconcile``) and reported; ``resend`` trusts Sendlane's documented event+id
-  deduplication instead (the guide promises it; the API reference does not).
+Sendlane (no read of tracking events, no export of them):
+- order events (``order_placed``/``fulfilled``/``cancelled``/``refunded``): sent again under the
+  same event + order id. The vendor's integration guide: "If the same combination of event and id
+  are sent more than once, Sendlane will record the first event and skip all subsequent events";
+- ``product_added``: sent again; "the new data will overwrite the product's existing data";
+- list contacts (``POST /lists/{id}/contacts``): sent again; an add-or-update keyed by email
+  (fields overwrite, tags and custom fields merge), so the same contact twice is the same contact.
+  The client already retries them through a gateway's 502/504 for the same reason;
+- anything else (``checkout_started``, ``customer_added``, ``added_to_cart``, ``product_viewed``,
+  custom events): held. Nothing says the vendor de-duplicates them, and a second one can fire a
+  flow twice.
+``unknown_outcome = "resend"`` (default) is the rule above; ``"hold"`` holds every unknown
+outcome, order events included. No setting resends an event the contract does not make safe.
+
+Sailthru (``unknown_outcome = "lookup"``, default; ``"hold"`` holds them all):
+- purchases and carts (carts carry a per-version extid) by ``GET /purchase`` on the extid; content
+  and profiles by ``GET /content`` / ``GET /user``, comparing what we sent with what it holds.
+  Found (and, for upserts, holding what we sent) → accepted.
+- "not found" licenses a resend only when (a) it is the documented not-found
+  (``clients.sailthru.is_documented_not_found``; a gateway's 404 or any other error is not), (b)
+  ``unknown_grace_s`` has passed since the request (until then the vendor may still be recording
+  it: ``LOOKUP_PENDING``), and (c) the same lookup path is proven: it found an object the vendor
+  accepted (``storesync.delivery.lookup_proofs``). With no such object yet, the row waits
+  (``LOOKUP_PENDING``); when known objects are "not found" too, the path does not work and the row
+  is held (looked up again every run, in case the path comes back).
+- returns (``/return``): Sailthru has no read of returns, and a second return counts twice: held.
+- lookup errors raise: the engine looks again in a later run, and holds the row after a day.
 """
 
 from __future__ import annotations
 
+import logging
+
 from storesync.core.config import SailthruSettings, SendlaneSettings
-from storesync.core.errors import PermanentError
+from storesync.core.errors import ConfigurationError, PermanentError
 from storesync.delivery.engine import LOOKUP_PENDING
 from storesync.delivery.ledger import Delivery, utcnow
+from storesync.delivery.lookup_proofs import LookupProofs
 from storesync.pipeline.vendor_clients import default_sailthru_client, default_sendlane_client
 
+log = logging.getLogger(__name__)
+
 INVALID_ENDPOINT = "/_invalid"
+
+# Sendlane event types a resend cannot duplicate, and the vendor's word for why.
+SENDLANE_SAFE_RESENDS = {
+    "order_placed": "Sendlane records the first event for an event + order id and skips repeats",
+    "order_fulfilled": "Sendlane records the first event for an event + order id and skips repeats",
+    "order_cancelled": "Sendlane records the first event for an event + order id and skips repeats",
+    "order_refunded": "Sendlane records the first event for an event + order id and skips repeats",
+    "product_added": "new product data overwrites the product's existing data",
+    "contact": "list contacts are added or updated by email",
+}
+SENDLANE_UNKNOWN_OUTCOMES = ("resend", "hold")
+SAILTHRU_UNKNOWN_OUTCOMES = ("lookup", "hold")
+SAILTHRU_LOOKUPS = ("/purchase", "/content", "/user")
 
 
 def _reject_invalid(delivery: Delivery) -> None:
@@ -37,10 +75,21 @@ def _grow_pool(client, n: int) -> None:
         grow(n)
 
 
+def _check_choice(vendor: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigurationError(f"{vendor}.unknown_outcome must be one of {', '.join(choices)}; got {value!r}")
+
+
+def sendlane_resend_is_safe(event_type: str, endpoint: str = "") -> bool:
+    """Can this Sendlane delivery be sent again after an unknown outcome without a duplicate?"""
+    return event_type in SENDLANE_SAFE_RESENDS or endpoint.startswith("/lists/")
+
+
 class SendlaneSender:
     vendor = "sendlane"
 
     def __init__(self, settings: SendlaneSettings, account: str, client_factory=None, limiter_engine=None) -> None:
+        _check_choice("sendlane", settings.unknown_outcome, SENDLANE_UNKNOWN_OUTCOMES)
         self.settings = settings
         self.account = account
         self.client = client_factory(settings) if client_factory else default_sendlane_client(
@@ -57,62 +106,106 @@ class SendlaneSender:
         _grow_pool(self.client, n)
 
     def resolve_unknown(self, delivery: Delivery) -> bool | None:
-        return False if self.settings.unknown_outcome == "resend" else None
+        """False (send again) where the vendor's contract makes a repeat harmless; else None
+        (held: Sendlane has no read that could tell)."""
+        if self.settings.unknown_outcome == "resend" and sendlane_resend_is_safe(delivery.event_type,
+                                                                                 delivery.endpoint):
+            return False
+        return None
 
 
 class SailthruSender:
     vendor = "sailthru"
     UPSERT_ENDPOINTS = ("/user", "/content")
 
-    def __init__(self, settings: SailthruSettings, account: str, client_factory=None) -> None:
+    def __init__(self, settings: SailthruSettings, account: str, client_factory=None, limiter_engine=None,
+                 proofs: LookupProofs | None = None) -> None:
+        """``limiter_engine``: the ledger database's engine (the budgets shared there); the lookup
+        proofs read their evidence from its accepted rows."""
+        _check_choice("sailthru", settings.unknown_outcome, SAILTHRU_UNKNOWN_OUTCOMES)
         self.settings = settings
         self.account = account
         self.client = (client_factory or default_sailthru_client)(settings)
+        self.proofs = proofs or LookupProofs(self.vendor, account, limiter_engine,
+                                             min_age_s=settings.unknown_grace_s)
 
     def send(self, delivery: Delivery) -> dict | None:
         _reject_invalid(delivery)
-        return self.client.post(delivery.endpoint.lstrip("/"), delivery.payload)
+        answer = self.client.post(delivery.endpoint.lstrip("/"), delivery.payload)
+        if delivery.endpoint in SAILTHRU_LOOKUPS:
+            self.proofs.note_accepted(delivery.endpoint, delivery.payload)
+        return answer
 
     def ensure_connections(self, n: int) -> None:
         _grow_pool(self.client, n)
 
     def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
-        found = self._found(delivery)
-        if found is False and not self._grace_over(delivery):
-            return LOOKUP_PENDING  # not there *yet* proves nothing
-        return found
+        if self.settings.unknown_outcome == "hold" or delivery.endpoint not in SAILTHRU_LOOKUPS:
+            return None  # returns and jobs: no read of them, and a repeat counts twice
+        request = lookup_request(delivery.endpoint, delivery.payload)
+        if request is None:
+            return None  # a purchase without an extid cannot be looked up
+        try:
+            if self._holds(delivery, *request):
+                return True
+            if not self._grace_over(delivery):
+                return LOOKUP_PENDING  # not there *yet* proves nothing
+            return self._path_verdict(delivery.endpoint)
+        except PermanentError as error:
+            # A 404 that is not Sailthru's documented not-found (a gateway, an unrouted path), or
+            # a refused lookup: it says nothing about the object, and asking again will not help.
+            # (HTTP status and code only: a vendor message can quote the email looked up.)
+            log.error("sailthru GET /%s failed (HTTP %s, error %s): the outcome of %s stays unknown and is "
+                      "held (looked up again every run)", request[0], error.http_status, error.vendor_code,
+                      delivery.delivery_key)
+            return None
+
+    def _holds(self, delivery: Delivery, endpoint: str, data: dict) -> bool:
+        """Does the vendor hold what this delivery sent? A found object proves the path too."""
+        current = self.client.lookup(endpoint, data)  # errors raise: never taken for "not found"
+        if current is None:
+            return False
+        self.proofs.mark_proven(delivery.endpoint)
+        if delivery.endpoint == "/purchase":
+            return True
+        if delivery.endpoint == "/content":
+            return _contains(current.get("content", current), delivery.payload, ("title", "price", "url"))
+        return _contains(current, delivery.payload, ("vars", "optout_email"))
+
+    def _path_verdict(self, endpoint: str) -> bool | str | None:
+        """After the documented not-found: False (resend) when this lookup path is proven to find
+        what the vendor accepted; ``LOOKUP_PENDING`` when nothing accepted can prove it yet; None
+        (held) when accepted objects are not found either: the path does not work."""
+        if self.proofs.is_proven(endpoint):
+            return False
+        evidence = self.proofs.evidence(endpoint)
+        for _event_type, payload in evidence:
+            request = lookup_request(endpoint, payload)
+            if request is not None and self.client.lookup(*request) is not None:
+                self.proofs.mark_proven(endpoint)
+                return False
+        if not evidence:
+            return LOOKUP_PENDING
+        log.error("sailthru GET %s found none of %d %s objects the vendor accepted: its \"not found\" is not "
+                  "trusted, unknown outcomes there are held (looked up again every run)",
+                  endpoint, len(evidence), endpoint.lstrip("/"))
+        return None
 
     def _grace_over(self, delivery: Delivery) -> bool:
         since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
         return (utcnow() - since).total_seconds() >= self.settings.unknown_grace_s
 
-    def _found(self, delivery: Delivery) -> bool | None:
-        if self.settings.unknown_outcome == "hold":
-            return None
-        payload = delivery.payload
-        if delivery.endpoint == "/purchase":
-            extid = (payload.get("purchase_keys") or {}).get("extid") or payload.get("extid")
-            if not extid:
-                return None
-            found = self.client.lookup_purchase(str(extid))
-            return found is not None
-        if delivery.endpoint == "/content":
-            current = self._lookup("content", {"url": payload["url"]})
-            return current is not None and _contains(current.get("content", current), payload,
-                                                     ("title", "price", "url"))
-        if delivery.endpoint == "/user":
-            current = self._lookup("user", {"id": payload["id"], "key": payload.get("key", "email")})
-            return current is not None and _contains(current, payload, ("vars", "optout_email"))
-        return None
 
-    def _lookup(self, endpoint: str, data: dict) -> dict | None:
-        """The vendor's current state of an upserted object, or None when it has none."""
-        from storesync.core.errors import PermanentError as NotFound
-
-        try:
-            return self.client.get(endpoint, data)
-        except NotFound:
-            return None
+def lookup_request(endpoint: str, payload: dict) -> tuple[str, dict] | None:
+    """The Sailthru GET that reads back what ``payload`` wrote at ``endpoint``, or None."""
+    if endpoint == "/purchase":
+        extid = (payload.get("purchase_keys") or {}).get("extid") or payload.get("extid")
+        return ("purchase", {"purchase_id": str(extid), "purchase_key": "extid"}) if extid else None
+    if endpoint == "/content" and payload.get("url"):
+        return "content", {"url": payload["url"]}
+    if endpoint == "/user" and payload.get("id"):
+        return "user", {"id": payload["id"], "key": payload.get("key", "email")}
+    return None
 
 
 def _contains(current: dict, sent: dict, fields: tuple[str, ...]) -> bool:

@@ -260,7 +260,8 @@ class SailthruTarget(_BaseTarget):
             # Sailthru's budgets shared through the ledger database, like Sendlane's.
             def factory(settings):
                 return default_sailthru_client(settings, limiter_engine)
-        return SailthruSender(self.settings.sailthru, self.account, client_factory=factory)
+        return SailthruSender(self.settings.sailthru, self.account, client_factory=factory,
+                              limiter_engine=limiter_engine)
 
 
 def _cart_seq(event: CheckoutEvent) -> int:
