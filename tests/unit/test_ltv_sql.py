@@ -435,6 +435,7 @@ def test_profile_fields_before_prediction(engine):
         "ltv_net_revenue": D("160.25"),
         "ltv_predicted_clv": None,
         "ltv_p_alive": None,
+        "ltv_currency": None,  # a source that does not say its currency
     }
     assert LTV_TABLE == "storesync_customer_ltv"
 

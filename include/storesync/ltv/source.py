@@ -166,7 +166,12 @@ def _needs_parsing(value, dialect: str) -> bool:
 
 def _timestamp(expr, sample, dialect: str):
     if _needs_parsing(sample, dialect):
-        expr = func.datetime(expr) if dialect == "sqlite" else cast(expr, DateTime())
+        if dialect == "sqlite":
+            expr = func.datetime(expr)  # ISO text with T, Z or an offset -> UTC 'YYYY-MM-DD HH:MM:SS'
+        elif dialect == "postgresql":  # through timestamptz: an offset is honoured (the session is UTC)
+            expr = cast(cast(expr, DateTime(timezone=True)), DateTime())
+        else:
+            expr = cast(expr, DateTime())
     return type_coerce(expr, WarehouseTimestamp())
 
 
