@@ -4,6 +4,11 @@ Read from ``STORESYNC_*`` environment variables over an optional TOML file
 (``STORESYNC_CONFIG``, default ``./storesync.toml``). Inside Airflow, vendor credentials come from
 the ``sendlane_default`` / ``sailthru_default`` connections instead; everything else is the same.
 Secrets are kept in ``SecretStr`` so that a settings object printed or logged never shows them.
+
+Every value is checked when the settings are built (``SettingError``): the message names the key,
+the value, what is allowed and where it came from (the file and table, or the environment
+variable); an unknown key (a typo) is refused with the closest known one. A URL's password is
+never shown.
 """
 
 from __future__ import annotations
@@ -44,6 +49,78 @@ def _secrets(obj, *names: str) -> None:
             object.__setattr__(obj, name, SecretStr(value or ""))
 
 
+class SettingError(ConfigurationError):
+    """One bad setting: names the key, the value and what is allowed; ``load_settings`` adds
+    where it came from (the file or the environment variable)."""
+
+    def __init__(self, key: str, value, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        self.origin: str | None = None
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = f" (from {self.origin})" if self.origin else ""
+        return f"setting {self.key} = {self.value!r} is not allowed{where}: {self.allowed}"
+
+    def came_from(self, origin: str) -> "SettingError":
+        self.origin = origin
+        self.args = (self._text(),)
+        return self
+
+
+def _number(section: str, name: str, value, *, whole: bool, low: float, low_open: bool = False,
+            high: float | None = None, allowed: str):
+    """A number within bounds, else a ``SettingError`` naming ``section.name``. Booleans are
+    not numbers here (TOML ``true`` would otherwise read as 1)."""
+    key = f"{section}.{name}" if section else name
+    if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not float(value).is_integer()):
+        raise SettingError(key, value, allowed)
+    if value != value or value < low or (low_open and value == low) or (high is not None and value > high):
+        raise SettingError(key, value, allowed)
+    return int(value) if whole else float(value)
+
+
+def _choice(section: str, name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingError(f"{section}.{name}", value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def _http_url(section: str, name: str, value) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingError(f"{section}.{name}", value, "an http:// or https:// URL with a host, "
+                                                        "e.g. https://api.sendlane.com/v2")
+
+
+def _database_url(name: str, value) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(value)
+    except (ArgumentError, TypeError, ValueError):
+        raise SettingError(name, _masked_url(value), "a SQLAlchemy URL such as "
+                                                     "postgresql+psycopg://user@host/db or sqlite:///path.db") from None
+
+
+def _masked_url(value) -> str:
+    """A URL for an error message: a password in it never shown."""
+    import re
+
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(value))
+
+
+# What an unknown outcome may be told to do, per vendor (``pipeline/senders.py`` acts on them).
+SENDLANE_UNKNOWN_OUTCOMES = ("resend", "hold")
+SAILTHRU_UNKNOWN_OUTCOMES = ("lookup", "hold")
+# Entities of the quality gate (``storesync.quality.checks.ENTITIES``; kept here so reading the
+# settings imports no pandas) and "*", the default for the rest.
+QUARANTINE_ENTITIES = ("orders", "order_lines", "products", "customers", "checkouts")
+BUDGET_ALLOWED = "a whole number >= 0 (requests per window; 0 = no client-side budget, only for a sandbox without limits)"
+
+
 # Where Sendlane's fulfilled/cancelled/refunded events go: the published reference gives no
 # path for them, so the map is configuration (override with [sendlane.event_paths]).
 DEFAULT_SENDLANE_EVENT_PATHS = {
@@ -81,6 +158,14 @@ class SendlaneSettings:
     def __post_init__(self) -> None:
         _secrets(self, "api_token", "integration_token")
         _normalise_account_id(self)
+        _http_url("sendlane", "base_url", self.base_url)
+        object.__setattr__(self, "budget_per_minute", _number(
+            "sendlane", "budget_per_minute", self.budget_per_minute, whole=True, low=0, allowed=BUDGET_ALLOWED))
+        object.__setattr__(self, "budget_window_s", _number(
+            "sendlane", "budget_window_s", self.budget_window_s, whole=False, low=0, low_open=True,
+            allowed="a number of seconds > 0 (60 at the real vendor)"))
+        _choice("sendlane", "unknown_outcome", self.unknown_outcome, SENDLANE_UNKNOWN_OUTCOMES)
+        _check_event_paths(self.event_paths)
 
     @property
     def account(self) -> str:
@@ -107,8 +192,17 @@ class SailthruSettings:
     def __post_init__(self) -> None:
         _secrets(self, "api_key", "secret")
         _normalise_account_id(self)
-        if self.unknown_grace_s < 0:
-            raise ConfigurationError("sailthru.unknown_grace_s must not be negative")
+        _http_url("sailthru", "base_url", self.base_url)
+        object.__setattr__(self, "budget_per_minute", _number(
+            "sailthru", "budget_per_minute", self.budget_per_minute, whole=True, low=0, allowed=BUDGET_ALLOWED))
+        if hasattr(self, "budget_window_s"):
+            object.__setattr__(self, "budget_window_s", _number(
+                "sailthru", "budget_window_s", self.budget_window_s, whole=False, low=0, low_open=True,
+                allowed="a number of seconds > 0 (60 at the real vendor)"))
+        _choice("sailthru", "unknown_outcome", self.unknown_outcome, SAILTHRU_UNKNOWN_OUTCOMES)
+        object.__setattr__(self, "unknown_grace_s", _number(
+            "sailthru", "unknown_grace_s", self.unknown_grace_s, whole=False, low=0,
+            allowed="a number of seconds >= 0"))
 
     @property
     def account(self) -> str:
@@ -151,37 +245,84 @@ class Settings:
             object.__setattr__(self, "warehouse_url", f"sqlite:///{data_dir / 'demo_store.db'}")
         if not self.ledger_url:
             object.__setattr__(self, "ledger_url", f"sqlite:///{data_dir / 'storesync_ledger.db'}")
-        if self.chunk_size < 1 or self.concurrency < 1:
-            raise ConfigurationError("chunk_size and concurrency must be at least 1")
+        _database_url("warehouse_url", self.warehouse_url)
+        _database_url("ledger_url", self.ledger_url)
+        for name in ("chunk_size", "concurrency"):
+            object.__setattr__(self, name, _number("", name, getattr(self, name), whole=True, low=1,
+                                                   allowed="a whole number >= 1"))
+        object.__setattr__(self, "quarantine_thresholds", _quarantine_thresholds(self.quarantine_thresholds))
 
     def with_overrides(self, **changes) -> "Settings":
         return replace(self, **changes)
 
 
-def _coerce(cls, raw: dict, env_prefix: str):
-    """Build a settings dataclass from a TOML table, then STORESYNC_* variables over it."""
+def _quarantine_thresholds(value) -> dict:
+    """Shares in [0, 1] per quality-gate entity (or "*"): a typo'd entity would silently fall
+    back to the default, and a share above 1 would never fail a run."""
+    if not isinstance(value, dict):
+        raise SettingError("quarantine_thresholds", value, "a table of entity = share, e.g. {orders = 0.05}")
+    checked = {}
+    for entity, share in value.items():
+        if entity not in (*QUARANTINE_ENTITIES, "*"):
+            raise SettingError(f"quarantine_thresholds.{entity}", share,
+                               f"an entity of the quality gate ({', '.join(QUARANTINE_ENTITIES)}) or \"*\"")
+        checked[entity] = _number("quarantine_thresholds", entity, share, whole=False, low=0, high=1,
+                                  allowed="a share between 0 and 1 (0.05 = 5% of a batch)")
+    return checked
+
+
+def _check_event_paths(paths) -> None:
+    if not isinstance(paths, dict):
+        raise SettingError("sendlane.event_paths", paths, "a table of event = path")
+    for event, path in paths.items():
+        if event not in DEFAULT_SENDLANE_EVENT_PATHS:
+            raise SettingError(f"sendlane.event_paths.{event}", path,
+                               "an event of " + ", ".join(DEFAULT_SENDLANE_EVENT_PATHS))
+        if not isinstance(path, str) or not path.startswith("/") or " " in path:
+            raise SettingError(f"sendlane.event_paths.{event}", path, "a path starting with '/', e.g. "
+                                                                       "/tracking/order-fulfilled")
+
+
+def _suggest(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _coerce(cls, raw: dict, env_prefix: str, *, section: str = "", origin: str = "the settings file"):
+    """Build a settings dataclass from a TOML table, then STORESYNC_* variables over it. A bad
+    value fails here, naming the key, the value, what is allowed and where it came from."""
     known = {f.name: f for f in fields(cls)}
-    values = {}
+    values, sources = {}, {}
+    dotted = f"{section}." if section else ""
     for key, value in raw.items():
         if key not in known:
-            raise ConfigurationError(f"unknown setting {env_prefix.lower()}{key!r}")
-        values[key] = value
+            raise ConfigurationError(
+                f"unknown setting {dotted}{key} in {origin}{_suggest(key, known)} "
+                f"(known: {', '.join(sorted(known))})")
+        values[key], sources[key] = value, origin
     for name, f in known.items():
-        env_value = os.environ.get(f"{env_prefix}{name.upper()}")
+        variable = f"{env_prefix}{name.upper()}"
+        env_value = os.environ.get(variable)
         if env_value is not None and f.type not in ("dict",) and not name.endswith("_paths"):
-            values[name] = env_value
+            values[name], sources[name] = env_value, f"environment variable {variable}"
     for name, value in list(values.items()):
         ftype = str(known[name].type)
-        try:
-            if ftype == "int":
-                values[name] = int(value)
-            elif ftype == "float":
-                values[name] = float(value)
-            elif ftype == "SecretStr":
+        if not isinstance(value, str) or ftype not in ("int", "float"):
+            if ftype == "SecretStr":
                 values[name] = SecretStr(value)
-        except ValueError as exc:
-            raise ConfigurationError(f"setting {env_prefix}{name.upper()} must be a whole number") from exc
-    return cls(**values)
+            continue
+        try:  # text (an environment variable) to the field's type; a TOML number stays as it is
+            values[name] = int(value) if ftype == "int" else float(value)
+        except ValueError:
+            kind = "a whole number" if ftype == "int" else "a number"
+            raise SettingError(f"{dotted}{name}", value, kind).came_from(sources[name]) from None
+    try:
+        return cls(**values)
+    except SettingError as exc:
+        name = exc.key[len(dotted):].split(".", 1)[0] if exc.key.startswith(dotted) else exc.key
+        raise exc.came_from(sources.get(name, "the defaults")) from None
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
@@ -192,16 +333,22 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
             raw = tomllib.loads(config_path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{config_path}: not valid TOML: {exc}") from exc
+    origin = str(config_path) if config_path.exists() else "the defaults"
+    for name in ("sendlane", "sailthru", "ltv"):
+        if name in raw and not isinstance(raw[name], dict):
+            raise SettingError(name, raw[name], f"a [{name}] table").came_from(origin)
     sendlane_raw = dict(raw.pop("sendlane", {}))
-    if "event_paths" in sendlane_raw:  # a partial map overrides the defaults path by path
+    if isinstance(sendlane_raw.get("event_paths"), dict):  # a partial map overrides the defaults path by path
         sendlane_raw["event_paths"] = {**DEFAULT_SENDLANE_EVENT_PATHS, **sendlane_raw["event_paths"]}
-    sendlane = _coerce(SendlaneSettings, sendlane_raw, "STORESYNC_SENDLANE_")
-    sailthru = _coerce(SailthruSettings, raw.pop("sailthru", {}), "STORESYNC_SAILTHRU_")
-    ltv = _coerce(LtvSettings, raw.pop("ltv", {}), "STORESYNC_LTV_")
+    sendlane = _coerce(SendlaneSettings, sendlane_raw, "STORESYNC_SENDLANE_", section="sendlane",
+                       origin=f"{origin} [sendlane]")
+    sailthru = _coerce(SailthruSettings, raw.pop("sailthru", {}), "STORESYNC_SAILTHRU_", section="sailthru",
+                       origin=f"{origin} [sailthru]")
+    ltv = _coerce(LtvSettings, raw.pop("ltv", {}), "STORESYNC_LTV_", section="ltv", origin=f"{origin} [ltv]")
     base = _coerce(
         Settings,
         {k: v for k, v in raw.items() if k not in ("sendlane", "sailthru")},
-        "STORESYNC_",
+        "STORESYNC_", origin=origin,
     )
     return replace(base, sendlane=sendlane, sailthru=sailthru, ltv=ltv)
 
