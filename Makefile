@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 UV     := $(BIN)/uv
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install run test test-fast bench bench-quick lock emulator clean
+.PHONY: install run test test-fast bench bench-quick lock emulator clean airflow airflow-stop
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ bench-quick: $(STAMP)
 
 emulator: $(STAMP)
 	$(BIN)/storesync emulator --port 8765
+
+## A local Airflow 3 with storesync wired in (no Docker): var/airflow, the demo store, the emulator,
+## the connections, api-server + scheduler + dag-processor + triggerer in the background; prints the
+## login. AIRFLOW_PORT / EMULATOR_PORT change the ports (8080 / 8765). See docs/airflow.md.
+airflow: $(STAMP)
+	$(BIN)/python scripts/airflow_local.py start
+
+## Stops what `make airflow` started (each service's whole process group).
+airflow-stop:
+	@$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) scripts/airflow_local.py stop
 
 ## Re-resolve the lock file from requirements*.txt (after changing a pin).
 lock:
