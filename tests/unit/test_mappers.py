@@ -356,3 +356,50 @@ def every_mapping():
 def test_every_payload_is_plain_json():
     for _, payload in every_mapping():
         assert json.loads(json.dumps(payload, allow_nan=False)) == payload
+
+
+# ------------------------------------------------------------------ required fields, checked locally
+@pytest.mark.parametrize("kind", ["cancelled", "refunded"])
+def test_a_return_without_an_item_url_is_caught_before_sending(kind):
+    """Sailthru requires items[].url on a return: the mapper refuses it, naming the item, so the
+    target plans it as a local dead letter instead of sending what the vendor would reject."""
+    with pytest.raises(PermanentError, match=r"order 1001: item TEE-1 has no url \(Sailthru /return requires items\[\]\.url\)"):
+        st.map_return(order(kind=kind, status=kind, line_items=(tee(product_url=None),)))
+
+
+def test_every_sailthru_endpoint_checks_its_required_fields():
+    from storesync.mappers.required import check_sailthru
+
+    check_sailthru("/purchase", {"email": "a@b.c", "items": [], "incomplete": 1}, "cart 1")  # a clearing call
+    with pytest.raises(PermanentError, match="Sailthru /purchase requires items"):
+        check_sailthru("/purchase", {"email": "a@b.c", "items": []}, "order 1")
+    with pytest.raises(PermanentError, match="has no title"):
+        check_sailthru("/purchase", {"email": "a@b.c", "items": [{"qty": 1, "price": 1, "id": "x", "url": "u"}]}, "o")
+    with pytest.raises(PermanentError, match="Sailthru /content requires url"):
+        check_sailthru("/content", {"url": ""}, "product 1")
+    with pytest.raises(PermanentError, match="Sailthru /user requires id"):
+        check_sailthru("/user", {"key": "extid"}, "customer 1")
+
+
+def test_every_sendlane_event_checks_its_required_fields():
+    from storesync.mappers.required import SENDLANE_REQUIRED, check_sendlane
+
+    assert set(SENDLANE_REQUIRED) == set(DEFAULT_SENDLANE_EVENT_PATHS)  # every event has its rule
+    with pytest.raises(PermanentError, match="Sendlane order_placed requires order_id"):
+        sl.map_order_event(order(order_id=None))
+    with pytest.raises(PermanentError, match="Sendlane checkout_started requires checkout_id"):
+        sl.map_checkout_started(checkout(checkout_id=None))
+    with pytest.raises(PermanentError, match="requires custom_event"):
+        check_sendlane("custom_event", {"email": "a@b.c"}, "event")
+
+
+def test_mapped_payloads_pass_their_own_checks():
+    """What the mappers make from good events carries every required field."""
+    from storesync.mappers.required import check_sailthru, check_sendlane
+
+    for kind in ("placed", "fulfilled", "cancelled", "refunded"):
+        check_sendlane(f"order_{kind}", sl.map_order_event(order(kind=kind))[1], "order")
+    for endpoint, payload in (st.map_purchase(order()), st.map_return(order(kind="cancelled")),
+                              st.map_content(product()), st.map_user(customer()),
+                              st.map_incomplete_purchase(checkout(), SailthruSettings())):
+        check_sailthru(endpoint, payload, "x")

@@ -3,7 +3,8 @@
 Each ``map_*`` returns ``(endpoint, payload)`` for ``SailthruClient.post`` (endpoint with its
 leading slash, e.g. ``"/purchase"``). An event that cannot make a meaningful request (a purchase
 without an email, an item without a URL) raises ``PermanentError`` naming what is missing, so it
-becomes a dead letter instead of a crash.
+becomes a dead letter instead of a crash. Every payload, returns included, is checked against the
+fields Sailthru requires at its endpoint (``mappers.required``) before it is returned.
 
 Choices where Sailthru's documents are silent or ambiguous:
 
@@ -43,6 +44,7 @@ from typing import Protocol
 
 from storesync.core.errors import PermanentError
 from storesync.core.events import CheckoutEvent, CustomerEvent, LineItem, OrderEvent, ProductEvent
+from storesync.mappers.required import check_sailthru
 
 MAX_VAR_NAME = 32
 ONE_CENT_IN_UNITS = Decimal(100)
@@ -135,22 +137,22 @@ def map_purchase(event: OrderEvent) -> tuple[str, dict]:
         payload["tenders"] = [{"title": event.payment_method, "price": cents(event.total)}]
     if event.message_id:
         payload["message_id"] = event.message_id
+    check_sailthru("/purchase", payload, what)
     return "/purchase", payload
 
 
 def map_return(event: OrderEvent) -> tuple[str, dict]:
-    """An order cancelled or refunded → ``POST /return`` of all its lines."""
+    """An order cancelled or refunded → ``POST /return`` of all its lines (each with its URL:
+    Sailthru requires ``items[].url``; a line without one is caught here, not sent)."""
     what = f"order {event.order_id}"
     email = _require_email(event.email, what)
     if not event.line_items:
         raise PermanentError(f"{what} has no line items to return")
-    items = []
-    for item in event.line_items:
-        entry = {"qty": item.quantity, "price": cents(item.unit_price), "id": _item_id(item)}
-        if item.product_url:
-            entry["url"] = item.product_url
-        items.append(entry)
-    return "/return", {"email": email, "items": items, "purchase_keys": {"extid": str(event.order_id)}}
+    items = [{"qty": item.quantity, "price": cents(item.unit_price), "id": _item_id(item), "url": item.product_url}
+             for item in event.line_items]
+    payload = {"email": email, "items": items, "purchase_keys": {"extid": str(event.order_id)}}
+    check_sailthru("/return", payload, what)
+    return "/return", payload
 
 
 def map_incomplete_purchase(event: CheckoutEvent, settings: ReminderSettings) -> tuple[str, dict]:
@@ -172,6 +174,7 @@ def map_incomplete_purchase(event: CheckoutEvent, settings: ReminderSettings) ->
         payload["reminder_time"] = settings.reminder_time
     if event.message_id:
         payload["message_id"] = event.message_id
+    check_sailthru("/purchase", payload, what)
     return "/purchase", payload
 
 
@@ -195,6 +198,7 @@ def map_content(event: ProductEvent) -> tuple[str, dict]:
         payload["inventory"] = event.inventory
     if event.description:
         payload["description"] = event.description
+    check_sailthru("/content", payload, f"product {event.product_id}")
     return "/content", payload
 
 
@@ -231,6 +235,7 @@ def map_user(event: CustomerEvent, ltv_vars: Mapping[str, object] | None = None)
         payload["keys"] = {"email": event.email}
     if not event.accepts_marketing:
         payload["optout_email"] = "all"
+    check_sailthru("/user", payload, f"customer {event.customer_id}")
     return "/user", payload
 
 

@@ -4,7 +4,8 @@ Each ``map_*`` returns ``(path, payload)`` for ``SendlaneClient.track`` (which a
 integration ``token``), except ``map_contact``, which returns one contact for
 ``SendlaneClient.add_contacts``. An event that cannot make a meaningful request (a product without
 the required URLs, a cart without an email) raises ``PermanentError`` naming what is missing, so it
-becomes a dead letter instead of a crash.
+becomes a dead letter instead of a crash. Every payload is checked against the fields Sendlane
+requires for its event (``mappers.required``) before it is returned.
 
 Choices where Sendlane's documents are silent or ambiguous:
 
@@ -42,6 +43,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from storesync.core.config import DEFAULT_SENDLANE_EVENT_PATHS
 from storesync.core.errors import ConfigurationError, PermanentError
 from storesync.core.events import Address, CheckoutEvent, CustomerEvent, LineItem, OrderEvent, ProductEvent
+from storesync.mappers.required import check_sendlane
 
 CENT = Decimal("0.01")
 # Below this, a two-decimal amount has at most 15 significant digits: float repr is exact text.
@@ -150,6 +152,7 @@ def map_order_event(
         "accepts_marketing": _consents(event.accepts_marketing, event.email, unsubscribed),
         "date_created": iso_utc(event.created_at),
     })
+    check_sendlane(f"order_{event.kind}", payload, f"order {event.order_id}")
     return path, _historical(payload, event.historical, event.occurred_at)
 
 
@@ -175,6 +178,7 @@ def map_customer_added(
         "accepts_marketing": _consents(event.accepts_marketing, event.email, unsubscribed),
         "date_created": iso_utc(event.created_at),
     })
+    check_sendlane("customer_added", payload, f"customer {event.customer_id}")
     return _path(event_paths, "customer_added"), _historical(payload, event.historical, event.created_at)
 
 
@@ -203,6 +207,7 @@ def map_product_added(
             for v in event.variants
         ],
     })
+    check_sendlane("product_added", payload, f"product {event.product_id}")
     return _path(event_paths, "product_added"), _historical(payload, event.historical, event.updated_at)
 
 
@@ -233,6 +238,7 @@ def map_checkout_started(
         "currency": event.currency,
         "line_items": [_line_item(item) for item in event.line_items],
     })
+    check_sendlane("checkout_started", payload, f"checkout {event.checkout_id}")
     return _path(event_paths, "checkout_started"), payload
 
 
@@ -250,6 +256,7 @@ def map_added_to_cart(
         "currency": event.currency,
         "line_items": [_line_item(item) for item in event.line_items],
     })
+    check_sendlane("added_to_cart", payload, f"cart {event.checkout_id}")
     return _path(event_paths, "added_to_cart"), payload
 
 
@@ -266,6 +273,7 @@ def map_product_viewed(
         "email": _require_email(email, f"view of product {product_id}"),
         "variant_id": variant_id,
     })
+    check_sendlane("product_viewed", payload, f"view of product {product_id}")
     return _path(event_paths, "product_viewed"), payload
 
 
