@@ -171,8 +171,22 @@ def cmd_sync(args) -> int:
             if section:
                 print("")
                 print(section)
-    held = sum(v.get("unknown", 0) for v in summary["ledger"].values())
-    return 1 if held and not args.dry_run else 0
+    return 1 if not args.dry_run and _report_held(settings, args.vendors, to_stderr=args.json) else 0
+
+
+def _report_held(settings, vendors, *, to_stderr: bool = False) -> int:
+    """Print what to do about deliveries held for a person (``storesync.delivery.remedies``);
+    return how many. Rows the next run settles (awaiting a lookup or a resend) are not held."""
+    from storesync.delivery.ledger import UNKNOWN, Ledger
+    from storesync.delivery.remedies import held_counts, held_remedy
+
+    ledger = Ledger(settings.ledger_url)
+    rows = [d for vendor in vendors for d in ledger.in_state(UNKNOWN, vendor=vendor)]
+    counts = held_counts(rows, sendlane_unknown_outcome=settings.sendlane.unknown_outcome,
+                         sailthru_unknown_outcome=settings.sailthru.unknown_outcome)
+    for vendor, by_event in sorted(counts.items()):
+        print("\n" + held_remedy(vendor, by_event), file=sys.stderr if to_stderr else sys.stdout)
+    return sum(sum(by_event.values()) for by_event in counts.values())
 
 
 def cmd_demo(args) -> int:
@@ -224,38 +238,43 @@ def cmd_replay(args) -> int:
 
 
 def cmd_reconcile(args) -> int:
-    """Resolve deliveries held as ``unknown``: from a vendor export of accepted ids, or by hand."""
-    from storesync.delivery.ledger import UNKNOWN, Ledger
+    """Resolve deliveries held as ``unknown``: from a vendor export, or by hand after checking at
+    the vendor (``storesync.delivery.reconcile``). Rows waiting for their own lookup are never
+    requeued."""
+    from storesync.delivery.ledger import Ledger
+    from storesync.delivery.reconcile import Reconciler, read_export
+    from storesync.delivery.remedies import HELD, held_remedy
 
     settings = _settings(args)
-    ledger = Ledger(settings.ledger_url)
-    held = [d for d in ledger.in_state(UNKNOWN, vendor=args.vendor)
-            if not args.event_type or d.event_type == args.event_type]
-    if args.list or not (args.found_file or args.resend_missing):
-        for d in held:
-            print(f"{d.id}\t{d.vendor}\t{d.event_type}\t{d.entity_id}\tattempts={d.attempts}")
-        print(f"{len(held)} deliveries held for reconciliation")
-        return 0
+    reconciler = Reconciler.from_settings(Ledger(settings.ledger_url), settings)
+    if args.ids and args.arrived == args.resend:
+        raise ValueError("--ids needs exactly one of --arrived (the vendor has them) or --resend (it does not)")
+    if (args.arrived or args.resend) and not args.ids:
+        raise ValueError("--arrived / --resend need --ids (the ids `storesync reconcile --list` shows)")
     if args.resend_missing and not args.found_file:
         raise ValueError("--resend-missing needs --found-file: without the vendor's record, resending is blind")
-    # One line per delivery the vendor's export shows: "<event_type>\t<entity_id>", or just the
-    # entity id when --event-type names the one event type the export covers.
-    found = set()
-    with open(args.found_file) as fh:
-        for line in fh:
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) == 2:
-                found.add((fields[0], fields[1]))
-            elif fields[0] and args.event_type:
-                found.add((args.event_type, fields[0]))
-            elif fields[0]:
-                raise ValueError(f"{args.found_file}: '{fields[0]}' has no event type; use --event-type")
-    present = [d.id for d in held if (d.event_type, d.entity_id) in found]
-    missing = [d.id for d in held if (d.event_type, d.entity_id) not in found]
-    marked = ledger.mark_accepted(present, reason=f"reconciled from vendor export {args.found_file}")
-    requeued = ledger.requeue(missing, reset_attempts=False) if args.resend_missing else 0
-    print(f"reconciled: {marked} found at the vendor (accepted), {requeued} requeued to send, "
-          f"{len(missing) - requeued} still held")
+    if args.ids:
+        result = reconciler.by_hand(args.ids, arrived=args.arrived, vendor=args.vendor)
+    elif args.found_file:
+        result = reconciler.from_export(read_export(args.found_file, args.event_type), vendor=args.vendor,
+                                        event_type=args.event_type, resend_missing=args.resend_missing,
+                                        source=args.found_file)
+    else:
+        rows = reconciler.unknown(args.vendor, args.event_type)
+        held: dict[str, dict[str, int]] = {}
+        for d, kind in rows:
+            since = d.unknown_since.isoformat(timespec="seconds") if d.unknown_since else "-"
+            print(f"{d.id}\t{d.vendor}\t{d.event_type}\t{d.entity_id}\t{d.version}\t{kind}\tunknown since {since}")
+            if kind == HELD:
+                held.setdefault(d.vendor, {}).setdefault(d.event_type, 0)
+                held[d.vendor][d.event_type] += 1
+        n_held = sum(sum(v.values()) for v in held.values())
+        print(f"{n_held} deliveries held for a person, {len(rows) - n_held} settled by the next run "
+              "(awaiting their lookup or resend)")
+        for vendor, counts in sorted(held.items()):
+            print(held_remedy(vendor, counts))
+        return 0
+    print(result.text())
     return 0
 
 
@@ -353,8 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vendor")
     p.add_argument("--event-type")
     p.add_argument("--list", action="store_true")
-    p.add_argument("--found-file", help="the vendor's export: lines of '<event_type>TAB<entity_id>' it received")
-    p.add_argument("--resend-missing", action="store_true", help="requeue held ids not in the export")
+    p.add_argument("--found-file", help="the vendor's export: lines of '<event_type>TAB<entity_id>TAB<version>' "
+                                        "it holds (the version may be left out when one version is held)")
+    p.add_argument("--resend-missing", action="store_true",
+                   help="requeue held rows not in the export (never one waiting for its own lookup)")
+    p.add_argument("--ids", type=int, nargs="+", help="ledger ids (from --list) to settle by hand")
+    p.add_argument("--arrived", action="store_true", help="with --ids: the vendor has them (mark accepted)")
+    p.add_argument("--resend", action="store_true", help="with --ids: the vendor does not have them (send again)")
     p.add_argument("--ledger-url")
     p.set_defaults(func=cmd_reconcile)
 

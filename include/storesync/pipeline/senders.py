@@ -41,6 +41,7 @@ import logging
 
 from storesync.core.config import SailthruSettings, SendlaneSettings
 from storesync.core.errors import ConfigurationError, PermanentError
+from storesync.delivery.contracts import SAILTHRU_LOOKUPS, lookup_request, sendlane_resend_is_safe
 from storesync.delivery.engine import LOOKUP_PENDING
 from storesync.delivery.ledger import Delivery, utcnow
 from storesync.delivery.lookup_proofs import LookupProofs
@@ -50,18 +51,8 @@ log = logging.getLogger(__name__)
 
 INVALID_ENDPOINT = "/_invalid"
 
-# Sendlane event types a resend cannot duplicate, and the vendor's word for why.
-SENDLANE_SAFE_RESENDS = {
-    "order_placed": "Sendlane records the first event for an event + order id and skips repeats",
-    "order_fulfilled": "Sendlane records the first event for an event + order id and skips repeats",
-    "order_cancelled": "Sendlane records the first event for an event + order id and skips repeats",
-    "order_refunded": "Sendlane records the first event for an event + order id and skips repeats",
-    "product_added": "new product data overwrites the product's existing data",
-    "contact": "list contacts are added or updated by email",
-}
 SENDLANE_UNKNOWN_OUTCOMES = ("resend", "hold")
 SAILTHRU_UNKNOWN_OUTCOMES = ("lookup", "hold")
-SAILTHRU_LOOKUPS = ("/purchase", "/content", "/user")
 
 
 def _reject_invalid(delivery: Delivery) -> None:
@@ -78,11 +69,6 @@ def _grow_pool(client, n: int) -> None:
 def _check_choice(vendor: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigurationError(f"{vendor}.unknown_outcome must be one of {', '.join(choices)}; got {value!r}")
-
-
-def sendlane_resend_is_safe(event_type: str, endpoint: str = "") -> bool:
-    """Can this Sendlane delivery be sent again after an unknown outcome without a duplicate?"""
-    return event_type in SENDLANE_SAFE_RESENDS or endpoint.startswith("/lists/")
 
 
 class SendlaneSender:
@@ -194,18 +180,6 @@ class SailthruSender:
     def _grace_over(self, delivery: Delivery) -> bool:
         since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
         return (utcnow() - since).total_seconds() >= self.settings.unknown_grace_s
-
-
-def lookup_request(endpoint: str, payload: dict) -> tuple[str, dict] | None:
-    """The Sailthru GET that reads back what ``payload`` wrote at ``endpoint``, or None."""
-    if endpoint == "/purchase":
-        extid = (payload.get("purchase_keys") or {}).get("extid") or payload.get("extid")
-        return ("purchase", {"purchase_id": str(extid), "purchase_key": "extid"}) if extid else None
-    if endpoint == "/content" and payload.get("url"):
-        return "content", {"url": payload["url"]}
-    if endpoint == "/user" and payload.get("id"):
-        return "user", {"id": payload["id"], "key": payload.get("key", "email")}
-    return None
 
 
 def _contains(current: dict, sent: dict, fields: tuple[str, ...]) -> bool:
