@@ -423,14 +423,17 @@ def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = Fa
     # Up to now, not to the window's end: a late rerun of an old window must not leave the
     # changes of the windows after it behind (the order will not be re-checked again).
     history_end = max(window.end, to_naive_utc(ctx.now))
+    held_lines: set = set()  # line ids quarantined through their order's chunk in this run
     for n, changes in enumerate(ctx.warehouse.stream_order_changes(window, size)):
         order_ids = changes["order_id"].unique().tolist()
         reopened = [owed.pop(k) for k in dict.fromkeys(map(entity_key, order_ids)) if k in owed]
         if reopened:
             changes = _with_history(ctx, changes, reopened, history_end)
         orders, lines = _checked_orders(ctx, order_ids, f"orders-{n}")
+        held_lines.update(entity_key(row.entity_id) for row in lines.quarantined)
         _plan_orders(ctx, report, window, changes, _account(ctx, report, orders),
                      _account(ctx, report, lines), historical)
+    _quarantine_orphan_lines(ctx, report, window, held_lines)
     # The rest of them get another look: fixed ones pass and are sent now; the others stay as
     # their own runs recorded them, outside this run's share.
     for n, ids in enumerate(_chunks(list(owed.values()), size)):
@@ -440,6 +443,20 @@ def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = Fa
                      _account_recheck(ctx, report, lines), historical)
     _gate(ctx, report)
     return report
+
+
+def _quarantine_orphan_lines(ctx: SyncContext, report: PlanReport, window: Window, held: set) -> None:
+    """Lines recorded in the window whose order does not exist: never read through an order, so
+    read on their own (the bounded ``orphan_order_lines`` model) and quarantined with their reason,
+    counted in the run's ``order_lines``. A line already held through its order's chunk (a status
+    change of an order with no header) is not counted twice."""
+    from storesync.quality.store import entity_key
+
+    for n, frame in enumerate(ctx.warehouse.stream("orphan_order_lines", window, ctx.settings.chunk_size)):
+        if held:
+            frame = frame[~frame["line_id"].map(entity_key).isin(held)].reset_index(drop=True)
+        if len(frame):
+            _validated(ctx, report, "order_lines", frame, f"orphan-lines-{n}")
 
 
 def _with_history(ctx: SyncContext, changes: pd.DataFrame, order_ids: list, end) -> pd.DataFrame:

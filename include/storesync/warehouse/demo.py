@@ -37,6 +37,8 @@ BRANDS = ("Northwind", "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark"
 PAYMENT_METHODS = ("Visa", "Mastercard", "Amex", "PayPal", "Gift card")
 DOMAINS = ("example.com", "mail.example.org", "shop.example.net", "example.co.uk")
 STORE_URL = "https://demo-store.example.com"
+# Orphan lines point at order ids past the store's last one by this much.
+ORPHAN_ORDER_OFFSET = 1_000_000
 
 # Kinds of malformed order, in the order they are drawn (see _write_orders).
 ORDER_DEFECTS = ("bad_email", "negative_total", "total_mismatch", "unknown_status", "future_date",
@@ -78,6 +80,7 @@ class DemoStoreStats:
     checkouts: int = 0
     checkout_lines: int = 0
     malformed_orders: int = 0
+    orphan_lines: int = 0  # lines whose order does not exist (one per chunk when bad_share > 0)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -381,7 +384,21 @@ def _write_orders(writer, spec: DemoStoreSpec, pools: _NamePools, customer_weigh
             "line_id": line_ids, "order_id": oid[line_order], "product_id": line_product_id,
             "variant_id": [None] * n_total, "sku": sku[product], "product_name": product_name[product],
             "quantity": qty, "unit_price": _units(unit), "line_total": _units(line_total),
+            "created_at": c_at[line_order],
         })
+        if spec.bad_share > 0:
+            # One orphan line per chunk, made with no random draw (the rest of the store stays as
+            # it was): a copy of the chunk's last line, for an order that was never written.
+            line_id += 1
+            last = n_total - 1
+            writer.write_columns(schema.order_lines, {
+                "line_id": [line_id], "order_id": [spec.orders + ORPHAN_ORDER_OFFSET + chunk_index],
+                "product_id": line_product_id[last:], "variant_id": [None], "sku": sku[product[last:]],
+                "product_name": product_name[product[last:]], "quantity": qty[last:],
+                "unit_price": _units(unit[last:]), "line_total": _units(line_total[last:]),
+                "created_at": c_at[line_order[last:]],
+            })
+            stats.orphan_lines += 1
 
         # ---- status history: the reached steps, order by order
         h_order = np.repeat(rows[:, None], 3, axis=1)[reached]

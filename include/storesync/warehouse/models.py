@@ -302,8 +302,11 @@ class Warehouse:
             return self._empty(model)
         id_param = ID_PARAMS[model]
         filtered = self.filters_ids(model)
-        if "window_end" in params and self.engine.dialect.name == "sqlite":
-            params["window_end"] = params["window_end"].isoformat(" ")
+        if "window_end" in params:  # order_history: the same two forms as a window's end
+            end = params["window_end"]
+            params["window_end_iso"] = end.isoformat("T")
+            if self.engine.dialect.name == "sqlite":
+                params["window_end"] = end.isoformat(" ")
         if filtered:
             params[id_param] = padded_ids(ids)
         with self.engine.connect() as conn:

@@ -112,7 +112,11 @@ order_lines = Table(
     Column("quantity", Integer, nullable=False),
     Column("unit_price", MONEY, nullable=False),
     Column("line_total", MONEY, nullable=False),
+    # When the line was recorded: what lets a window find lines whose order is missing (orphans)
+    # without reading every line (include/sql/orphan_order_lines.sql).
+    Column("created_at", DateTime),
     Index("ix_order_lines_order_id", "order_id"),
+    Index("ix_order_lines_created_at", "created_at"),
 )
 
 # Every status an order has been in, with when: the source of exact, ordered status events.
