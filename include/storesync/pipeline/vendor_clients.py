@@ -49,12 +49,14 @@ def default_sendlane_client(settings: SendlaneSettings, account: str, limiter_en
     )
 
 
-def sailthru_limiters(settings: SailthruSettings, limiter_engine=None, *, window_s: float | None = None):
+def sailthru_limiters(settings: SailthruSettings, limiter_engine=None, *, window_s: float | None = None,
+                      **shared_options):
     """Sailthru's budgets: one per account, endpoint and method. With a ledger database they are
     shared there (``SharedWindowLimiter``), so two DAGs posting ``/purchase`` on one account stay
     within ``budget_per_minute`` in any ``window_s`` together; the vendor's ``X-Rate-Limit-*``
     headers steer them too, and a 429 pauses every process on that endpoint. Without one, each
-    process follows the headers alone (``HeaderThrottle``)."""
+    process follows the headers alone (``HeaderThrottle``). ``shared_options`` go to each
+    ``SharedWindowLimiter`` (a test's clock)."""
     from storesync.core.throttle import HeaderThrottle, PerEndpointLimiters, SharedWindowLimiter, Unlimited
 
     if settings.budget_per_minute <= 0:
@@ -68,7 +70,7 @@ def sailthru_limiters(settings: SailthruSettings, limiter_engine=None, *, window
     def shared(endpoint: str, method: str) -> SharedWindowLimiter:
         return SharedWindowLimiter(limiter_engine, budget_key("sailthru", account, endpoint, method),
                                    settings.budget_per_minute, window_s=window_s,
-                                   margin_s=min(1.0, window_s / 20))
+                                   margin_s=min(1.0, window_s / 20), **shared_options)
 
     return PerEndpointLimiters(shared, keyed=True)
 
