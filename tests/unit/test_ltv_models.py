@@ -74,14 +74,10 @@ SELECT purchase_no AS order_id,
 FX_MODEL = "SELECT ccy AS currency, fx_date AS day, usd_rate AS rate FROM daily_fx"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"])
-def warehouse_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shop.db'}"
-    if request.param == "duckdb":
-        pytest.importorskip("duckdb_engine")
-        return f"duckdb:///{tmp_path / 'shop.duckdb'}"
-    return request.getfixturevalue("pg_url")
+@pytest.fixture
+def warehouse_url(warehouse_db_url):
+    """SQLite, PostgreSQL and DuckDB (the shared fixture)."""
+    return warehouse_db_url
 
 
 def build_shop(url, rows=ROWS, fx=FX):
@@ -337,3 +333,66 @@ def test_ltv_settings_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("STORESYNC_LTV_HORIZON_DAYS", "90")
     settings = load_settings(tmp_path / "none.toml")
     assert settings.ltv.valid_statuses == ("paid", "shipped") and settings.ltv.horizon_days == 90
+
+
+def test_predictions_from_the_models_match_lifetimes(warehouse_url, tmp_path):
+    """The whole job (historic figures, BG/NBD and Gamma-Gamma fits, predictions written back)
+    on each dialect, against lifetimes with the fitted parameters."""
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+    from tests.unit.test_ltv_sql import GEN_AS_OF, generate_transactions, oracle_summary
+
+    generated = generate_transactions(customers=120)
+    rows = [(order_id, cid, status if status != "completed" else "paid", "USD", f"{total:.2f}",
+             created.isoformat()) for order_id, cid, created, total, status in generated]
+    build_shop(warehouse_url, rows=rows, fx=[])
+    settings = settings_for(warehouse_url, tmp_path, valid_statuses=("paid", "fulfilled"),
+                            reversed_statuses=("cancelled",), excluded_statuses=("failed",), horizon_days=90)
+    report = run_ltv_job(settings, GEN_AS_OF, quarantined=set())
+    assert report.predicted and report.repeat_customers > 0
+
+    engine = create_engine(warehouse_url)
+    with engine.connect() as conn:
+        ltv, models = ltv_tables(conn)
+        got = {int(r["customer_id"]): r for r in conn.execute(
+            select(ltv).where(ltv.c.as_of == GEN_AS_OF)).mappings()}
+        params = conn.execute(select(models.c.params).where(models.c.as_of == GEN_AS_OF)).scalar_one()
+    engine.dispose()
+    params = json.loads(params) if isinstance(params, str) else params
+    summary = oracle_summary(generated, GEN_AS_OF, 7.0)
+    x, t_x, T, m = (summary[c].to_numpy() for c in ("frequency", "recency", "T", "monetary_value"))
+    bgf = BetaGeoFitter()
+    bgf.params_ = pd.Series(params["bgnbd"])[["r", "alpha", "a", "b"]]
+    ggf = GammaGammaFitter()
+    ggf.params_ = pd.Series(params["gamma_gamma"])[["p", "q", "v"]]
+    expected = bgf.conditional_expected_number_of_purchases_up_to_time(90 / 7.0, x, t_x, T)
+    aov = ggf.conditional_expected_average_profit(pd.Series(x), pd.Series(m)).to_numpy()
+    import numpy as np
+
+    np.testing.assert_allclose([got[c]["expected_purchases"] for c in summary.index], expected, rtol=1e-7)
+    np.testing.assert_allclose([float(got[c]["predicted_clv"]) for c in summary.index], aov * expected,
+                               rtol=1e-3, atol=0.006)
+
+
+def test_the_shipped_models_on_the_demo_schema_give_the_demo_sources_figures(tmp_path):
+    """include/sql's LTV models (with the status history) read the demo schema as the built-in
+    demo source does: the same figures, as-of statuses included."""
+    from storesync.ltv import compute_historic_ltv
+    from storesync.ltv.tables import drop_ltv_tables
+    from storesync.warehouse import schema
+    from tests.unit.test_ltv_sql import AS_OF as DEMO_AS_OF
+    from tests.unit.test_ltv_sql import build_store
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = create_engine(url)
+    schema.metadata.create_all(engine)
+    build_store(engine)
+    compute_historic_ltv(engine, DEMO_AS_OF)
+    built_in = ltv_rows(url, DEMO_AS_OF)
+    with engine.begin() as conn:
+        drop_ltv_tables(conn)
+    engine.dispose()
+    settings = Settings(warehouse_url=url, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    report = run_ltv_job(settings, DEMO_AS_OF, quarantined=set(), predict=False)
+    assert report.left_out == {}
+    assert ltv_rows(url, DEMO_AS_OF) == built_in and len(built_in) == 6

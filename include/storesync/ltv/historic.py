@@ -17,7 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Date,
-    Float,
+    Double,
     Integer,
     MetaData,
     Numeric,
@@ -370,7 +370,7 @@ def _general_select(d: date, source: OrderSource, only_customers=(), *, from_ind
         (func.nullif(n_valid_days, 0) - 1).label("rfm_frequency"),
         (func.max(valid_day) - func.min(valid_day)).label("rfm_recency_days"),
         (as_of_day - func.min(valid_day)).label("rfm_t_days"),
-        cast(monetary, Float()).label("rfm_monetary"),
+        cast(monetary, Double()).label("rfm_monetary"),
     ).group_by(days.c.customer_id)
 
 
@@ -504,7 +504,7 @@ def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Se
         (func.nullif(per.c.valid_days, 0) - 1).label("rfm_frequency"),
         (epoch_day(per.c.last_valid_at) - first_valid_day).label("rfm_recency_days"),
         (as_of_day - first_valid_day).label("rfm_t_days"),
-        cast(monetary, Float()).label("rfm_monetary"),
+        cast(monetary, Double()).label("rfm_monetary"),
     )
     if changed is None:
         return unchanged
@@ -985,7 +985,7 @@ def _merged_with_new_orders(versions, previous: date, d: date, n, recompute) -> 
         case((had, t_days), (bought, zero)).label("rfm_t_days"),
         cast(case((bought & had, (p.c.rfm_monetary * p.c.rfm_frequency + n.c.net_sum) * one_point_zero
                    / (p.c.rfm_frequency + one)),
-                  (bought, zero), else_=p.c.rfm_monetary), Float()).label("rfm_monetary"),
+                  (bought, zero), else_=p.c.rfm_monetary), Double()).label("rfm_monetary"),
     ).select_from(
         n.outerjoin(p, (p.c.customer_id == n.c.customer_id) & _valid_on(p, previous))
     ).where(n.c.customer_id.not_in(recompute))

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import numpy as np
 from sqlalchemy import (
     Column,
-    Float,
+    Double,
     Integer,
     MetaData,
     Numeric,
@@ -216,9 +216,9 @@ def _write_predictions(conn, ltv, d, bg, expected, alive, discounted, gg: GammaG
         Column("frequency", Integer, nullable=False),
         Column("recency_days", Integer, nullable=False),
         Column("t_days", Integer, nullable=False),
-        Column("expected_purchases", Float, nullable=False),
-        Column("p_alive", Float, nullable=False),
-        Column("discounted_purchases", Float, nullable=False),
+        Column("expected_purchases", Double, nullable=False),
+        Column("p_alive", Double, nullable=False),
+        Column("discounted_purchases", Double, nullable=False),
         PrimaryKeyConstraint("frequency", "recency_days", "t_days"),  # the join's lookup key
         prefixes=["TEMPORARY"],
     )
@@ -239,7 +239,7 @@ def _write_predictions(conn, ltv, d, bg, expected, alive, discounted, gg: GammaG
         conn.execute(text(f'ANALYZE "{tmp.name}"'))  # temporary tables get no autovacuum statistics
 
     # Gamma-Gamma E[M | x, m] = p (v + x m) / (p x + q - 1), in SQL on each customer's row.
-    p, q, v = (literal(float(val), Float()) for val in (gg.p, gg.q, gg.v))
+    p, q, v = (literal(float(val), Double()) for val in (gg.p, gg.q, gg.v))
     x = ltv.c.rfm_frequency
     m = func.coalesce(ltv.c.rfm_monetary, 0.0)
     denominator = p * x + q - 1.0

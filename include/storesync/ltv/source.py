@@ -168,10 +168,8 @@ def _timestamp(expr, sample, dialect: str):
     if _needs_parsing(sample, dialect):
         if dialect == "sqlite":
             expr = func.datetime(expr)  # ISO text with T, Z or an offset -> UTC 'YYYY-MM-DD HH:MM:SS'
-        elif dialect == "postgresql":  # through timestamptz: an offset is honoured (the session is UTC)
-            expr = cast(cast(expr, DateTime(timezone=True)), DateTime())
-        else:
-            expr = cast(expr, DateTime())
+        else:  # through timestamptz, so an offset is honoured; text without one is UTC (the session's)
+            expr = func.timezone("UTC", cast(expr, DateTime(timezone=True)))
     return type_coerce(expr, WarehouseTimestamp())
 
 
@@ -240,6 +238,8 @@ def model_source(conn: Connection, models: LtvModels) -> BuiltSource:
     the run on the same connection)."""
     s = models.settings
     dialect = conn.dialect.name
+    if dialect == "duckdb":  # what text without an offset means (PostgreSQL's warehouse sessions are UTC)
+        conn.execute(text("SET TimeZone = 'UTC'"))
     names, sample = _probe(conn, models.orders, s.orders_model, ORDER_COLUMNS, ORDER_OPTIONAL)
     sample = sample or {}
     order_id_type = _id_type(sample.get("order_id"))
@@ -256,7 +256,7 @@ def model_source(conn: Connection, models: LtvModels) -> BuiltSource:
         fx_rows = conn.execute(text(f"SELECT currency, day, rate FROM ({models.fx_rates}) AS ltv_fx")).all()
     ranges = fx_ranges(fx_rows, s.currency)
     conn.execute(fx.insert(), ranges)
-    left_out = _temporary(conn, "ltv_tmp_left_out", Column("order_id", order_id_type, primary_key=True),
+    left_out = _temporary(conn, "ltv_tmp_left_out", Column("order_id", order_id_type, primary_key=True, autoincrement=False),
                           Column("customer_id", types["customer_id"]), Column("reason", String(32)))
 
     created = _timestamp(model.c.created_at, sample.get("created_at"), dialect)

@@ -32,7 +32,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
-    Float,
+    Double,
     Index,
     Integer,
     MetaData,
@@ -99,8 +99,8 @@ COLUMN_TYPES = {
     "order_count": Integer, "gross_revenue": LTV_MONEY, "net_revenue": LTV_MONEY, "avg_order_value": LTV_MONEY,
     "first_order_at": DateTime, "last_order_at": DateTime, "tenure_days": Integer, "first_order_day": Integer,
     "rfm_frequency": Integer, "rfm_recency_days": Integer, "rfm_t_days": Integer, "first_valid_day": Integer,
-    "rfm_monetary": Float,
-    "expected_purchases": Float, "p_alive": Float, "expected_aov": LTV_MONEY, "predicted_clv": LTV_MONEY,
+    "rfm_monetary": Double,
+    "expected_purchases": Double, "p_alive": Double, "expected_aov": LTV_MONEY, "predicted_clv": LTV_MONEY,
     "horizon_days": Integer,
 }
 
@@ -172,10 +172,10 @@ def build_models_table(metadata: MetaData) -> Table:
         Column("fitted_at", DateTime, nullable=False),
         Column("n_customers", Integer, nullable=False),
         Column("n_repeat_customers", Integer, nullable=False),
-        Column("time_unit_days", Float, nullable=False),
+        Column("time_unit_days", Double, nullable=False),
         Column("horizon_days", Integer, nullable=False),
-        Column("discount_rate", Float, nullable=False),
-        Column("discount_period_days", Float, nullable=False),
+        Column("discount_rate", Double, nullable=False),
+        Column("discount_period_days", Double, nullable=False),
         Column("params", JSON, nullable=False),
     )
 
@@ -243,7 +243,7 @@ def ensure_ltv_tables(conn: Connection, customer_id_type: TypeEngine | None = No
     runs = build_runs_table(metadata)
     models = build_models_table(metadata)
     metadata.create_all(conn, checkfirst=True)
-    if "currency" not in {c["name"] for c in inspect(conn).get_columns(RUNS_TABLE)}:  # an earlier release's
+    if "currency" not in _column_types(conn, RUNS_TABLE):  # an earlier release's
         conn.execute(text(f"ALTER TABLE {RUNS_TABLE} ADD COLUMN currency VARCHAR(3)"))
     if LTV_TABLE not in inspect(conn).get_view_names():
         body = view_select(versions, predictions, runs).compile(conn, compile_kwargs={"literal_binds": True})
@@ -300,7 +300,18 @@ def _reflected_customer_id_type(conn: Connection) -> TypeEngine | None:
     insp = inspect(conn)
     if not insp.has_table(VERSIONS_TABLE):
         return None
-    for column in insp.get_columns(VERSIONS_TABLE):
-        if column["name"] == "customer_id":
-            return column["type"]
+    found = _column_types(conn, VERSIONS_TABLE).get("customer_id")
+    if found is not None:
+        return found
     raise ConfigurationError(f"table {VERSIONS_TABLE} exists but has no customer_id column")
+
+
+def _column_types(conn: Connection, table: str) -> dict[str, TypeEngine]:
+    """A table's columns and their types. DuckDB from information_schema: duckdb-engine's
+    reflection queries PostgreSQL catalogs DuckDB lacks (pg_collation)."""
+    if conn.dialect.name != "duckdb":
+        return {c["name"]: c["type"] for c in inspect(conn).get_columns(table)}
+    rows = conn.execute(text("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = :t AND table_schema = current_schema()"), {"t": table}).all()
+    return {name: (String() if any(k in kind.upper() for k in ("CHAR", "TEXT", "STRING")) else BigInteger())
+            for name, kind in rows}
