@@ -22,49 +22,33 @@ the one place where a backfill deliberately sends less than the scheduled run wo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
-from storesync.provider.notifiers import alert_callbacks
-
-VENDORS = ["sendlane", "sailthru"]
-SYNC = "checkouts"
-
-
-@dag(
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "checkouts", "sendlane", "sailthru"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2)},
-    params={"reminder_max_age_hours": Param(24, type="number", minimum=0,
-                                            description="No reminders for intervals older than this (0: no limit)")},
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_checkouts():
-    @task
-    def plan_checkouts(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.plan_checkouts(context, sync_name=SYNC, vendors=VENDORS,
-                                    reminder_max_age_hours=context["params"].get("reminder_max_age_hours", 24))
-
-    @task(max_active_tis_per_dagrun=2)
-    def deliver(vendor: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.deliver(vendor, context, sync_name=SYNC)
-
-    @task(outlets=[Asset("storesync://ledger/checkouts")])
-    def finish(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.finish(context, sync_name=SYNC)
-
-    plan_checkouts() >> deliver.expand(vendor=VENDORS) >> finish()
+from storesync.provider.dag_parts import default_args, sync_chain
+from storesync.provider.stores import load_stores
 
 
-storesync_checkouts()
+def build(store):
+    with DAG(
+        dag_id=store.dag_id("checkouts"),
+        description="Checkouts of the last hour -> cart reminders (Sailthru), checkout started (Sendlane), cleared carts",
+        schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "checkouts", *store.vendors, *store.tags],
+        default_args=default_args(),
+        params={"reminder_max_age_hours": Param(24, type="number", minimum=0,
+                                                description="No reminders for intervals older than this (0: no limit)")},
+        doc_md=__doc__,
+    ) as dag:
+        sync_chain(store, sync="checkouts", entity="checkouts", plan_task_id="plan_checkouts",
+                   options={"reminder_max_age_hours": "{{ params.reminder_max_age_hours }}"})
+    return dag
+
+
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

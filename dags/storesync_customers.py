@@ -22,52 +22,37 @@ content-hash versions make unchanged profiles no-ops.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable
 
-from storesync.provider.notifiers import alert_callbacks
-
-VENDORS = ["sendlane", "sailthru"]
-SYNC = "customers"
-
-
-@dag(
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "customers", "consent", "sendlane", "sailthru"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2)},
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_customers():
-    @task
-    def read_unsubscribes(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.read_vendor_unsubscribes(context, vendors=VENDORS)
-
-    @task(inlets=[Asset("storesync://warehouse/customer_ltv")])
-    def plan_customers(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.plan_customers(context, sync_name=SYNC, vendors=VENDORS)
-
-    @task(max_active_tis_per_dagrun=2)
-    def deliver(vendor: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.deliver(vendor, context, sync_name=SYNC)
-
-    @task(outlets=[Asset("storesync://ledger/customers")])
-    def finish(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.finish(context, sync_name=SYNC)
-
-    read_unsubscribes() >> plan_customers() >> deliver.expand(vendor=VENDORS) >> finish()
+from storesync.provider.dag_parts import default_args, sync_chain
+from storesync.provider.operators.sendlane import SendlaneUnsubscribesOperator
+from storesync.provider.stores import load_stores
 
 
-storesync_customers()
+def build(store):
+    with DAG(
+        dag_id=store.dag_id("customers"),
+        description="Customers of the last hour, with consent and LTV -> Sendlane contacts/events, Sailthru profiles",
+        schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "customers", "consent", *store.vendors, *store.tags],
+        default_args=default_args(),
+        doc_md=__doc__,
+    ) as dag:
+        plan, _ = sync_chain(store, sync="customers", entity="customers", plan_task_id="plan_customers",
+                             plan_inlets=[Asset(f"storesync://warehouse/{store.name}/customer_ltv"
+                                                if not store.is_default else "storesync://warehouse/customer_ltv")])
+        if store.sendlane_conn_id:
+            # Without the readback a sync could re-subscribe someone: it must succeed first.
+            SendlaneUnsubscribesOperator(task_id="read_unsubscribes", sendlane_conn_id=store.sendlane_conn_id,
+                                         **store.conn_kwargs) >> plan
+    return dag
+
+
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

@@ -23,40 +23,42 @@ replayed purchase goes as a single `POST /purchase`, never in a second job).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import DAG, Asset, Param
 
-from storesync.provider.notifiers import alert_callbacks
-
-
-@dag(
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "operations", "dead-letters", "sendlane", "sailthru"],
-    default_args={"owner": "data-engineering", "retries": 1, "retry_delay": timedelta(minutes=2)},
-    params={
-        "vendor": Param(None, type=["null", "string"], enum=[None, "sendlane", "sailthru"],
-                        description="Only this vendor's dead letters (empty: both)"),
-        "event_type": Param(None, type=["null", "string"], description="Only this event type (empty: all)"),
-        "ids": Param([], type="array", items={"type": "integer"},
-                     description="Only these ledger delivery ids (empty: all that match)"),
-        "dry_run": Param(True, type="boolean", description="List what would be replayed; change nothing"),
-    },
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_dead_letter_replay():
-    @task(outlets=[Asset("storesync://ledger/replay")])
-    def replay(**context) -> dict:
-        from storesync.provider import tasks
-
-        params = context["params"]
-        return tasks.replay(context, vendor=params.get("vendor"), event_type=params.get("event_type"),
-                            ids=params.get("ids") or [], dry_run=bool(params.get("dry_run", True)))
-
-    replay()
+from storesync.provider.dag_parts import default_args
+from storesync.provider.operators.sync import StoresyncReplayOperator
+from storesync.provider.stores import load_stores
 
 
-storesync_dead_letter_replay()
+def build(store):
+    with DAG(
+        dag_id=store.dag_id("dead_letter_replay"),
+        description="By hand: replay dead letters once their cause is fixed (dry run by default)",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "operations", "dead-letters", *store.vendors, *store.tags],
+        default_args=default_args(retries=1),
+        params={
+            "vendor": Param(None, type=["null", "string"], enum=[None, "sendlane", "sailthru"],
+                            description="Only this vendor's dead letters (empty: both)"),
+            "event_type": Param(None, type=["null", "string"], description="Only this event type (empty: all)"),
+            "ids": Param([], type="array", items={"type": "integer"},
+                         description="Only these ledger delivery ids (empty: all that match)"),
+            "dry_run": Param(True, type="boolean", description="List what would be replayed; change nothing"),
+        },
+        doc_md=__doc__,
+    ) as dag:
+        StoresyncReplayOperator(
+            task_id="replay", vendor_filter="{{ params.vendor }}", event_type="{{ params.event_type }}",
+            ids="{{ params.ids }}", dry_run="{{ params.dry_run }}", sendlane_conn_id=store.sendlane_conn_id,
+            sailthru_conn_id=store.sailthru_conn_id, outlets=[Asset(f"storesync://ledger/{store.sync_name('replay')}")],
+            **store.conn_kwargs)
+    return dag
+
+
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

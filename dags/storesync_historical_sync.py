@@ -42,58 +42,58 @@ vendor's announced remaining budget stays above `(1 - budget_share)` of it. One 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import DAG, Asset, Param, task
 
-from storesync.provider.notifiers import alert_callbacks
-
-
-@dag(
-    schedule=None,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "historical", "backfill", "sendlane", "sailthru"],
-    default_args={"owner": "data-engineering", "retries": 6, "retry_delay": timedelta(minutes=5),
-                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(hours=1)},
-    params={
-        "entities": Param(["products", "customers", "orders"], type="array",
-                          items={"type": "string", "enum": ["products", "customers", "orders"]}),
-        "start_date": Param(None, type=["null", "string"], format="date", description="First UTC day (inclusive)"),
-        "end_date": Param(None, type=["null", "string"], format="date", description="Last UTC day (inclusive)"),
-        "vendors": Param(["sendlane", "sailthru"], type="array",
-                         items={"type": "string", "enum": ["sendlane", "sailthru"]}),
-        "dry_run": Param(True, type="boolean", description="Count and sample what would be sent; send nothing"),
-        "budget_share": Param(0.25, type="number", exclusiveMinimum=0, maximum=0.5,
-                              description="Share of each vendor budget the history may use"),
-        "restart": Param(False, type="boolean", description="Ignore checkpoints (the ledger still dedups)"),
-        "job_rows": Param(5000, type="integer", minimum=1, maximum=100000),
-        "job_poll_seconds": Param(15, type="number", exclusiveMinimum=0),
-    },
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_historical_sync():
-    @task(retries=1)
-    def check_request(**context) -> list[str]:
-        from storesync.provider import tasks
-
-        return tasks.historical_entities(context)
-
-    @task(max_active_tis_per_dagrun=1)
-    def sync_entity(entity: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.historical(entity, context)
-
-    @task(outlets=[Asset("storesync://ledger/historical")])
-    def summarize(results) -> dict:
-        results = list(results)
-        return {"entities": [r["entity"] for r in results], "dry_run": all(r["dry_run"] for r in results),
-                "planned": {r["entity"]: r["planned"] for r in results},
-                "skipped_days": {r["entity"]: r["skipped_days"] for r in results}}
-
-    summarize(sync_entity.expand(entity=check_request()))
+from storesync.provider.dag_parts import default_args
+from storesync.provider.operators.sync import StoresyncHistoricalOperator, StoresyncHistoricalRequestOperator
+from storesync.provider.stores import load_stores
 
 
-storesync_historical_sync()
+@task
+def summarize(results) -> dict:
+    results = list(results)
+    return {"entities": [r["entity"] for r in results], "dry_run": all(r["dry_run"] for r in results),
+            "planned": {r["entity"]: r["planned"] for r in results},
+            "skipped_days": {r["entity"]: r["skipped_days"] for r in results}}
+
+
+def build(store):
+    with DAG(
+        dag_id=store.dag_id("historical_sync"),
+        description="By hand: the store's past, day by day, to the vendors as history (dry run by default)",
+        schedule=None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "historical", "backfill", *store.vendors, *store.tags],
+        default_args=default_args(retries=6, retry_delay=timedelta(minutes=5), retry_exponential_backoff=True,
+                                  max_retry_delay=timedelta(hours=1)),
+        params={
+            "entities": Param(["products", "customers", "orders"], type="array",
+                              items={"type": "string", "enum": ["products", "customers", "orders"]}),
+            "start_date": Param(None, type=["null", "string"], format="date",
+                                description="First UTC day (inclusive)"),
+            "end_date": Param(None, type=["null", "string"], format="date", description="Last UTC day (inclusive)"),
+            "vendors": Param(store.vendors, type="array", items={"type": "string", "enum": store.vendors}),
+            "dry_run": Param(True, type="boolean", description="Count and sample what would be sent; send nothing"),
+            "budget_share": Param(0.25, type="number", exclusiveMinimum=0, maximum=0.5,
+                                  description="Share of each vendor budget the history may use"),
+            "restart": Param(False, type="boolean", description="Ignore checkpoints (the ledger still dedups)"),
+            "job_rows": Param(5000, type="integer", minimum=1, maximum=100000),
+            "job_poll_seconds": Param(15, type="number", exclusiveMinimum=0),
+        },
+        doc_md=__doc__,
+    ) as dag:
+        conns = {"sendlane_conn_id": store.sendlane_conn_id, "sailthru_conn_id": store.sailthru_conn_id,
+                 **store.conn_kwargs}
+        request = StoresyncHistoricalRequestOperator(task_id="check_request", retries=1, **store.conn_kwargs)
+        synced = StoresyncHistoricalOperator.partial(task_id="sync_entity", max_active_tis_per_dagrun=1,
+                                                     **conns).expand(entity=request.output)
+        summarize.override(outlets=[Asset(f"storesync://ledger/{store.sync_name('historical')}")])(synced.output)
+    return dag
+
+
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

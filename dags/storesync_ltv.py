@@ -25,54 +25,40 @@ catch-up and backfills.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from storesync.provider.notifiers import alert_callbacks
-
-VENDORS = ["sendlane", "sailthru"]
-SYNC = "ltv_profiles"
-LTV_ASSET = Asset("storesync://warehouse/customer_ltv")
-
-
-@dag(
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "ltv", "customers", "sendlane", "sailthru"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=5)},
-    params={"full_recompute": Param(False, type="boolean",
-                                    description="Recompute every customer from all orders, not from the day before")},
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_ltv():
-    @task(inlets=[Asset("storesync://ledger/order_events")], outlets=[LTV_ASSET])
-    def compute_ltv(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.compute_ltv(context)
-
-    @task
-    def push_profiles(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.push_ltv_profiles(context, sync_name=SYNC, vendors=VENDORS)
-
-    @task(max_active_tis_per_dagrun=2)
-    def deliver(vendor: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.deliver(vendor, context, sync_name=SYNC)
-
-    @task(outlets=[Asset("storesync://ledger/ltv_profiles")])
-    def finish(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.finish_sync(context, sync_name=SYNC, full_catalog=True)
-
-    compute_ltv() >> push_profiles() >> deliver.expand(vendor=VENDORS) >> finish()
+from storesync.provider.dag_parts import default_args, ledger_asset, sync_chain
+from storesync.provider.operators.sync import StoresyncLtvOperator
+from storesync.provider.stores import load_stores
 
 
-storesync_ltv()
+def build(store):
+    ltv_asset = Asset("storesync://warehouse/customer_ltv" if store.is_default
+                      else f"storesync://warehouse/{store.name}/customer_ltv")
+    with DAG(
+        dag_id=store.dag_id("ltv"),
+        description="Daily: customer LTV computed in the warehouse, and the profiles whose figures moved -> vendors",
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "ltv", "customers", *store.vendors, *store.tags],
+        default_args=default_args(retry_delay=timedelta(minutes=5)),
+        params={"full_recompute": Param(False, type="boolean",
+                                        description="Recompute every customer from all orders, not from the day before")},
+        doc_md=__doc__,
+    ) as dag:
+        compute = StoresyncLtvOperator(task_id="compute_ltv", full_recompute="{{ params.full_recompute }}",
+                                       ltv_sync_name=store.sync_name("ltv"),
+                                       inlets=[ledger_asset(store, "order_events")], outlets=[ltv_asset],
+                                       **store.conn_kwargs)
+        push, _ = sync_chain(store, sync="ltv_profiles", entity="ltv_profiles", plan_task_id="push_profiles",
+                             full_catalog=True)
+        compute >> push
+    return dag
+
+
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

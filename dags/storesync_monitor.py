@@ -19,41 +19,51 @@ Messages carry the DAG, run, counts and a link; never secrets or customer emails
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
-from storesync.provider.notifiers import alert_callbacks
+from storesync.provider.dag_parts import default_args
+from storesync.provider.operators.sync import StoresyncMonitorOperator
+from storesync.provider.stores import load_stores
 
-
-@dag(
-    schedule=CronDataIntervalTimetable("*/30 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "operations", "alerts"],
-    default_args={"owner": "data-engineering", "retries": 1, "retry_delay": timedelta(minutes=2)},
-    params={
-        "max_intervals": Param(3, type="integer", minimum=1,
-                               description="A sync is stalled when its watermark is this many intervals old"),
-        "quarantine_factor": Param(3.0, type="number", minimum=1),
-        "quarantine_min_rows": Param(10, type="integer", minimum=1),
-    },
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_monitor():
-    @task(inlets=[Asset("storesync://ledger/order_events"), Asset("storesync://ledger/customers"),
-                  Asset("storesync://ledger/checkouts"), Asset("storesync://ledger/products")])
-    def check_ledger(**context) -> dict:
-        from storesync.provider import tasks
-
-        params = context["params"]
-        return tasks.monitor(context, max_intervals=params.get("max_intervals", 3),
-                             quarantine_factor=params.get("quarantine_factor", 3.0),
-                             quarantine_min_rows=params.get("quarantine_min_rows", 10))
-
-    check_ledger()
+# The schedules of the shipped syncs, in hours (the stalled-sync check), per store's sync names.
+SYNC_HOURS = {"order_events": 1, "customers": 1, "checkouts": 1, "products_changed": 1,
+              "products": 24, "ltv": 24, "ltv_profiles": 24}
 
 
-storesync_monitor()
+def build(ledger_conn_id, stores, dag_id):
+    """One monitor per ledger: it reads every store's deliveries there, so each alert goes once."""
+    with DAG(
+        dag_id=dag_id,
+        description="Every 30 minutes: alerts on new dead letters, stalled syncs, stuck deliveries, quarantine spikes",
+        schedule=CronDataIntervalTimetable("*/30 * * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "operations", "alerts"],
+        default_args=default_args(retries=1),
+        params={
+            "max_intervals": Param(3, type="integer", minimum=1,
+                                   description="A sync is stalled when its watermark is this many intervals old"),
+            "quarantine_factor": Param(3.0, type="number", minimum=1),
+            "quarantine_min_rows": Param(10, type="integer", minimum=1),
+        },
+        doc_md=__doc__,
+    ) as dag:
+        StoresyncMonitorOperator(
+            task_id="check_ledger", ledger_conn_id=ledger_conn_id, warehouse_conn_id=stores[0].warehouse_conn_id,
+            max_intervals="{{ params.max_intervals }}", quarantine_factor="{{ params.quarantine_factor }}",
+            quarantine_min_rows="{{ params.quarantine_min_rows }}",
+            expected_intervals_hours={s.sync_name(name): hours for s in stores for name, hours in SYNC_HOURS.items()},
+            inlets=[Asset(f"storesync://ledger/{s.sync_name(name)}") for s in stores
+                    for name in ("order_events", "customers", "checkouts", "products")])
+    return dag
+
+
+_by_ledger: dict = {}
+for _store in load_stores(Path(__file__).parent):
+    _by_ledger.setdefault(_store.ledger_conn_id, []).append(_store)
+for _number, (_ledger, _stores) in enumerate(_by_ledger.items()):
+    build(_ledger, _stores, "storesync_monitor" if _number == 0 else f"storesync_monitor_{_ledger}")

@@ -9,49 +9,31 @@ extracts exactly its interval, and the delivery ledger makes a rerun send nothin
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import DAG, CronDataIntervalTimetable
 
-from storesync.provider.notifiers import alert_callbacks
-
-VENDORS = ["sendlane", "sailthru"]
-SYNC = "order_events"
-
-
-@dag(
-    # A data-interval timetable: Airflow 3's "@hourly" gives runs an empty interval by default.
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "orders", "sendlane", "sailthru"],
-    default_args={"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=2)},
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_order_events():
-    @task
-    def plan_order_events(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.plan("orders", context, sync_name=SYNC, vendors=VENDORS)
-
-    @task(max_active_tis_per_dagrun=2)
-    def deliver(vendor: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.deliver(vendor, context, sync_name=SYNC)
-
-    @task(outlets=[Asset("storesync://ledger/order_events")])
-    def finish(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.finish(context, sync_name=SYNC)
-
-    planned = plan_order_events()
-    delivered = deliver.expand(vendor=VENDORS)
-    planned >> delivered >> finish()
+from storesync.provider.dag_parts import default_args, sync_chain
+from storesync.provider.stores import load_stores
 
 
-storesync_order_events()
+def build(store):
+    with DAG(
+        dag_id=store.dag_id("order_events"),
+        description="Order status changes of the last hour -> Sendlane order events and Sailthru purchases/returns",
+        # A data-interval timetable: Airflow 3's "@hourly" gives runs an empty interval by default.
+        schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "orders", *store.vendors, *store.tags],
+        default_args=default_args(),
+        doc_md=__doc__,
+    ) as dag:
+        sync_chain(store, sync="order_events", entity="orders", plan_task_id="plan_order_events")
+    return dag
+
+
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

@@ -28,82 +28,47 @@ version was never accepted, never an older catalog.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param
 
-from storesync.provider.notifiers import alert_callbacks
-
-VENDORS = ["sendlane", "sailthru"]
-DEFAULT_ARGS = {"owner": "data-engineering", "retries": 2, "retry_delay": timedelta(minutes=5)}
-PRODUCTS_ASSET = Asset("storesync://ledger/products")
+from storesync.provider.dag_parts import default_args, ledger_asset, sync_chain
+from storesync.provider.stores import load_stores
 
 
-@dag(
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "products", "sendlane", "sailthru"],
-    default_args=DEFAULT_ARGS,
-    params={"force_full": Param(False, type="boolean",
-                                description="Resend every product once for this run, changed or not")},
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_products():
-    @task
-    def plan_catalog(**context) -> dict:
-        from storesync.provider import tasks
+def build(store):
+    products_asset = ledger_asset(store, "products")
+    with DAG(
+        dag_id=store.dag_id("products"),
+        description="Nightly: the whole product catalog -> Sendlane products and Sailthru content (changes only)",
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "products", *store.vendors, *store.tags],
+        default_args=default_args(retry_delay=timedelta(minutes=5)),
+        params={"force_full": Param(False, type="boolean",
+                                    description="Resend every product once for this run, changed or not")},
+        doc_md=__doc__,
+    ) as nightly:
+        sync_chain(store, sync="products", entity="products", plan_task_id="plan_catalog", full_catalog=True,
+                   options={"force_full": "{{ params.force_full }}"}, finish_outlets=[products_asset])
 
-        return tasks.plan_products(context, sync_name="products", vendors=VENDORS, full_catalog=True,
-                                   force_full=bool(context["params"].get("force_full")))
-
-    @task(max_active_tis_per_dagrun=2)
-    def deliver(vendor: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.deliver(vendor, context, sync_name="products")
-
-    @task(outlets=[PRODUCTS_ASSET])
-    def finish(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.finish_sync(context, sync_name="products", full_catalog=True)
-
-    plan_catalog() >> deliver.expand(vendor=VENDORS) >> finish()
-
-
-@dag(
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    tags=["storesync", "products", "sendlane", "sailthru"],
-    default_args=DEFAULT_ARGS,
-    doc_md=__doc__,
-    on_failure_callback=alert_callbacks(),
-)
-def storesync_products_changed():
-    @task
-    def plan_changed(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.plan_products(context, sync_name="products_changed", vendors=VENDORS)
-
-    @task(max_active_tis_per_dagrun=2)
-    def deliver(vendor: str, **context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.deliver(vendor, context, sync_name="products_changed")
-
-    @task(outlets=[PRODUCTS_ASSET])
-    def finish(**context) -> dict:
-        from storesync.provider import tasks
-
-        return tasks.finish(context, sync_name="products_changed")
-
-    plan_changed() >> deliver.expand(vendor=VENDORS) >> finish()
+    with DAG(
+        dag_id=store.dag_id("products_changed"),
+        description="Hourly: products changed in the last hour -> Sendlane and Sailthru",
+        schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        tags=["storesync", "products", *store.vendors, *store.tags],
+        default_args=default_args(retry_delay=timedelta(minutes=5)),
+        doc_md=__doc__,
+    ) as hourly:
+        sync_chain(store, sync="products_changed", entity="products", plan_task_id="plan_changed",
+                   finish_outlets=[products_asset])
+    return nightly, hourly
 
 
-storesync_products()
-storesync_products_changed()
+for _store in load_stores(Path(__file__).parent):
+    build(_store)

@@ -31,7 +31,9 @@ class SyncRun:
 
     def require_window(self) -> Window:
         if self.window is None:
-            raise ValueError("this task needs a data interval: trigger it with a logical date or a backfill")
+            from storesync.core.errors import ConfigurationError
+
+            raise ConfigurationError("this task needs a data interval: trigger it with a logical date or a backfill")
         return self.window
 
 
@@ -257,7 +259,7 @@ def plan_checkouts(run: SyncRun, *, sync_name: str, vendors, reminder_max_age_ho
 
 
 # ---------------------------------------------------------------------------- LTV
-def compute_ltv(run: SyncRun, *, full_recompute: bool = False, **predict_options) -> dict:
+def compute_ltv(run: SyncRun, *, full_recompute: bool = False, watermark: str = "ltv", **predict_options) -> dict:
     """The LTV job (``storesync.ltv.job.run_ltv_job``) for the interval's day (``as_of`` = the data
     interval's start date), from the same models and ``[ltv]`` settings as ``storesync ltv``:
     any date can be rerun or backfilled. Predictions need repeat buyers: when the models cannot
@@ -274,7 +276,7 @@ def compute_ltv(run: SyncRun, *, full_recompute: bool = False, **predict_options
     if predict_options:
         settings = settings.with_overrides(ltv=replace(settings.ltv, **predict_options))
     report = run_ltv_job(settings, as_of, full=bool(full_recompute))
-    Ledger(run.settings.ledger_url).advance_watermark("ltv", window.end, window_start=window.start)
+    Ledger(run.settings.ledger_url).advance_watermark(watermark, window.end, window_start=window.start)
     return report.as_dict()
 
 
@@ -310,14 +312,19 @@ def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = 
     event_type = event_type or None
     ids = [int(i) for i in (ids or [])]
     current = run.settings
+    # This store's accounts only: another store's dead letters (a shared ledger) are its own to replay.
+    accounts = {("sendlane", current.sendlane.account), ("sailthru", current.sailthru.account)}
     dead = [d for d in Ledger(current.ledger_url).in_state(DEAD, vendor=vendor)
-            if (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
+            if (d.vendor, d.account) in accounts
+            and (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
     selection = {"matching": len(dead), "by_event": dict(Counter(f"{d.vendor}:{d.event_type}" for d in dead)),
                  "ids": [d.id for d in dead][:200]}
     if dry_run:
         log.info("dry run: would replay %s", selection)
         return {"dry_run": True, **selection}
-    result = replay_dead_letters(current, vendor=vendor, event_type=event_type, ids=ids or None,
+    if not dead:
+        return {"dry_run": False, **selection, "requeued": 0, "deliveries": {}}
+    result = replay_dead_letters(current, vendor=vendor, event_type=event_type, ids=[d.id for d in dead],
                                  run_id=run.ledger_run_id)
     held = sum(d.get("held_unknown", 0) for d in result["deliveries"].values())
     if held:
@@ -367,8 +374,7 @@ def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, facto
 
 
 def monitor(run: SyncRun, *, max_intervals: int = 3, quarantine_factor: float = 3.0, quarantine_min_rows: int = 10,
-            expected_intervals_hours: dict | None = None, stuck_after_hours: float = 6.0,
-            secrets=()) -> dict:
+            expected_intervals_hours: dict | None = None, stuck_after_hours: float = 6.0) -> dict:
     """Alert (Slack webhook / e-mail, through the storesync notifier) on the ledger's new dead
     letters, stalled syncs and deliveries stuck in staged/sending/unknown for more than
     ``stuck_after_hours`` (0: not checked), and on quarantine spikes, for the run's data interval:

@@ -28,7 +28,7 @@ from airflow.sdk.log import mask_secret
 
 from storesync.clients.http import DEFAULT_TIMEOUT, RetryPolicy, base_url_from_parts
 from storesync.clients.sendlane import DEFAULT_BUDGET_PER_MINUTE, SENDLANE_BASE_URL, SendlaneClient
-from storesync.core.config import account_key, load_settings
+from storesync.core.config import account_key
 from storesync.core.errors import ConfigurationError, StoresyncError
 from storesync.core.throttle import RateLimiter, SharedWindowLimiter
 from storesync.provider.get_provider_info import ui_field_behaviour
@@ -39,7 +39,8 @@ class SendlaneHook(BaseHook):
 
     :param sendlane_conn_id: the Airflow connection to use.
     :param limiter: overrides the shared per-account budget (e.g. ``Unlimited`` for benchmarks).
-    :param ledger_url: database holding the shared budget; default: storesync's ledger.
+    :param ledger_url: database holding the shared budget; default: the ``storesync_ledger``
+        connection's, else the settings' ledger.
     """
 
     conn_name_attr = "sendlane_conn_id"
@@ -101,8 +102,12 @@ class SendlaneHook(BaseHook):
         return self._client
 
     def _shared_budget(self, account: str, budget: int) -> SharedWindowLimiter:
+        if self.ledger_url is None:
+            from storesync.provider.connections import LEDGER_CONN_ID, resolve_ledger_url
+
+            self.ledger_url = resolve_ledger_url(LEDGER_CONN_ID)
         return SharedWindowLimiter(
-            self.ledger_url or load_settings().ledger_url,
+            self.ledger_url,
             key=f"sendlane:{account}",
             limit=budget,
         )

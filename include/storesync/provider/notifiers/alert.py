@@ -34,12 +34,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from airflow.sdk import BaseNotifier
 
 from storesync.provider.notifiers.messages import (
     Alert,
+    task_failure_message,
     dead_letters_message,
     failed_run_message,
     no_progress_message,
@@ -92,6 +94,23 @@ def _secrets_of(conn) -> list[str]:
                         getattr(conn, "login", None)) if v]
 
 
+def _known_secrets(conn_ids) -> list[str]:
+    if conn_ids is None:
+        return []
+    from storesync.provider.connections import known_secrets
+
+    return known_secrets(conn_ids)
+
+
+def _generic_next_step(exception) -> str:
+    """What to do about a failure storesync did not classify (it went through its retries)."""
+    error_class = getattr(exception, "error_class", None)
+    if error_class in ("retryable", "rate_limited"):
+        return ("the vendor kept failing through every retry: check its status page, then clear the task; "
+                "nothing is lost (the ledger re-drives what was not accepted)")
+    return "read the task log for the error, fix its cause, then clear the task (the ledger sends nothing twice)"
+
+
 def _recipients(value) -> list[str]:
     if not value:
         return []
@@ -110,6 +129,8 @@ class StoresyncAlertNotifier(BaseNotifier):
     :param base_url: Airflow UI base for links (else ``[api] base_url``; else relative links).
     :param ledger_counts: add the run's delivery counts by state from the ledger to failure alerts.
     :param timeout: seconds for each webhook request.
+    :param secrets: values masked verbatim in every alert (on top of the patterns). A storesync
+        task's own connections' secrets (its ``conn_ids``) are masked without being listed.
     """
 
     template_fields: Sequence[str] = ()  # never render alert text as Jinja (see the module doc)
@@ -117,8 +138,9 @@ class StoresyncAlertNotifier(BaseNotifier):
     def __init__(self, *, slack_conn_id: str | None = SLACK_CONN_ID, smtp_conn_id: str | None = SMTP_CONN_ID,
                  email_to: str | Iterable[str] | None = None, email_from: str | None = None,
                  base_url: str | None = None, ledger_counts: bool = True, timeout: int = 10,
-                 context=None) -> None:
+                 secrets: Iterable[str] = (), context=None) -> None:
         super().__init__(context=context)
+        self.secrets = [str(v) for v in secrets if v]
         self.slack_conn_id = slack_conn_id
         self.smtp_conn_id = smtp_conn_id
         self.email_to = email_to
@@ -149,21 +171,45 @@ class StoresyncAlertNotifier(BaseNotifier):
         run_id = context.get("run_id") or getattr(dag_run, "run_id", None) or getattr(ti, "run_id", None)
         exception = context.get("exception")
         reason = context.get("reason")  # only DAG-level callbacks carry one
-        counts = self._ledger_counts(dag_id, run_id) if self.ledger_counts else {}
+        task = context.get("task") or getattr(ti, "task", None)
+        conn_ids = getattr(task, "conn_ids", None)  # a storesync operator's connections
+        secrets = [*self.secrets, *_known_secrets(conn_ids)]
+        counts = self._ledger_counts(dag_id, run_id, conn_ids) if self.ledger_counts else {}
         base_url = self.base_url or airflow_base_url()
         if exception is not None and all(hasattr(exception, a) for a in ("entity", "share", "threshold")):
             # The quality gate stopped the run (storesync.quality.QualityGateError).
-            return quarantine_message(dag_id, run_id, entity=str(exception.entity),
-                                      share=float(exception.share), threshold=float(exception.threshold),
-                                      top_reasons=getattr(exception, "top_reasons", None) or [],
-                                      counts=counts, base_url=base_url)
+            alert = quarantine_message(dag_id, run_id, entity=str(exception.entity),
+                                       share=float(exception.share), threshold=float(exception.threshold),
+                                       top_reasons=getattr(exception, "top_reasons", None) or [],
+                                       counts=counts, base_url=base_url)
+            next_step = getattr(exception, "next_step", None)
+            task_id = getattr(ti, "task_id", None)
+            if next_step or task_id:
+                extra = ((("Task", task_id),) if task_id else ()) + \
+                    ((("Next step", scrub(next_step, secrets=secrets, limit=300)),) if next_step else ())
+                alert = replace(alert, facts=alert.facts + extra)
+            return alert
+        if reason is None and (conn_ids is not None or hasattr(exception, "next_step")):
+            # A storesync task: name its vendor, connection, account, the answer, and what fixes it.
+            vendor = getattr(exception, "vendor", None) or getattr(task, "vendor", None)
+            conn_id = getattr(exception, "conn_id", None) or (
+                conn_ids.for_vendor(vendor) if conn_ids is not None and vendor else None)
+            return task_failure_message(
+                dag_id, run_id, task_id=getattr(ti, "task_id", None), map_index=getattr(ti, "map_index", None),
+                try_number=getattr(ti, "try_number", None), exception=exception, vendor=vendor, conn_id=conn_id,
+                account=getattr(exception, "account", None),
+                http_status=getattr(exception, "http_status", None),
+                error_class=getattr(exception, "error_class", None) or getattr(exception, "kind", None),
+                next_step=getattr(exception, "next_step", None) or _generic_next_step(exception),
+                counts={**counts, **(getattr(exception, "counts", None) or {})}, base_url=base_url,
+                secrets=secrets)
         return failed_run_message(
             dag_id, run_id, task_id=getattr(ti, "task_id", None), map_index=getattr(ti, "map_index", None),
             try_number=getattr(ti, "try_number", None), reason=reason, exception=exception, counts=counts,
-            base_url=base_url, scope="run" if reason is not None else None,
+            base_url=base_url, scope="run" if reason is not None else None, secrets=secrets,
         )
 
-    def _ledger_counts(self, dag_id: str | None, run_id: str | None) -> dict[str, int]:
+    def _ledger_counts(self, dag_id: str | None, run_id: str | None, conn_ids=None) -> dict[str, int]:
         """Deliveries by state this run touched, from the ledger; {} when it cannot be read."""
         if not dag_id or not run_id:
             return {}
@@ -171,10 +217,11 @@ class StoresyncAlertNotifier(BaseNotifier):
             from sqlalchemy import create_engine
             from sqlalchemy.engine import make_url
 
-            from storesync.core.config import load_settings
+            from storesync.provider.connections import base_settings, database_url, get_connection
             from storesync.provider.notifiers.checks import run_counts
 
-            url = load_settings().ledger_url
+            ledger_conn = get_connection(getattr(conn_ids, "ledger", None), required=False) if conn_ids else None
+            url = database_url(conn_ids.ledger, ledger_conn) if ledger_conn is not None else base_settings().ledger_url
             parsed = make_url(url)
             backend = parsed.get_backend_name()
             if backend == "sqlite" and not (parsed.database and os.path.exists(parsed.database)):
@@ -223,7 +270,7 @@ class StoresyncAlertNotifier(BaseNotifier):
                     failures.append(f"{self.smtp_conn_id}: " + scrub(f"{type(exc).__name__}: {exc}",
                                                                       secrets=_secrets_of(smtp), limit=300))
         if not tried:
-            log.info("storesync alerts: no alert channel configured (connections %r, %r); not sent: %s",
+            log.warning("storesync alerts: no alert channel configured (connections %r, %r); not sent: %s",
                      self.slack_conn_id, self.smtp_conn_id, alert.subject)
             return []
         if failures:
@@ -261,9 +308,13 @@ def alert_callbacks(**kwargs) -> list[BaseNotifier]:
     return [StoresyncAlertNotifier(**kwargs)]
 
 
-def send_alert(alert: Alert, **kwargs) -> list[str]:
-    """Send an alert built elsewhere (quarantine, dead letters, no progress) to the configured channels."""
-    return StoresyncAlertNotifier(**kwargs).send(alert)
+def send_alert(alert: Alert, *, secrets: Iterable[str] = (), **kwargs) -> list[str]:
+    """Send an alert built elsewhere (quarantine, dead letters, no progress) to the configured channels,
+    ``secrets`` masked in its free text."""
+    if secrets:
+        alert = replace(alert, detail=scrub(alert.detail, secrets=secrets) if alert.detail else alert.detail,
+                        facts=tuple((label, scrub(value, secrets=secrets, limit=None)) for label, value in alert.facts))
+    return StoresyncAlertNotifier(secrets=secrets, **kwargs).send(alert)
 
 
 DEFAULT_STUCK_AFTER = timedelta(hours=6)

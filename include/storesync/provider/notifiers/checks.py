@@ -202,9 +202,13 @@ def find_stuck_deliveries(engine, older_than: timedelta, now: datetime, *,
 
 
 def run_counts(engine, ledger_run_id: str) -> dict[str, int]:
-    """Deliveries by state that a run touched last (``last_run_id``): what a failure alert reports."""
+    """Deliveries by state that a run touched last (``last_run_id``): what a failure alert reports.
+    The run's per-sync ids (``<dag_id>/<run_id>/<sync_name>``, as the operators write them) count too."""
     engine = _engine(engine)
-    query = (select(deliveries.c.state, func.count()).where(deliveries.c.last_run_id == ledger_run_id)
+    escaped = ledger_run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    query = (select(deliveries.c.state, func.count())
+             .where((deliveries.c.last_run_id == ledger_run_id)
+                    | deliveries.c.last_run_id.like(escaped + "/%", escape="\\"))
              .group_by(deliveries.c.state).order_by(deliveries.c.state))
     with engine.connect() as conn:
         return {state: n for state, n in conn.execute(query)}

@@ -216,6 +216,53 @@ def failed_run_message(dag_id: str | None, run_id: str | None, *, task_id: str |
     return Alert(FAILED_RUN, title, dag_id, run_id, tuple(facts), _counts(counts), detail, link)
 
 
+def task_failure_message(dag_id: str | None, run_id: str | None, *, task_id: str | None,
+                         map_index: int | None = None, try_number: int | None = None,
+                         exception: BaseException | str | None = None, vendor: str | None = None,
+                         conn_id: str | None = None, account: str | None = None,
+                         http_status: int | None = None, error_class: str | None = None,
+                         next_step: str | None = None, counts: Mapping[str, object] | None = None,
+                         base_url: str | None = None, secrets: Iterable[str] = ()) -> Alert:
+    """A storesync task failed: which task, vendor and account, the vendor's answer, the counts,
+    and what fixes it (the failure's own ``next_step``)."""
+    facts: list[tuple[str, str]] = [
+        ("Task", (task_id or "?") + (f"[{map_index}]" if map_index is not None and map_index >= 0 else ""))]
+    if vendor:
+        facts.append(("Vendor", vendor))
+    if conn_id:
+        facts.append(("Connection", conn_id))
+    if account:
+        facts.append(("Account", scrub(account, secrets=secrets, limit=60)))
+    if http_status or error_class:
+        facts.append(("Error", " ".join(p for p in (f"HTTP {http_status}" if http_status else "",
+                                                    error_class or "") if p)))
+    if try_number:
+        facts.append(("Try", str(try_number)))
+    if next_step:
+        facts.append(("Next step", scrub(next_step, secrets=secrets, limit=300)))
+    detail = None
+    if exception is not None:
+        text = exception if isinstance(exception, str) else str(exception)
+        detail = scrub(text, secrets=secrets)
+    title = f"{vendor} " if vendor else ""
+    title += f"task {task_id} failed" + (f": HTTP {http_status}" if http_status else "")
+    return Alert(FAILED_RUN, title, dag_id, run_id, tuple(facts), _counts(counts), detail,
+                 run_link(base_url, dag_id, run_id, task_id, map_index))
+
+
+def waiting_behind_dead_message(dag_id: str | None, run_id: str | None, *, task_id: str | None, vendor: str | None,
+                                account: str | None, conn_id: str | None, waiting: int, dead: int = 0,
+                                base_url: str | None = None) -> Alert:
+    """Deliveries wait behind a dead letter of the same order or cart: they go once it is replayed."""
+    facts = [("Task", task_id or "?"), ("Vendor", vendor or "?"), ("Connection", conn_id or "?"),
+             ("Account", account or "?"), ("Waiting behind dead letters", str(waiting)),
+             ("Next step", f"fix the cause (the dead letters' vendor errors), then replay: storesync replay "
+                           f"--vendor {vendor} (or the dead-letter replay DAG)")]
+    return Alert(DEAD_LETTERS, f"{waiting} {vendor} deliveries wait behind dead letters", dag_id, run_id,
+                 tuple(facts), {"waiting_behind_dead": waiting, "dead": dead}, None,
+                 run_link(base_url, dag_id, run_id, task_id))
+
+
 def quarantine_message(dag_id: str | None, run_id: str | None, *, entity: str, share: float,
                        threshold: float, top_reasons: Mapping[str, int] | Iterable[tuple[str, int]] | None,
                        counts: Mapping[str, object] | None = None, base_url: str | None = None) -> Alert:
@@ -293,6 +340,8 @@ __all__ = [
     "no_progress_message",
     "quarantine_message",
     "stuck_deliveries_message",
+    "task_failure_message",
+    "waiting_behind_dead_message",
     "run_link",
     "scrub",
 ]

@@ -1,92 +1,95 @@
-"""Thin Sendlane operators: send what they are given, through ``SendlaneHook``.
+"""Ledger-backed Sendlane operators: deliver a sync's planned deliveries, or plan and deliver one
+sync for one Sendlane account, and read back the account's unsubscribes.
 
-They are for small, explicit sends (a DAG that maps a handful of events, a manual replay). The
-ledger-backed delivery engine is what the sync DAGs use: it remembers what each vendor accepted,
-so reruns never send anything twice. These operators remember nothing, so they default to
-``retries=0``: an Airflow retry would resend the payloads that were already accepted, and
-Sendlane has no idempotency key.
+Every send goes through the delivery ledger: what Sendlane accepted is recorded, so a retry, a
+cleared task or a backfill never sends it twice, and the account's per-minute budget is shared
+(in the ledger database) by every task, DAG and worker that sends to it. The account is the
+connection's (``sendlane_conn_id``): its extra ``account_id``, else a fingerprint of its token.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, Context
+from airflow.sdk import Context
 
-from storesync.core.errors import PermanentError, SuppressedError
+from storesync.provider.connections import SENDLANE_CONN_ID
+from storesync.provider.operators.base import StoresyncBaseOperator, VendorDeliverMixin
+from storesync.provider.operators.sync import plan_job
 
-log = logging.getLogger(__name__)
 
+class SendlaneDeliverOperator(VendorDeliverMixin, StoresyncBaseOperator):
+    """Send the Sendlane account's due deliveries (planned by ``StoresyncPlanOperator``), within its
+    budget, exactly once each. Fails, after sending everything else, when deliveries are held with
+    an unknown outcome or stranded under another account key.
 
-class SendlaneTrackEventsOperator(BaseOperator):
-    """POST tracking events, one request each, in order.
-
-    :param events: ``(path, payload)`` pairs, as the ``storesync.mappers.sendlane`` functions
-        return them (from arguments or an upstream task's XCom; templated).
-    :param sendlane_conn_id: the Sendlane connection.
-
-    A payload Sendlane rejects (validation) is logged with its error, and the others still go;
-    the task then fails, naming the rejections. An error that is not about one payload
-    (credentials, lockout, rate limit or server errors outlasting the retries, an unknown outcome)
-    stops the task at once. Returns ``{"accepted": n}``.
+    :param sync_name: the sync whose plan this follows (templated).
+    :param sendlane_conn_id: the Sendlane connection (templated).
     """
 
-    template_fields: Sequence[str] = ("events", "sendlane_conn_id")
+    vendor = "sendlane"
+    template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "sync_name", "sendlane_conn_id")
 
-    def __init__(self, *, events: Sequence[Sequence[Any]], sendlane_conn_id: str = "sendlane_default",
-                 **kwargs) -> None:
-        kwargs.setdefault("retries", 0)
+    def __init__(self, *, sync_name: str, sendlane_conn_id: str = SENDLANE_CONN_ID, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.events = events
+        self.sync_name = sync_name
         self.sendlane_conn_id = sendlane_conn_id
 
-    def execute(self, context: Context) -> dict:
-        from storesync.provider.hooks.sendlane import SendlaneHook
-
-        client = SendlaneHook(self.sendlane_conn_id).get_conn()
-        accepted, rejected = 0, []
-        for index, (path, payload) in enumerate(self.events):
-            try:
-                client.track(path, payload)
-            except (PermanentError, SuppressedError) as error:
-                log.warning("event %d (%s) rejected: %s", index, path, error)
-                rejected.append({"index": index, "path": path, **error.as_record()})
-            else:
-                accepted += 1
-        log.info("Sendlane accepted %d of %d events", accepted, len(self.events))
-        if rejected:
-            raise PermanentError(f"Sendlane rejected {len(rejected)} of {len(self.events)} events; "
-                                 f"the first ones: {rejected[:10]}")
-        return {"accepted": accepted}
+    def run_job(self, run, context: Context) -> dict:
+        return self.deliver(run)
 
 
-class SendlaneAddContactsOperator(BaseOperator):
-    """Add or update contacts on a Sendlane list, up to 1000 per request.
+class SendlaneSyncOperator(VendorDeliverMixin, StoresyncBaseOperator):
+    """One sync for one Sendlane account in one task: plan the window (quality gate, ledger), send,
+    settle the window.
 
-    :param list_id: the Sendlane list (templated).
-    :param contacts: contact dicts, as ``storesync.mappers.sendlane.map_contact`` returns them
-        (templated; may come from XCom).
-    :param sendlane_conn_id: the Sendlane connection.
-
-    Adding a contact again updates it, so re-running this task is safe.
+    :param entity: ``orders``, ``customers``, ``products``, ``checkouts`` or ``ltv_profiles``.
+    :param sync_name: the ledger's name for this sync; give each account its own (templated).
+    :param sendlane_conn_id: the Sendlane connection (templated).
+    :param full_catalog, options: as ``StoresyncPlanOperator``'s.
     """
 
-    template_fields: Sequence[str] = ("list_id", "contacts", "sendlane_conn_id")
+    vendor = "sendlane"
+    template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "sync_name", "sendlane_conn_id",
+                                      "options")
 
-    def __init__(self, *, list_id: str | int, contacts: Sequence[dict],
-                 sendlane_conn_id: str = "sendlane_default", **kwargs) -> None:
+    def __init__(self, *, entity: str, sync_name: str, sendlane_conn_id: str = SENDLANE_CONN_ID,
+                 full_catalog: bool = False, options: dict[str, Any] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.list_id = list_id
-        self.contacts = contacts
+        self.entity = entity
+        self.sync_name = sync_name
+        self.sendlane_conn_id = sendlane_conn_id
+        self.full_catalog = full_catalog
+        self.options = options or {}
+
+    def run_job(self, run, context: Context) -> dict:
+        from storesync.provider import tasks
+
+        planned = plan_job(run, entity=self.entity, sync_name=self.sync_name, vendors=[self.vendor],
+                           full_catalog=self.full_catalog, options=dict(self.options))
+        delivered = self.deliver(run)
+        finished = tasks.finish(run, sync_name=self.sync_name, full_catalog=self.full_catalog)
+        return {"planned": planned.get("planned", {}), "delivered": delivered, **finished}
+
+
+class SendlaneUnsubscribesOperator(StoresyncBaseOperator):
+    """Read the Sendlane account's own unsubscribes into the ledger database before people are
+    planned, so a sync never re-subscribes someone who unsubscribed at Sendlane.
+
+    :param sendlane_conn_id: the Sendlane connection (templated).
+    """
+
+    vendor = "sendlane"
+    template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "sendlane_conn_id")
+
+    def __init__(self, *, sendlane_conn_id: str = SENDLANE_CONN_ID, **kwargs) -> None:
+        kwargs.setdefault("window_start", None)
+        kwargs.setdefault("window_end", None)
+        super().__init__(**kwargs)
         self.sendlane_conn_id = sendlane_conn_id
 
-    def execute(self, context: Context) -> dict:
-        from storesync.provider.hooks.sendlane import SendlaneHook
+    def run_job(self, run, context: Context) -> dict:
+        from storesync.provider import tasks
 
-        client = SendlaneHook(self.sendlane_conn_id).get_conn()
-        answers = client.add_contacts(self.list_id, list(self.contacts))
-        log.info("Sendlane took %d contacts for list %s in %d requests", len(self.contacts), self.list_id,
-                 len(answers))
-        return {"contacts": len(self.contacts), "requests": len(answers)}
+        return tasks.read_vendor_unsubscribes(run)
