@@ -63,21 +63,17 @@ def _window(args, settings):
 
 
 def _latest_activity(settings) -> datetime:
-    """The demo store's "now": the top of the hour after its last status change."""
-    from sqlalchemy import func, select
-
-    from storesync.warehouse.models import normalise  # noqa: F401 - same datetime parsing rules
-    from storesync.warehouse.models import warehouse_engine
-    from storesync.warehouse.schema import order_status_history
+    """The store's "now": the top of the hour after the latest change its order_changes model
+    returns (any schema: storesync.warehouse.activity)."""
+    from storesync.warehouse.activity import latest_activity
+    from storesync.warehouse.models import Warehouse
 
     _require_warehouse(settings)
-    engine = warehouse_engine(settings.warehouse_url)
-    with engine.connect() as conn:
-        latest = conn.execute(select(func.max(order_status_history.c.changed_at))).scalar()
+    latest = latest_activity(Warehouse(settings.warehouse_url, settings.models_dir), datetime.utcnow())
     if latest is None:
-        raise StoresyncError("the warehouse has no orders yet: run `storesync demo-store` first")
-    latest = datetime.fromisoformat(str(latest)) if not isinstance(latest, datetime) else latest
-    return latest.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        raise StoresyncError("the warehouse's order_changes model returns no change in the last ten years: "
+                             "give the window (--end, or --start and --end), or run `storesync demo-store`")
+    return latest
 
 
 def _shown_url(url: str) -> str:
