@@ -203,6 +203,8 @@ def test_ltv_from_models_and_settings_alone_matches_pandas(warehouse_url, tmp_pa
     assert_matches(ltv_rows(warehouse_url, AS_OF), expected)
     assert report.left_out == {"duplicate": 1, "quarantined": 2}
     assert report.method == "full" and report.currency == "USD"
+    # JPY (no rate) and EUR before its first rate; the negative total; "weird" twice.
+    assert report.not_counted == {"negative_total": 1, "no_fx_rate": 2, "unknown_status": 2}
 
 
 def test_a_single_currency_store_without_rates_leaves_other_currencies_out(warehouse_url, tmp_path):
@@ -237,6 +239,7 @@ def test_quarantined_orders_count_once_fixed_and_their_earlier_days_are_recomput
     third = run_ltv_job(settings, day3, quarantined={"15", "1"}, predict=False)
     assert third.method == "incremental"
     assert third.left_out == {"duplicate": 2, "quarantined": 2}
+    assert third.not_counted_scope == "orders created on the day" and third.not_counted == {}
     assert_matches(ltv_rows(warehouse_url, day3), oracle(rows3, day3, quarantined={"15", "1"}))
     assert_matches(ltv_rows(warehouse_url, day2), oracle(ROWS, day2, quarantined={"15"}))
 

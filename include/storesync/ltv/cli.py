@@ -38,6 +38,9 @@ def format_report(report) -> str:
         f"LTV {report.as_of} ({report.method}): {report.customers} customers, money in {report.currency}",
         f"orders left out: {left_out}",
     ]
+    if report.not_counted:
+        lines.append(f"not counted among the {report.not_counted_scope}: "
+                     + ", ".join(f"{reason} {n}" for reason, n in report.not_counted.items()))
     if report.gate_changed_customers:
         lines.append(f"customers recomputed because an order entered or left the gate: {report.gate_changed_customers}")
     if report.fixed_orders:

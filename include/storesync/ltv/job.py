@@ -14,7 +14,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 
-from sqlalchemy import Column, String, func, literal, select
+from sqlalchemy import Column, String, case, exists, func, literal, literal_column, select
 from sqlalchemy.engine import Connection, Engine
 
 from storesync.ltv.historic import (
@@ -22,7 +22,9 @@ from storesync.ltv.historic import (
     _as_date,
     _incremental_since,
     _temporary,
+    as_of_cutoff,
     compute_historic_ltv,
+    epoch_day,
     recompute_customers,
 )
 from storesync.ltv.models import LtvFitError
@@ -45,6 +47,10 @@ class LtvJobReport:
     customers: int = 0
     method: str = ""
     left_out: dict = field(default_factory=dict)  # reason -> orders left out of the day
+    # Orders the gated source does not count, by reason, among ``not_counted_scope``: every
+    # order created by the day's end (a full run) or the orders created on the day (incremental).
+    not_counted: dict = field(default_factory=dict)
+    not_counted_scope: str = ""
     gate_changed_customers: int = 0  # recomputed because an order entered or left the left-out set
     fixed_orders: int = 0  # left out on earlier days, counted now
     earlier_days_recomputed: list = field(default_factory=list)
@@ -95,6 +101,30 @@ def _fill_left_out(conn: Connection, built: BuiltSource, quarantined: set[str], 
             scope = scope.union(select(m.c.order_id).where(m.c.order_id.in_(recheck)))
         duplicates = duplicates.where(m.c.order_id.in_(scope))
     conn.execute(out.insert().from_select(["order_id", "customer_id", "reason"], duplicates))
+
+
+def _not_counted(conn: Connection, built: BuiltSource, ltv, d: date, since) -> tuple[str, dict]:
+    """Orders the gated source leaves out by their row alone (negative total, a currency
+    without a rate for the day, a status in no class), counted so that the run says so."""
+    m, fx, created = built.model, built.fx, built.created_at
+    conditions = [created < literal(as_of_cutoff(d), created.type)]
+    scope = "orders created by the day's end"
+    if since is not None and built.updated_at is not None:
+        start = as_of_cutoff(d - timedelta(days=1))
+        conditions += [built.updated_at >= literal(min(since, start), built.updated_at.type),
+                       created >= literal(start, created.type)]
+        scope = "orders created on the day"
+    day = epoch_day(created)
+    has_rate = exists().where(fx.c.currency == m.c.currency, day >= fx.c.from_day, day < fx.c.to_day)
+    known = (*ltv.valid_statuses, *ltv.reversed_statuses, *ltv.excluded_statuses)
+    one, zero = literal_column("1"), literal_column("0")
+    counts = conn.execute(select(
+        func.sum(case((m.c.total < 0, one), else_=zero)),
+        func.sum(case((~has_rate, one), else_=zero)),
+        func.sum(case((m.c.status.not_in(known), one), else_=zero)),
+    ).where(*conditions)).one()
+    names = ("negative_total", "no_fx_rate", "unknown_status")
+    return scope, {name: int(n) for name, n in zip(names, counts) if n}
 
 
 def _customer_ids(values, type_) -> list:
@@ -154,6 +184,7 @@ def run_ltv_job(settings, as_of, *, full: bool = False, engine: Engine | None = 
             extra = None
             if gate_changed:
                 extra = select(_id_table(conn, "ltv_tmp_gate_changed", gate_changed, cid_type).c.customer_id)
+            report.not_counted_scope, report.not_counted = _not_counted(conn, built, ltv, d, since)
             report.customers = compute_historic_ltv(conn, d, source, incremental=not full, also_recompute=extra)
             report.method = conn.execute(select(runs.c.method).where(runs.c.as_of == d)).scalar_one()
             _recompute_fixed_days(conn, recorded, runs, source, d, today, cid_type, report)

@@ -230,6 +230,8 @@ class BuiltSource:
     history: object | None
     fx_currencies: int  # currencies with a rate, the reporting one included
     updated_at: object | None  # the model's updated_at as a timestamp (None: the model has none)
+    created_at: object  # the model's created_at as a timestamp
+    fx: Table  # currency, from_day, to_day (day numbers, to exclusive), rate
 
 
 def model_source(conn: Connection, models: LtvModels) -> BuiltSource:
@@ -296,4 +298,5 @@ def model_source(conn: Connection, models: LtvModels) -> BuiltSource:
         initial_status=s.initial_status, currency=s.currency, fingerprint=models.fingerprint(),
     )
     return BuiltSource(source=source, left_out=left_out, model=model, history=history,
-                       fx_currencies=len({r["currency"] for r in ranges}), updated_at=updated)
+                       fx_currencies=len({r["currency"] for r in ranges}), updated_at=updated,
+                       created_at=created, fx=fx)
