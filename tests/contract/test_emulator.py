@@ -86,6 +86,42 @@ def assert_sailthru_error(response, http: int, code: int) -> None:
     assert isinstance(body["errormsg"], str) and body["errormsg"]
 
 
+class EmulatorClock:
+    """The in-process emulator's clock, frozen until a test moves it: rate windows, lock-outs
+    and latency are tested without the wall clock (a loaded machine cannot miss a window). Every
+    other use of ``time`` in the emulator's modules is the real one."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:  # the latency fault: recorded, and time moves on
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def emulator_clock(monkeypatch, emulator):
+    import storesync.emulator.sailthru as sailthru_module
+    import storesync.emulator.sendlane as sendlane_module
+    import storesync.emulator.server as server_module
+    import storesync.emulator.state as state_module
+
+    clock = EmulatorClock(float(int(time.time())))
+    for module in (sailthru_module, sendlane_module, server_module, state_module):
+        monkeypatch.setattr(module, "time", clock)
+    return clock
+
+
 def wait_for(predicate, timeout: float = 5.0, step: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -391,7 +427,7 @@ def test_sendlane_resubscribing_an_unsubscribed_contact_is_flagged(emulator):
 # --------------------------------------------------------------------------------------------
 # Sendlane: rate limit and lock-out
 # --------------------------------------------------------------------------------------------
-def test_sendlane_rate_limit_is_per_account_sliding_window_without_headers(emulator):
+def test_sendlane_rate_limit_is_per_account_sliding_window_without_headers(emulator, emulator_clock):
     emulator.configure(sendlane_rate_limit=5, sendlane_rate_window_s=1.0)
     session = requests.Session()
     # Contacts and tracking share the one budget of the account.
@@ -407,13 +443,13 @@ def test_sendlane_rate_limit_is_per_account_sliding_window_without_headers(emula
         assert not any(h.lower().startswith(("x-rate", "retry-after")) for h in response.headers)
     stats = emulator.summary()["rate_limits"]["sendlane"]["acct-1"]
     assert stats["over_limit_rejections"] == 3 and stats["max_in_window"] == 5
-    time.sleep(1.05)
+    emulator_clock.advance(1.05)
     assert view(10).status_code == 200
     assert emulator.summary()["rate_limits"]["sendlane"]["acct-1"]["max_in_window"] == 5
     assert len(emulator.requests(vendor="sendlane")) == 6
 
 
-def test_sendlane_lockout_after_too_many_errors(emulator):
+def test_sendlane_lockout_after_too_many_errors(emulator, emulator_clock):
     emulator.configure(lockout_errors=3, lockout_window_s=10, lockout_cooldown_s=0.5)
     for _ in range(3):
         assert sl_post(emulator, "/tracking/order-placed", {"total": "x"}).status_code == 422
@@ -422,7 +458,7 @@ def test_sendlane_lockout_after_too_many_errors(emulator):
     assert sl_get(emulator, "/lists").status_code == 403
     stats = emulator.summary()["rate_limits"]["sendlane"]["acct-1"]
     assert stats["lockouts"] == 1 and stats["locked_rejections"] == 2
-    time.sleep(0.6)
+    emulator_clock.advance(0.6)
     assert sl_post(emulator, "/tracking/order-placed", {"order_id": 1}).status_code == 200
 
 
@@ -646,17 +682,16 @@ def test_sailthru_job_multipart_file_and_content_update(emulator):
 # --------------------------------------------------------------------------------------------
 # Sailthru: rate limits
 # --------------------------------------------------------------------------------------------
-def test_sailthru_rate_limit_headers_count_down_then_error_43(emulator):
+def test_sailthru_rate_limit_headers_count_down_then_error_43(emulator, emulator_clock):
     window = 10
     emulator.configure(sailthru_rate_limits={"POST /purchase": 3}, sailthru_rate_window_s=window)
-    if time.time() % window > window - 1.5:  # stay inside one fixed window
-        time.sleep(window - time.time() % window + 0.05)
+    emulator_clock.advance(window - emulator_clock.now % window + 1)  # early in one fixed window
     responses = [st_post(emulator, "purchase", purchase(f"o-{i}")) for i in range(4)]
     assert [r.status_code for r in responses] == [200, 200, 200, 429]
     assert [int(r.headers["X-Rate-Limit-Remaining"]) for r in responses] == [2, 1, 0, 0]
     assert {int(r.headers["X-Rate-Limit-Limit"]) for r in responses} == {3}
     resets = {int(r.headers["X-Rate-Limit-Reset"]) for r in responses}
-    assert len(resets) == 1 and time.time() <= resets.pop() <= math.ceil(time.time()) + window
+    assert len(resets) == 1 and emulator_clock.now <= resets.pop() <= math.ceil(emulator_clock.now) + window
     assert_sailthru_error(responses[-1], 429, 43)
     # Limits are per endpoint and method: GET /purchase still has its own budget.
     lookup = st_get(emulator, "purchase", {"purchase_id": "o-0", "purchase_key": "extid"})
@@ -765,14 +800,12 @@ def test_fault_draws_depend_on_the_request_count_not_on_other_faults(emulator):
     assert "dropped" in with_drops
 
 
-def test_fault_latency(emulator):
+def test_fault_latency(emulator, emulator_clock):
     emulator.set_faults(latency_ms=250, vendors=["sailthru"])
-    started = time.perf_counter()
     assert st_post(emulator, "purchase", purchase()).status_code == 200
-    assert time.perf_counter() - started >= 0.25
-    started = time.perf_counter()
+    assert emulator_clock.slept == [0.25]  # the answer was held back a quarter of a second
     assert sl_post(emulator, "/tracking/product-viewed", {"product_id": 1}).status_code == 200
-    assert time.perf_counter() - started < 0.25  # sendlane not in scope
+    assert emulator_clock.slept == [0.25]  # sendlane not in scope: not held
     assert emulator.summary()["faults"]["injected"] == {"latency": 1}
 
 
