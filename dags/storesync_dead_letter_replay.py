@@ -22,7 +22,7 @@ replayed purchase goes as a single `POST /purchase`, never in a second job).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG, Asset, Param

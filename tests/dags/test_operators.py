@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -216,20 +216,24 @@ def test_held_deliveries_fail_the_task_with_the_command_that_resolves_them(
     emulator = from_connections["emulator"]
     set_conn(monkeypatch, "sendlane_default", sendlane_conn(emulator, {
         "api_token": emulator.sendlane_api_token, "integration_token": emulator.sendlane_integration_token}))
-    monkeypatch.setenv("AIRFLOW_CONN_SAILTHRU_DEFAULT", json.dumps({
-        "conn_type": "sailthru", "host": emulator.sailthru_url, "login": emulator.sailthru_api_key,
-        "password": emulator.sailthru_secret}))
-    emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"], seed=1)  # recorded, answer lost
-    hour_end = busiest_hour(from_connections, "SELECT changed_at AS updated_at FROM order_status_history")
-    run = load_dag("storesync_order_events").test(logical_date=hour_end)
+    hour_end = busiest_hour(from_connections, "SELECT updated_at FROM checkouts WHERE status = 'open'")
+    conf = {"reminder_max_age_hours": 0}
+    assert load_dag("storesync_checkouts").test(logical_date=hour_end, run_conf=conf).state == "success"
+    # Sendlane's answers to the checkout events were lost (it keeps no checkout id to look them up by).
+    with create_engine(f"sqlite:///{from_connections['ledger_path']}").begin() as conn:
+        held = conn.execute(text("UPDATE storesync_deliveries SET state = 'unknown' "
+                                 "WHERE vendor = 'sendlane' AND event_type = 'checkout_started'")).rowcount
+    assert held
+    run = load_dag("storesync_checkouts").test(logical_date=hour_end, run_conf=conf)
 
     assert run.state == "failed"
     failed = task_instance(run, "deliver_sendlane")
     assert failed.state == "failed" and failed.try_number == 1
+    assert task_instance(run, "deliver_sailthru").state == "success"
     alerts = [p for p in receiver.posts if p.get("kind") == "failed_run"]
     assert len(alerts) == 1
-    assert "held_unknown=" in alerts[0]["text"] and "storesync reconcile" in alerts[0]["text"]
-    assert "Vendor: sendlane" in alerts[0]["text"]
+    assert f"held_unknown={held}" in alerts[0]["text"] and "storesync reconcile" in alerts[0]["text"]
+    assert "Vendor: sendlane" in alerts[0]["text"] and "Task: deliver_sendlane" in alerts[0]["text"]
 
 
 def test_stores_file_generates_each_stores_dags_with_its_connections(tmp_path, monkeypatch):

@@ -1,9 +1,12 @@
 """The storesync Airflow provider: metadata Airflow accepts, hooks built from ``AIRFLOW_CONN_*``
-variables (URI and JSON forms), connection tests against the emulator, and thin operators."""
+variables (URI and JSON forms), connection tests against the emulator, the operators declared as
+Airflow's own (keyword-only, templated, no I/O before execute), settings from connections, and the
+stores file."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -11,15 +14,26 @@ import airflow
 import jsonschema
 import pytest
 
-from storesync.clients.sailthru import SailthruClient
 from storesync.core.config import fingerprint
-from storesync.core.errors import PermanentError, UnknownOutcomeError
 from storesync.core.throttle import SharedWindowLimiter
 from storesync.provider.get_provider_info import get_provider_info
 from storesync.provider.hooks.sailthru import SailthruHook
 from storesync.provider.hooks.sendlane import SendlaneHook
-from storesync.provider.operators.sailthru import SailthruPostOperator, SailthruPurchaseOperator
-from storesync.provider.operators.sendlane import SendlaneAddContactsOperator, SendlaneTrackEventsOperator
+from storesync.provider.operators.sailthru import SailthruDeliverOperator, SailthruSyncOperator
+from storesync.provider.operators.sendlane import (
+    SendlaneDeliverOperator,
+    SendlaneSyncOperator,
+    SendlaneUnsubscribesOperator,
+)
+from storesync.provider.operators.sync import (
+    StoresyncFinishOperator,
+    StoresyncHistoricalOperator,
+    StoresyncHistoricalRequestOperator,
+    StoresyncLtvOperator,
+    StoresyncMonitorOperator,
+    StoresyncPlanOperator,
+    StoresyncReplayOperator,
+)
 
 AIRFLOW_DIR = Path(airflow.__file__).parent
 
@@ -176,78 +190,198 @@ def test_test_connection_reports_missing_credentials(monkeypatch):
 
 
 # ------------------------------------------------------------------ operators
-@pytest.mark.parametrize("operator", [SendlaneTrackEventsOperator, SendlaneAddContactsOperator,
-                                      SailthruPostOperator, SailthruPurchaseOperator])
+OPERATORS = [SendlaneDeliverOperator, SendlaneSyncOperator, SendlaneUnsubscribesOperator, SailthruDeliverOperator,
+             SailthruSyncOperator, StoresyncPlanOperator, StoresyncFinishOperator, StoresyncLtvOperator,
+             StoresyncReplayOperator, StoresyncMonitorOperator, StoresyncHistoricalOperator,
+             StoresyncHistoricalRequestOperator]
+REQUIRED = {"entity": "orders", "sync_name": "order_events"}
+
+
+def build(operator, **kwargs):
+    import inspect
+
+    params = inspect.signature(operator.__init__).parameters
+    return operator(task_id="t", **{k: v for k, v in REQUIRED.items() if k in params}, **kwargs)
+
+
+@pytest.mark.parametrize("operator", OPERATORS, ids=lambda o: o.__name__)
 def test_operators_are_declared_airflow_style(operator):
+    import inspect
+
     assert isinstance(operator.template_fields, tuple)
+    assert {"warehouse_conn_id", "ledger_conn_id", "window_start", "window_end"} <= set(operator.template_fields)
+    for name, param in inspect.signature(operator.__init__).parameters.items():
+        if name not in ("self", "kwargs"):
+            assert param.kind is param.KEYWORD_ONLY, f"{operator.__name__}({name}) is not keyword-only"
+    vendor = getattr(operator, "vendor", None)
+    if vendor:
+        assert f"{vendor}_conn_id" in operator.template_fields
 
 
-def test_operator_init_does_no_io():
-    # A connection that does not exist, and no network: construction must not notice.
-    task = SendlaneTrackEventsOperator(task_id="t", events=[("/tracking/order-placed", {})],
-                                       sendlane_conn_id="nowhere")
-    assert task.retries == 0  # resending accepted events would duplicate them
-    assert SailthruPurchaseOperator(task_id="p", purchases=[], sailthru_conn_id="nowhere").retries == 0
+@pytest.mark.parametrize("operator", OPERATORS, ids=lambda o: o.__name__)
+def test_operator_init_does_no_io(operator, monkeypatch):
+    # Connections that do not exist and a ledger that cannot be opened: construction must not notice.
+    monkeypatch.setenv("STORESYNC_LEDGER_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    task = build(operator, warehouse_conn_id="nowhere", ledger_conn_id="nowhere")
+    assert task.warehouse_conn_id == "nowhere"
 
 
-def test_track_events_operator_sends_and_reports_rejections(monkeypatch, emulator):
-    set_connection(monkeypatch, "sendlane_default", sendlane_json(emulator))
-    events = [("/tracking/order-placed", {"order_id": 1, "total": 10.0}),
-              ("/tracking/order-placed", {"order_id": 2, "email": "not-an-email"}),
-              ("/tracking/order-placed", {"order_id": 3})]
-    with pytest.raises(PermanentError, match="rejected 1 of 3"):
-        SendlaneTrackEventsOperator(task_id="t", events=events).execute(context={})
-    recorded = [r["entity_id"] for r in emulator.requests(vendor="sendlane", endpoint="/tracking/order-placed")]
-    assert recorded == ["1", "3"]
+def test_vendor_operators_name_their_own_connection():
+    deliver = SendlaneDeliverOperator(task_id="d", sync_name="s", sendlane_conn_id="sendlane_brand_b")
+    assert deliver.conn_ids.sendlane == "sendlane_brand_b" and deliver.conn_ids.sailthru is None
+    assert deliver.vendor_conn_id == "sendlane_brand_b"
+    plan = StoresyncPlanOperator(task_id="p", entity="orders", sync_name="s", sailthru_conn_id=None)
+    assert plan.conn_ids.vendors == ["sendlane"]
 
 
-def test_add_contacts_operator(monkeypatch, emulator):
-    set_connection(monkeypatch, "sendlane_default", sendlane_json(emulator))
-    contacts = [{"email": f"p{i}@example.com", "email_consent": True} for i in range(3)]
-    result = SendlaneAddContactsOperator(task_id="c", list_id=emulator.sendlane_list_id,
-                                         contacts=contacts).execute(context={})
-    assert result == {"contacts": 3, "requests": 1}
-    assert len(emulator.contacts(list_id=emulator.sendlane_list_id)) == 3
+def _context(run_id="manual__1"):
+    from types import SimpleNamespace
+
+    return {"run_id": run_id, "dag_run": SimpleNamespace(dag_id="my_dag", run_id=run_id), "params": {}}
 
 
-def _purchase(extid: str) -> dict:
-    return {"email": "a@example.com", "purchase_keys": {"extid": extid},
-            "items": [{"qty": 1, "title": "Tee", "price": 1999, "id": "T", "url": "https://s.example.com/t"}]}
+def test_a_missing_named_connection_fails_the_task_at_once_and_says_which(monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from storesync.provider.failures import StoresyncTaskFailure
+
+    task = SendlaneDeliverOperator(task_id="d", sync_name="s", sendlane_conn_id="sendlane_typo",
+                                   window_start="2026-11-20T00:00:00+00:00", window_end="2026-11-20T01:00:00+00:00")
+    with pytest.raises(StoresyncTaskFailure) as failure:
+        task.execute(_context())
+    assert isinstance(failure.value, AirflowFailException)  # no Airflow retries
+    assert failure.value.kind == "configuration"
+    assert "'sendlane_typo' does not exist" in str(failure.value) and "AIRFLOW_CONN_SENDLANE_TYPO" in str(failure.value)
 
 
-@pytest.fixture
-def lookups_after_the_fault(monkeypatch, emulator):
-    """The emulator's drop faults hit every Sailthru request: clear them when the operator turns to
-    its lookup, so that only the purchase itself goes unanswered."""
-    original = SailthruClient.lookup_purchase
+def test_a_window_is_required_and_its_absence_is_plain(monkeypatch):
+    from storesync.provider.failures import StoresyncTaskFailure
 
-    def lookup(self, extid):
-        emulator.clear_faults()
-        return original(self, extid)
-
-    monkeypatch.setattr(SailthruClient, "lookup_purchase", lookup)
+    task = StoresyncFinishOperator(task_id="f", sync_name="s", window_start="None", window_end="None")
+    with pytest.raises(StoresyncTaskFailure, match="needs a data interval"):
+        task.execute(_context())
 
 
-@pytest.mark.usefixtures("lookups_after_the_fault")
-def test_purchase_operator_confirms_an_unanswered_purchase_by_lookup(monkeypatch, emulator):
-    set_connection(monkeypatch, "sailthru_default", sailthru_json(emulator))
-    emulator.set_faults(drop_after_rate=1.0, vendors=["sailthru"])
-    result = SailthruPurchaseOperator(task_id="p", purchases=[_purchase("5001")]).execute(context={})
-    assert result == {"accepted": 1, "confirmed_by_lookup": 1}
-    assert len(emulator.purchases(extid="5001")) == 1  # recorded once, never resent
+def test_auth_answers_become_clear_failures_and_outages_are_left_to_retries():
+    from storesync.core.errors import AuthError, RetryableError
+    from storesync.provider.failures import explain
+
+    failure = explain(AuthError("unauthorized", http_status=401), vendor="sendlane", conn_id="sendlane_default",
+                      account="abc123", waiting=42)
+    assert failure.kind == "auth" and failure.http_status == 401 and failure.counts == {"waiting_in_ledger": 42}
+    assert "connection 'sendlane_default'" in str(failure) and "42 sendlane deliveries wait" in str(failure)
+    assert "fix the API token" in failure.next_step
+    lockout = explain(AuthError("locked", http_status=403), vendor="sendlane", conn_id="sendlane_default")
+    assert lockout.kind == "lockout" and "lock-out" in lockout.next_step
+    sailthru = explain(AuthError("bad sig", http_status=401), vendor="sailthru", conn_id="sailthru_x")
+    assert "the API key (login) and the secret (password)" in sailthru.next_step
+    assert explain(RetryableError("503"), vendor="sendlane") is None
 
 
-@pytest.mark.usefixtures("lookups_after_the_fault")
-def test_purchase_operator_stops_when_the_lookup_finds_nothing(monkeypatch, emulator):
-    set_connection(monkeypatch, "sailthru_default", sailthru_json(emulator))
-    emulator.set_faults(drop_before_rate=1.0, vendors=["sailthru"])
-    with pytest.raises(UnknownOutcomeError):
-        SailthruPurchaseOperator(task_id="p", purchases=[_purchase("5003")]).execute(context={})
-    assert emulator.purchases(extid="5003") == []
+# ------------------------------------------------------------------ connections
+def test_warehouse_and_ledger_from_database_connections(monkeypatch, tmp_path):
+    from storesync.provider.connections import ConnectionIds, resolve_settings
+
+    set_connection(monkeypatch, "shop_pg", {"conn_type": "postgres", "host": "db.internal", "port": 5432,
+                                            "login": "sync", "password": "pg-Secret-9", "schema": "shop"})
+    set_connection(monkeypatch, "shop_ledger", {"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")})
+    current = resolve_settings(ConnectionIds(warehouse="shop_pg", ledger="shop_ledger", sendlane=None, sailthru=None))
+    assert current.warehouse_url == "postgresql+psycopg://sync:pg-Secret-9@db.internal:5432/shop"
+    assert current.ledger_url == f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
-def test_purchase_operator_sends_purchases(monkeypatch, emulator):
-    set_connection(monkeypatch, "sailthru_default", sailthru_json(emulator))
-    result = SailthruPurchaseOperator(task_id="p", purchases=[_purchase("5002")]).execute(context={})
-    assert result == {"accepted": 1, "confirmed_by_lookup": 0}
-    assert len(emulator.purchases(extid="5002")) == 1
+def test_relative_paths_resolve_against_the_documented_root_not_the_working_directory(monkeypatch, tmp_path):
+    from storesync.provider.connections import ConnectionIds, base_settings, resolve_settings
+
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "conf.toml").write_text('chunk_size = 777\nledger_url = "sqlite:///var/ledger.db"\n')
+    monkeypatch.setenv("STORESYNC_HOME", str(root))
+    monkeypatch.setenv("STORESYNC_CONFIG", "conf.toml")
+    monkeypatch.delenv("STORESYNC_LEDGER_URL", raising=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = base_settings()
+    assert settings.chunk_size == 777
+    assert settings.ledger_url == f"sqlite:///{root / 'var' / 'ledger.db'}"
+    set_connection(monkeypatch, "rel_wh", {"conn_type": "sqlite", "host": "data/store.db"})
+    resolved = resolve_settings(ConnectionIds(warehouse="rel_wh", ledger=None, sendlane=None, sailthru=None))
+    assert resolved.warehouse_url == f"sqlite:///{root / 'data' / 'store.db'}"
+
+
+def test_default_connections_fall_back_to_the_settings_named_ones_must_exist(monkeypatch, tmp_path):
+    from storesync.core.errors import ConfigurationError
+    from storesync.provider.connections import ConnectionIds, resolve_settings
+
+    monkeypatch.setenv("STORESYNC_WAREHOUSE_URL", f"sqlite:///{tmp_path / 'wh.db'}")
+    for name in ("STORESYNC_WAREHOUSE", "STORESYNC_LEDGER", "SENDLANE_DEFAULT", "SAILTHRU_DEFAULT"):
+        monkeypatch.delenv(f"AIRFLOW_CONN_{name}", raising=False)
+    assert resolve_settings(ConnectionIds()).warehouse_url == f"sqlite:///{tmp_path / 'wh.db'}"
+    with pytest.raises(ConfigurationError, match="'shop_warehouse' does not exist"):
+        resolve_settings(ConnectionIds(warehouse="shop_warehouse"))
+
+
+def test_vendor_settings_and_list_from_the_connection(monkeypatch, emulator):
+    from storesync.provider.connections import ConnectionIds, known_secrets, resolve_settings
+
+    set_connection(monkeypatch, "sendlane_b", sendlane_json(emulator, extra={
+        "integration_token": "integ-b-123", "budget_per_minute": 90, "account_id": "brand-b", "list_id": 7}))
+    current = resolve_settings(ConnectionIds(sendlane="sendlane_b", sailthru=None))
+    assert current.sendlane.account == "brand-b" and current.sendlane.budget_per_minute == 90
+    assert current.sendlane.list_id == "7" and current.sendlane.base_url == emulator.sendlane_url
+    assert current.sendlane.integration_token.reveal() == "integ-b-123"
+    secrets = known_secrets(ConnectionIds(sendlane="sendlane_b", sailthru=None, warehouse=None, ledger=None))
+    assert {emulator.sendlane_api_token, "integ-b-123"} <= set(secrets)
+    set_connection(monkeypatch, "sendlane_bad", sendlane_json(emulator, extra={"budget_per_minute": "lots"}))
+    from storesync.core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="budget_per_minute must be a whole number"):
+        resolve_settings(ConnectionIds(sendlane="sendlane_bad", sailthru=None))
+
+
+# ------------------------------------------------------------------ stores
+def write_stores(monkeypatch, tmp_path, body: str):
+    path = tmp_path / "stores.toml"
+    path.write_text(body)
+    monkeypatch.setenv("STORESYNC_STORES", str(path))
+    return path
+
+
+def test_no_stores_file_means_one_default_store(monkeypatch, tmp_path):
+    from storesync.provider.stores import load_stores
+
+    monkeypatch.delenv("STORESYNC_STORES", raising=False)
+    (store,) = load_stores(tmp_path)
+    assert store.name == "default" and store.dag_id("order_events") == "storesync_order_events"
+    assert store.sync_name("order_events") == "order_events" and store.vendors == ["sendlane", "sailthru"]
+
+
+def test_stores_file_names_and_connections(monkeypatch, tmp_path):
+    from storesync.provider.stores import load_stores
+
+    write_stores(monkeypatch, tmp_path, '[stores.default]\n[stores.outlet]\nsailthru_conn_id = "sailthru_outlet"\n')
+    default, outlet = load_stores()
+    assert outlet.dag_id("customers") == "storesync_outlet_customers"
+    assert outlet.sync_name("customers") == "outlet.customers"
+    assert (outlet.vendors, outlet.warehouse_conn_id, outlet.ledger_conn_id) == \
+        (["sailthru"], "storesync_warehouse", "storesync_ledger")
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[stores.Outlet]\nsendlane_conn_id = "x"\n', "lower case letters"),
+    ('[stores.outlet]\nsendlane_conn = "x"\n', "unknown keys ['sendlane_conn']"),
+    ('[stores.outlet]\nwarehouse_conn_id = "wh"\n', "names no vendor connection"),
+    ('[stores.default]\n[stores.outlet]\nsendlane_conn_id = "sendlane_default"\n', "already store 'default'"),
+    ('[store.outlet]\n', "unknown top-level keys"),
+    ('[stores.outlet]\nsendlane_conn_id = 5\n', "must be a connection id"),
+    ("[stores\n", "not valid TOML"),
+])
+def test_a_bad_stores_file_says_where_and_what(monkeypatch, tmp_path, body, message):
+    from storesync.core.errors import ConfigurationError
+    from storesync.provider.stores import load_stores
+
+    path = write_stores(monkeypatch, tmp_path, body)
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as error:
+        load_stores()
+    assert str(path) in str(error.value)
