@@ -274,6 +274,19 @@ def cmd_reconcile(args) -> int:
     return 0
 
 
+def cmd_models_check(args) -> int:
+    """Run every model for a window and hold it to the contract (storesync.warehouse.check)."""
+    from storesync.warehouse.check import format_report, run_check
+
+    settings = _settings(args)
+    if args.models_dir:
+        settings = settings.with_overrides(models_dir=args.models_dir)
+    _require_warehouse(settings)
+    result = run_check(settings, _window(args, settings), samples=args.samples, models=args.model)
+    print(json.dumps(result, indent=2, default=str) if args.json else format_report(result))
+    return 0 if result["ok"] else 1
+
+
 def cmd_ledger_accounts(args) -> int:
     """Open deliveries per vendor and account key: more than one account of a vendor means the
     key changed under open rows."""
@@ -377,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resend", action="store_true", help="with --ids: the vendor does not have them (send again)")
     p.add_argument("--ledger-url")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("models", help="the warehouse models: check them against the contract")
+    models_sub = p.add_subparsers(dest="models_command", required=True)
+    q = models_sub.add_parser("check", help="run every model for a window; check columns and types against "
+                                            "the contract, warn on empty windows, show masked samples")
+    window_args(q)
+    q.add_argument("--models-dir", help="the models folder (default: the configured models_dir)")
+    q.add_argument("--model", action="append", help="check only this model (repeatable)")
+    q.add_argument("--samples", type=int, default=3, help="sample rows shown per model (masked)")
+    q.add_argument("--json", action="store_true", help="the report as JSON only")
+    q.set_defaults(func=cmd_models_check)
 
     p = sub.add_parser("ledger", help="ledger upkeep: accounts and their open deliveries")
     ledger_sub = p.add_subparsers(dest="ledger_command", required=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cached_property
@@ -23,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import bindparam, create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from storesync.core.errors import ConfigurationError
 from storesync.core.windows import Window
@@ -203,12 +205,12 @@ class Warehouse:
     column and the file; a missing optional column reads as null. An optional model whose file is
     absent reads as no rows."""
 
-    def __init__(self, url_or_engine: str | Engine, models_dir: str | Path) -> None:
+    def __init__(self, url_or_engine: str | Engine, models_dir: str | Path, *, require_models: bool = True) -> None:
         self.engine = warehouse_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.models_dir = Path(models_dir)
         missing = [n for n in MODEL_NAMES
                    if not contract.contract_for(n).optional and not self.path(n).is_file()]
-        if missing:
+        if missing and require_models:
             raise ConfigurationError(f"models missing in {self.models_dir}: "
                                      + ", ".join(f"{n}.sql" for n in missing))
 
@@ -278,12 +280,22 @@ class Warehouse:
         except contract.ModelContractError as exc:
             raise contract.ModelContractError(f"{exc} in {self.path(model)}") from None
 
+    @contextmanager
+    def _running(self, model: str):
+        """A database error while a model runs names the model and its file (as a note: the
+        error itself stays what it is, so callers still tell a lost connection from bad SQL)."""
+        try:
+            yield
+        except DBAPIError as exc:
+            exc.add_note(f"while running model {model} ({self.path(model)})")
+            raise
+
     def stream(self, model: str, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:
         """A window model's rows as DataFrames of at most ``chunk_size`` rows."""
         statement = self.statement(model)
         if statement is None:
             return
-        with self.engine.connect() as conn:
+        with self._running(model), self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=chunk_size).execute(
                 statement, window_params(window, self.engine.dialect.name)
             )
@@ -309,7 +321,7 @@ class Warehouse:
                 params["window_end"] = end.isoformat(" ")
         if filtered:
             params[id_param] = padded_ids(ids)
-        with self.engine.connect() as conn:
+        with self._running(model), self.engine.connect() as conn:
             result = conn.execute(statement, params)
             frame = self._result_frame(model, result.fetchall(), list(result.keys()))
         if not filtered:  # an optional model that does not filter: keep the chunk's rows only
