@@ -14,34 +14,50 @@ compared, so a fast wrong answer cannot pass.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from contextlib import contextmanager
 from datetime import timedelta
 
-from bench.common import Check, Measurement, Skipped, log, run_child
-from bench.stores import END, pg_available, store
+from bench.common import CACHE, Check, Measurement, Skipped, log, run_child
+from bench.stores import END, SEED, Store, _generate, generator_version, pg_available, store
 
 AS_OF = (END - timedelta(days=1)).date()  # cutoff = END: the whole period
 
 
-def storesync_child(url: str) -> dict:
+def storesync_child(url: str, source: str = "models") -> dict:
     """Child: the in-warehouse LTV, timed three ways on a store whose LTV tables were dropped first:
     the day before in full (the setup), the day itself as the daily job runs it (incremental from
     the day before), then the day itself in full. Both results of the day are compared row by
-    row in SQL. Then the RFM summary (fetched for the models)."""
+    row in SQL. Then the RFM summary (fetched for the models).
+
+    ``source``: "models", the job as the DAG and ``storesync ltv`` run it (the LTV models in
+    include/sql, gated and converted into USD; no quarantine: the bench has no ledger), or
+    "table", the demo schema's tables read directly (every order as it is, currencies added:
+    what LTV did before it read the models; kept to measure what the models cost)."""
+    import tempfile
     from datetime import timedelta
 
     from sqlalchemy import create_engine, text
 
+    from storesync.core.config import Settings
     from storesync.ltv import compute_historic_ltv, ltv_index_available, rfm_summary
+    from storesync.ltv.job import run_ltv_job
     from storesync.ltv.tables import LTV_TABLE, RUNS_TABLE, drop_ltv_tables
 
     engine = create_engine(url)
     with engine.begin() as conn:
         drop_ltv_tables(conn)
         conn.execute(text("DROP TABLE IF EXISTS bench_ltv_daily"))
-    indexed = ltv_index_available(engine)
+    indexed = source == "table" and ltv_index_available(engine)
+    if source == "models":
+        settings = Settings(warehouse_url=url, data_dir=tempfile.mkdtemp(prefix="bench-ltv-"))
+
+        def compute_historic_ltv(engine, as_of, incremental=True):  # noqa: F811 - the job, same shape
+            return run_ltv_job(settings, as_of, full=not incremental, engine=engine, quarantined=set(),
+                               predict=False).customers
     columns = ("customer_id, order_count, gross_revenue, net_revenue, avg_order_value, first_order_at, "
                "last_order_at, tenure_days, rfm_frequency, rfm_recency_days, rfm_t_days, rfm_monetary")
 
@@ -73,6 +89,15 @@ def storesync_child(url: str) -> dict:
             f"AND f.as_of = :d WHERE ABS(COALESCE(b.rfm_monetary, -1) - COALESCE(f.rfm_monetary, -1)) "
             f"> 1e-9 * (1 + ABS(COALESCE(f.rfm_monetary, 0)))"), {"d": AS_OF}).scalar_one()
         conn.execute(text("DROP TABLE bench_ltv_daily"))
+    if source == "models":  # the RFM rows the models are fitted on, as predict_ltv reads them
+        from storesync.ltv.tables import ltv_tables
+
+        def rfm_summary(engine, as_of):  # noqa: F811
+            with engine.connect() as conn:
+                ltv, _ = ltv_tables(conn)
+                return conn.execute(text(f"SELECT customer_id, rfm_frequency, rfm_recency_days, rfm_t_days, "
+                                         f"rfm_monetary FROM {LTV_TABLE} WHERE as_of = :d AND rfm_frequency "
+                                         f"IS NOT NULL"), {"d": as_of}).all()
     rfm, rfm_s = timed(lambda: rfm_summary(engine, AS_OF))
     with engine.connect() as conn:
         totals = conn.execute(text(
@@ -92,7 +117,9 @@ def storesync_child(url: str) -> dict:
 _DAILY_STEPS = {"ltv_tmp_recompute": "recompute_set", "ltv_tmp_day_buyers": "day_buyers",
                 "ltv_tmp_changed_since": "changed_since", "ltv_tmp_day": "day_figures",
                 "ltv_tmp_changed": "moved_customers", "storesync_customer_ltv_versions": "versions_written",
-                "storesync_ltv_runs": "run_record"}
+                "storesync_ltv_runs": "run_record", "ltv_tmp_left_out": "left_out_orders",
+                "ltv_tmp_fx": "fx_rates", "storesync_ltv_left_out": "left_out_orders",
+                "ltv_tmp_gate_changed": "left_out_orders"}
 
 
 @contextmanager
@@ -153,7 +180,8 @@ def _read(url: str, cutoff):
         return frame
 
     try:
-        orders = frames("SELECT customer_id, order_id, status, total, created_at FROM orders", ["created_at"])
+        orders = frames("SELECT customer_id, order_id, status, currency, total, created_at FROM orders",
+                        ["created_at"])
         history = frames("SELECT history_id, order_id, status, changed_at FROM order_status_history "
                          "WHERE order_id IN (SELECT order_id FROM order_status_history WHERE changed_at >= :c)",
                          ["changed_at"], c=cutoff.to_pydatetime())
@@ -181,12 +209,43 @@ def _as_of_status(orders, history, cutoff):
     return o
 
 
-def pandas_ltv(o, as_of_day: int):
+def _demo_rates() -> dict:
+    """The demo's fixed rates into USD, from include/sql/fx_rates.sql (hundredths: exact)."""
+    from pathlib import Path
+
+    import storesync
+
+    sql = (Path(storesync.__file__).resolve().parents[1] / "sql" / "fx_rates.sql").read_text()
+    row = r"'([A-Z]{3})'(?:\s+AS\s+\w+)?,\s*'[\d-]+'(?:\s+AS\s+\w+)?,\s*([\d.]+)"  # currency, day, rate
+    rates = {code: round(float(rate) * 100) for code, rate in re.findall(row, sql)}
+    return {"USD": 100, **rates}
+
+
+def _counted(o, gated: bool):
+    """(orders, gross, valid): ``gated``, as the LTV models count (docs/ltv.md): negative totals
+    and currencies without a rate left out, totals converted into USD (to the cent, half up),
+    statuses in no class counted nowhere; else every order as it is."""
+    import numpy as np
+
+    if gated:
+        rates = _demo_rates()
+        o = o[(o["total"] >= 0) & o["currency"].isin(list(rates))].copy()
+        cents = np.rint(o["total"].to_numpy() * 100).astype(np.int64)
+        hundredths = o["currency"].map(rates).to_numpy().astype(np.int64)
+        o["total"] = ((cents * hundredths + 50) // 100) / 100
+        gross = o["asof"].isin(["pending", "processing", "completed", "fulfilled", "cancelled", "refunded"])
+        valid = o["asof"].isin(["pending", "processing", "completed", "fulfilled"])
+    else:
+        gross = o["asof"] != "failed"
+        valid = ~o["asof"].isin(["failed", "cancelled", "refunded"])
+    return o, gross, valid
+
+
+def pandas_ltv(o, as_of_day: int, gated: bool = False):
     """The historic LTV and RFM summary with pandas groupbys (same definitions as storesync.ltv)."""
     import numpy as np
 
-    gross = o["asof"] != "failed"
-    valid = ~o["asof"].isin(["failed", "cancelled", "refunded"])
+    o, gross, valid = _counted(o, gated)
     o = o.assign(
         day=(o["created_at"].values.astype("datetime64[D]").astype(np.int64)),
         g_count=gross.astype(np.int64), g_sum=np.where(gross, o["total"], 0.0),
@@ -216,8 +275,9 @@ def pandas_ltv(o, as_of_day: int):
     return per
 
 
-def baseline_child(url: str, lifetimes: bool = True) -> dict:
-    """Child: read, pandas LTV, and lifetimes' RFM summary, each timed."""
+def baseline_child(url: str, lifetimes: bool = True, gated: bool = True) -> dict:
+    """Child: read, pandas LTV, and lifetimes' RFM summary, each timed (``gated``: counted as the
+    LTV models count, see ``pandas_ltv``)."""
     import warnings
 
     import numpy as np
@@ -236,7 +296,7 @@ def baseline_child(url: str, lifetimes: bool = True) -> dict:
     asof_s = time.perf_counter() - started
     del history
     started = time.perf_counter()
-    per = pandas_ltv(o, as_of_day)
+    per = pandas_ltv(o, as_of_day, gated)
     pandas_s = time.perf_counter() - started
     totals = _totals(len(per), per["order_count"].sum(), per["net_revenue"].sum(), per["gross_revenue"].sum(),
                      per["rfm_frequency"].sum(), per["rfm_recency_days"].sum(), per["rfm_t_days"].sum())
@@ -245,7 +305,8 @@ def baseline_child(url: str, lifetimes: bool = True) -> dict:
     if lifetimes:
         from lifetimes.utils import summary_data_from_transaction_data
 
-        valid = o.loc[~o["asof"].isin(["failed", "cancelled", "refunded"]), ["customer_id", "created_at", "total"]]
+        counted, _, is_valid = _counted(o, gated)
+        valid = counted.loc[is_valid, ["customer_id", "created_at", "total"]]
         started = time.perf_counter()
         summary = summary_data_from_transaction_data(valid, "customer_id", "created_at", monetary_value_col="total",
                                                      observation_period_end=pd.Timestamp(AS_OF), freq="D")
@@ -255,27 +316,51 @@ def baseline_child(url: str, lifetimes: bool = True) -> dict:
     return out
 
 
+def duckdb_store(orders: int, seed: int = SEED) -> Store:
+    """The demo store as a DuckDB file in the cache (like ``bench.stores.sqlite_store``)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    version = generator_version()
+    path = CACHE / f"store-{orders}-s{seed}-{version}.duckdb"
+    meta_path = path.with_suffix(".duckdb.json")
+    if path.exists() and meta_path.exists():
+        return Store(f"duckdb:///{path}", "duckdb", orders, seed, json.loads(meta_path.read_text()), False)
+    for stale in CACHE.glob(f"store-{orders}-s{seed}-*.duckdb*"):
+        stale.unlink()
+    tmp = CACHE / f"store-{orders}-s{seed}-{version}.partial.duckdb"
+    tmp.unlink(missing_ok=True)
+    meta = _generate(f"duckdb:///{tmp}", orders, seed, "duckdb")
+    meta["file_mb"] = round(tmp.stat().st_size / 2**20, 1)
+    tmp.rename(path)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return Store(f"duckdb:///{path}", "duckdb", orders, seed, meta, True)
+
+
 def measure_ltv(quick: bool) -> Measurement:
-    orders = 20_000 if quick else 10_000_000
+    # STORESYNC_BENCH_LTV_ORDERS: another size (e.g. 1000000 for a run that fits a busy machine).
+    orders = int(os.environ.get("STORESYNC_BENCH_LTV_ORDERS") or (20_000 if quick else 10_000_000))
     m = Measurement("ltv", f"historic LTV + RFM summary over {orders:,} orders: in-warehouse SQL vs pandas",
                     "the daily in-warehouse job ≥ 5× faster than the pandas groupby baseline (read + compute), "
                     "with the same rows as a full recompute")
     m.sizes = {"orders": orders, "as_of": AS_OF.isoformat()}
-    backends = ["sqlite", "postgresql"]
+    backends = ["sqlite", "postgresql", "duckdb"]
     problem = pg_available()
     for backend in backends:
         if backend == "postgresql" and problem:
             m.notes.append(f"postgresql skipped: {problem}")
             continue
         try:
-            st = store(backend, orders)
+            st = duckdb_store(orders) if backend == "duckdb" else store(backend, orders)
         except Skipped as exc:
             m.notes.append(f"{backend} skipped: {exc}")
             continue
         log(f"ltv ({backend}, {orders:,} orders): storesync in-warehouse SQL")
-        ours = run_child("bench.ltv:storesync_child", {"url": st.url}, timeout=3 * 3600)
-        log(f"  full {ours['result']['historic_s']:.1f} s, daily {ours['result']['daily_s']:.1f} s "
-            f"({ours['result']['daily_method']}), RFM {ours['result']['rfm_s']:.1f} s; now pandas + lifetimes")
+        ours = run_child("bench.ltv:storesync_child", {"url": st.url, "source": "models"}, timeout=3 * 3600)
+        log(f"  models: full {ours['result']['historic_s']:.1f} s, daily {ours['result']['daily_s']:.1f} s "
+            f"({ours['result']['daily_method']}), RFM {ours['result']['rfm_s']:.1f} s; now the tables read directly")
+        table = run_child("bench.ltv:storesync_child", {"url": st.url, "source": "table"}, timeout=3 * 3600)
+        t = table["result"]
+        log(f"  tables: full {t['historic_s']:.1f} s, daily {t['daily_s']:.1f} s ({t['daily_method']}); "
+            "now pandas + lifetimes")
         base = run_child("bench.ltv:baseline_child", {"url": st.url}, timeout=3 * 3600)
         r, b = ours["result"], base["result"]
         pandas_total = b["read_s"] + b["asof_s"] + b["pandas_s"]
@@ -288,7 +373,15 @@ def measure_ltv(quick: bool) -> Measurement:
                               "daily_versions_written": r["daily_versions_written"],
                               "daily_rows_differing_from_full": r["daily_rows_differing_from_full"],
                               "daily_breakdown_s": r["daily_breakdown_s"],
-                              "peak_rss_mb": ours["peak_rss_mb"], "totals": r["totals"]}
+                              "peak_rss_mb": ours["peak_rss_mb"], "totals": r["totals"],
+                              # Before LTV read the models: the demo's tables directly, every
+                              # order as it is, currencies added (not comparable totals).
+                              "tables_read_directly": {
+                                  "historic_s": t["historic_s"], "daily_s": t["daily_s"],
+                                  "daily_method": t["daily_method"], "indexed_query": t["indexed_query"],
+                                  "previous_day_full_s": t["previous_day_s"],
+                                  "daily_rows_differing_from_full": t["daily_rows_differing_from_full"],
+                                  "daily_breakdown_s": t["daily_breakdown_s"]}}
         m.baseline[backend] = {"read_s": b["read_s"], "asof_status_s": b["asof_s"], "pandas_groupby_s": b["pandas_s"],
                                "pandas_total_s": pandas_total, "lifetimes_summary_s": b.get("lifetimes_s"),
                                "lifetimes_total_s": lifetimes_total, "peak_rss_mb": base["peak_rss_mb"],
