@@ -13,10 +13,13 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from airflow_harness import root_conftest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
@@ -24,11 +27,18 @@ DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker", "flower")
+                    "airflow-triggerer", "airflow-worker", "flower", "demo-connections")
+# Long-running services that run Airflow's own code (and so read DAGs, plugins and the package).
+AIRFLOW_DAEMONS = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                   "airflow-worker")
 LONG_RUNNING = ("postgres", "redis", "warehouse", "emulator", "airflow-apiserver", "airflow-scheduler",
                 "airflow-dag-processor", "airflow-triggerer", "airflow-worker", "flower")
 SECRETS = {"AIRFLOW_JWT_SECRET": "jwt-secret-for-tests", "AIRFLOW_API_SECRET_KEY": "api-secret-for-tests",
-           "AIRFLOW_ADMIN_PASSWORD": "admin-password-for-tests"}
+           "AIRFLOW_ADMIN_PASSWORD": "admin-password-for-tests",
+           "AIRFLOW_FERNET_KEY": "Wq1Lr4ZJ0Bk0m0p7o4m1bqvX9oU4P2mS0t0eB0CkQmY="}
+REAL = {"SENDLANE_API_TOKEN": "real-sendlane-token-123", "SENDLANE_INTEGRATION_TOKEN": "real-integration-456",
+        "SAILTHRU_API_KEY": "real-sailthru-key", "SAILTHRU_SECRET": "real-sailthru-secret-789"}
+REAL_URLS = {"SENDLANE_BASE_URL": "https://api.sendlane.com/v2", "SAILTHRU_BASE_URL": "https://api.sailthru.com"}
 
 
 def compose_binary() -> Path:
@@ -88,8 +98,8 @@ def test_a_missing_secret_fails_validation(tmp_path, missing):
 
 
 BREAKAGES = {
-    "unknown dependency": ("      warehouse:\n        condition: service_healthy\n      emulator:",
-                           "      warehouse:\n        condition: service_healthy\n      emulatr:",
+    "unknown dependency": ("      airflow-apiserver:\n        condition: service_healthy\n      warehouse:",
+                           "      airflow-apiserver:\n        condition: service_healthy\n      warehous:",
                            "undefined service"),
     "bad condition": ("condition: service_completed_successfully", "condition: service_finished",
                       "value must be one of"),
@@ -190,7 +200,8 @@ def test_worker_and_other_commands(config):
     assert services["airflow-triggerer"]["command"] == ["triggerer"]
     assert services["flower"]["command"] == ["celery", "flower"]
     init = " ".join(services["airflow-init"]["command"])
-    assert "airflow db migrate" in init and "passwords.json" in init
+    assert "airflow db migrate" in init and "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in init
+    assert "init_connections.py\" --check" in init.split("airflow db migrate")[0]  # refuse before anything
     assert services["emulator"]["entrypoint"] == ["storesync"]
     assert services["emulator"]["command"] == ["emulator", "--host", "0.0.0.0", "--port", "8765"]
 
@@ -211,71 +222,210 @@ def test_healthchecks_and_dependency_conditions(config):
         if name != "airflow-init":
             assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
     worker = services["airflow-worker"]["depends_on"]
-    assert {k: worker[k]["condition"] for k in ("airflow-apiserver", "warehouse", "emulator")} == {
-        "airflow-apiserver": "service_healthy", "warehouse": "service_healthy", "emulator": "service_healthy"}
+    assert {k: v["condition"] for k, v in worker.items() if k in ("airflow-apiserver", "warehouse")} == {
+        "airflow-apiserver": "service_healthy", "warehouse": "service_healthy"}
+    assert "emulator" not in worker  # the emulator is in the demo profile only
     # published ports stay on the loopback interface unless .env says otherwise
     for name, service in services.items():
         for port in service.get("ports") or []:
             assert port.get("host_ip") == "127.0.0.1", f"{name} publishes {port} beyond localhost"
 
 
-# ------------------------------------------------------------------------------ connections
-def test_connections_reach_the_emulator_with_its_test_credentials(config, monkeypatch):
-    from storesync.emulator.state import (
-        DEFAULT_SAILTHRU_API_KEY,
-        DEFAULT_SAILTHRU_SECRET,
-        DEFAULT_SENDLANE_API_TOKEN,
-        DEFAULT_SENDLANE_INTEGRATION_TOKEN,
-    )
+# ------------------------------------------------------------------------------ safety
+def test_the_fernet_key_is_required_and_the_test_button_on(config):
+    env = common_env(config)
+    assert env["AIRFLOW__CORE__FERNET_KEY"] == SECRETS["AIRFLOW_FERNET_KEY"]
+    assert env["AIRFLOW__CORE__TEST_CONNECTION"] == "Enabled"
 
-    services = config["services"]
-    emulator = services["emulator"]
-    argv = emulator["command"]
-    emulator_port = int(argv[argv.index("--port") + 1])
+
+def test_no_connection_is_forced_by_an_environment_variable(config):
+    for name, service in config["services"].items():
+        forced = [k for k in (service.get("environment") or {}) if k.startswith("AIRFLOW_CONN_")]
+        assert not forced, f"{name} forces {forced} (it would override what a user saves in the UI)"
+
+
+def test_dags_plugins_and_the_package_are_mounted_for_development(config):
+    wanted = {str(REPO_ROOT / "dags"): "/opt/airflow/dags", str(REPO_ROOT / "plugins"): "/opt/airflow/plugins",
+              str(REPO_ROOT / "include"): "/opt/storesync/include"}
+    for name in AIRFLOW_DAEMONS:
+        binds = {v["source"]: v["target"] for v in config["services"][name]["volumes"] if v["type"] == "bind"}
+        assert binds == wanted, name
+    # the editable install in the image reads the package from the mounted folder
+    assert "pip install --no-cache-dir --no-deps -e /opt/storesync" in DOCKERFILE.read_text()
+
+
+def test_the_emulator_runs_only_in_the_demo_profile(tmp_path, config):
+    default = load_config(tmp_path, profiles=())
+    assert "emulator" not in default["services"] and "demo-connections" not in default["services"]
+    for name, service in default["services"].items():
+        assert "emulator" not in (service.get("depends_on") or {}), name
+        assert "emulator" not in json.dumps(service.get("environment") or {}), name
+    demo = config["services"]
+    assert demo["emulator"]["profiles"] == ["demo"] and demo["demo-connections"]["profiles"] == ["demo"]
+    argv = demo["emulator"]["command"]
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
-    worker_env = services["airflow-worker"]["environment"]
-    sendlane = json.loads(worker_env["AIRFLOW_CONN_SENDLANE_DEFAULT"])
-    sailthru = json.loads(worker_env["AIRFLOW_CONN_SAILTHRU_DEFAULT"])
-    for conn, path in ((sendlane, "/sendlane/v2"), (sailthru, "/sailthru")):
-        url = urlsplit(conn["host"])
-        assert (url.scheme, url.hostname, url.port, url.path) == ("http", "emulator", emulator_port, path)
-    assert sendlane["conn_type"] == "sendlane" and sailthru["conn_type"] == "sailthru"
-    assert sendlane["password"] == DEFAULT_SENDLANE_API_TOKEN
-    assert sendlane["extra"]["integration_token"] == DEFAULT_SENDLANE_INTEGRATION_TOKEN
-    assert (sailthru["login"], sailthru["password"]) == (DEFAULT_SAILTHRU_API_KEY, DEFAULT_SAILTHRU_SECRET)
-    # the worker and the emulator share a network, so "emulator" resolves from the worker
-    assert set(emulator["networks"]) & set(services["airflow-worker"]["networks"])
-    # and Airflow reads these variables as the connections the hooks expect
-    from airflow.sdk import BaseHook
-
-    from storesync.clients.http import base_url_from_parts
-
-    monkeypatch.setenv("AIRFLOW_CONN_SENDLANE_DEFAULT", worker_env["AIRFLOW_CONN_SENDLANE_DEFAULT"])
-    conn = BaseHook.get_connection("sendlane_default")
-    assert conn.conn_type == "sendlane" and conn.password == DEFAULT_SENDLANE_API_TOKEN
-    assert conn.extra_dejson["integration_token"] == DEFAULT_SENDLANE_INTEGRATION_TOKEN
-    assert base_url_from_parts(conn.host, conn.port, conn.schema, "https://api.sendlane.com/v2") == \
-        "http://emulator:8765/sendlane/v2"
-    # no alert channel by default: the notifier stays silent
-    assert worker_env["AIRFLOW_CONN_STORESYNC_SLACK"] == worker_env["AIRFLOW_CONN_STORESYNC_SMTP"] == ""
+    assert demo["demo-connections"]["environment"]["EMULATOR_URL"] == \
+        f"http://emulator:{argv[argv.index('--port') + 1]}"
+    assert demo["demo-connections"]["depends_on"]["emulator"]["condition"] == "service_healthy"
 
 
-def test_env_file_sets_real_credentials_and_alert_connections(tmp_path):
-    slack = '{"conn_type": "slackwebhook", "password": "https://hooks.slack.com/services/T1/B2/c3"}'
-    config = load_config(tmp_path, env={
-        **SECRETS, "SENDLANE_BASE_URL": "", "SENDLANE_API_TOKEN": "real-token-123",
-        "SAILTHRU_API_KEY": "real-key", "SAILTHRU_SECRET": "real-secret", "STORESYNC_SLACK_CONN": slack,
-        "AIRFLOW_DB_PASSWORD": "pg-secret", "WAREHOUSE_DB_PASSWORD": "wh-secret",
+def test_credentials_reach_only_the_one_shot_init(tmp_path):
+    config = load_config(tmp_path, env={**SECRETS, **REAL, **REAL_URLS, "STORESYNC_SLACK_CONN": '{"conn_type": "x"}'})
+    init = config["services"]["airflow-init"]["environment"]
+    assert {k: init[k] for k in REAL} == REAL and init["SENDLANE_BASE_URL"] == REAL_URLS["SENDLANE_BASE_URL"]
+    for name, service in config["services"].items():
+        if name != "airflow-init":
+            text = json.dumps(service)
+            assert not [v for v in REAL.values() if v in text], f"{name} receives vendor credentials"
+
+
+def test_generate_env_writes_every_required_secret_once(tmp_path):
+    import base64
+
+    script = REPO_ROOT / "docker" / "generate_env.py"
+    env_file = tmp_path / ".env"
+    made = subprocess.run([sys.executable, str(script), "--output", str(env_file)], capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#")
+    assert set(SECRETS) <= set(values) and all(values[k] for k in SECRETS)
+    assert len(base64.urlsafe_b64decode(values["AIRFLOW_FERNET_KEY"])) == 32
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert values["AIRFLOW_ADMIN_PASSWORD"] not in made.stdout
+    config = load_config(tmp_path, env=values, profiles=())
+    assert common_env(config)["AIRFLOW__CORE__FERNET_KEY"] == values["AIRFLOW_FERNET_KEY"]
+    again = subprocess.run([sys.executable, str(script), "--output", str(env_file)], capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and line[0] != "#") == values
+
+
+# ------------------------------------------------------------------------------ the init, outside containers
+def rendered_command(service: dict) -> list[str]:
+    """The service's entrypoint + command as compose renders them ($$ is compose's escape)."""
+    argv = [*(service.get("entrypoint") or []), *(service.get("command") or [])]
+    return [part.replace("$$", "$") for part in argv]
+
+
+def outside_env(service: dict, tmp_path: Path, metadata_url: str) -> dict[str, str]:
+    """The container's environment, with what only exists inside a container pointed at this host."""
+    env = {k: str(v) for k, v in (service.get("environment") or {}).items() if v is not None}
+    venv_bin = str(Path(sys.executable).parent)
+    env.update({
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp_path),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "passwords.json"),
+        "STORESYNC_SRC": str(REPO_ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
     })
-    env = config["services"]["airflow-worker"]["environment"]
-    sendlane = json.loads(env["AIRFLOW_CONN_SENDLANE_DEFAULT"])
-    assert sendlane["host"] == "" and sendlane["password"] == "real-token-123"  # empty host: the real API
-    sailthru = json.loads(env["AIRFLOW_CONN_SAILTHRU_DEFAULT"])
-    assert (sailthru["login"], sailthru["password"]) == ("real-key", "real-secret")
-    assert json.loads(env["AIRFLOW_CONN_STORESYNC_SLACK"])["conn_type"] == "slackwebhook"
-    assert urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).password == "pg-secret"
-    assert config["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-secret"
-    assert urlsplit(env["STORESYNC_LEDGER_URL"]).password == "wh-secret"
+    return env
+
+
+def run_service(service: dict, tmp_path: Path, metadata_url: str) -> subprocess.CompletedProcess:
+    return subprocess.run(rendered_command(service), env=outside_env(service, tmp_path, metadata_url),
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def stored_connections(metadata_url: str, fernet_key: str) -> dict[str, dict]:
+    """conn_id -> fields, the password decrypted with the Fernet key from .env (proves it was used)."""
+    from cryptography.fernet import Fernet
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(metadata_url)
+    try:
+        if not inspect(engine).has_table("connection"):
+            return {}
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT conn_id, conn_type, host, login, password, is_encrypted, port "
+                                     "FROM connection")).mappings().all()
+    finally:
+        engine.dispose()
+    fernet = Fernet(fernet_key.encode())
+    return {r["conn_id"]: {**r, "plain": fernet.decrypt(r["password"].encode()).decode() if r["password"] else None}
+            for r in rows}
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({**REAL}, "SENDLANE_BASE_URL is empty while SENDLANE_API_TOKEN, SENDLANE_INTEGRATION_TOKEN is set"),
+    ({**REAL, "SENDLANE_BASE_URL": "http://emulator:8765/sendlane/v2", "SAILTHRU_BASE_URL": "https://api.sailthru.com"},
+     "real credentials go over https only"),
+    ({**REAL, "SENDLANE_BASE_URL": "https://emulator:8765/sendlane/v2", "SAILTHRU_BASE_URL": "https://api.sailthru.com"},
+     "points at the emulator"),
+    ({**REAL_URLS, "SAILTHRU_API_KEY": "only-the-key"}, "set both SAILTHRU_API_KEY and SAILTHRU_SECRET"),
+    ({"STORESYNC_SMTP_CONN": "smtp://not-json"}, "STORESYNC_SMTP_CONN is not JSON"),
+])
+def test_unsafe_vendor_settings_stop_the_init_before_anything_runs(tmp_path, env, message):
+    """The init's first step, run outside a container on an empty metadata database: it refuses,
+    and nothing after it runs (no migration: the database stays empty)."""
+    config = load_config(tmp_path, env={**SECRETS, **env}, profiles=())
+    metadata_url = f"sqlite:///{tmp_path / 'never-migrated.db'}"
+    result = run_service(config["services"]["airflow-init"], tmp_path, metadata_url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "nothing was created" in result.stderr
+    assert not (tmp_path / "never-migrated.db").exists()
+    assert not [v for v in REAL.values() if v in result.stdout + result.stderr]
+
+
+@pytest.mark.slow
+def test_the_init_and_the_demo_run_outside_containers(tmp_path, pg_url, postgres_admin_url, request):
+    """airflow-init's own command (from the rendered file) against a PostgreSQL metadata database:
+    migrate, the connections from .env encrypted with its Fernet key, the password file; the demo's
+    connection step then keeps what exists. Then a demo stack on a fresh database: the emulator
+    connections and the demo store."""
+    slack = '{"conn_type": "slackwebhook", "password": "https://hooks.slack.com/services/T1/B2/c3"}'
+    config = load_config(tmp_path, env={**SECRETS, **REAL, **REAL_URLS, "STORESYNC_SLACK_CONN": slack,
+                                        "WAREHOUSE_DB_PASSWORD": "wh-secret"})
+    services = config["services"]
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    first = run_service(services["airflow-init"], real_dir, pg_url)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert not [v for v in (*REAL.values(), "wh-secret") if v in first.stdout + first.stderr]
+    assert json.loads((real_dir / "auth" / "passwords.json").read_text()) == {
+        "admin": SECRETS["AIRFLOW_ADMIN_PASSWORD"]}
+    stored = stored_connections(pg_url, SECRETS["AIRFLOW_FERNET_KEY"])
+    assert {k: v["conn_type"] for k, v in stored.items()} == {
+        "storesync_warehouse": "postgres", "storesync_ledger": "postgres", "sendlane_default": "sendlane",
+        "sailthru_default": "sailthru", "storesync_slack": "slackwebhook"}
+    sendlane, sailthru = stored["sendlane_default"], stored["sailthru_default"]
+    assert (sendlane["host"], sendlane["plain"], sendlane["port"]) == (REAL_URLS["SENDLANE_BASE_URL"],
+                                                                      REAL["SENDLANE_API_TOKEN"], 0)
+    assert (sailthru["host"], sailthru["login"], sailthru["plain"]) == (
+        REAL_URLS["SAILTHRU_BASE_URL"], REAL["SAILTHRU_API_KEY"], REAL["SAILTHRU_SECRET"])
+    assert all(v["is_encrypted"] and v["password"] != v["plain"] for v in stored.values() if v["password"])
+    assert (stored["storesync_warehouse"]["host"], stored["storesync_warehouse"]["plain"]) == ("warehouse", "wh-secret")
+
+    # Created once: the demo's step (the emulator's credentials) leaves the real ones as they are.
+    demo = run_service(services["demo-connections"], real_dir, pg_url)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "sendlane_default: kept" in demo.stdout and "sailthru_default: kept" in demo.stdout
+    assert stored_connections(pg_url, SECRETS["AIRFLOW_FERNET_KEY"]) == stored  # real credentials untouched
+
+    # The demo stack: no credentials in .env, then the emulator connections and the demo store.
+    conftest = root_conftest(request.config)
+    demo_db = conftest.create_pg_database(postgres_admin_url, "storesync_compose_demo")
+    try:
+        demo_dir = tmp_path / "demo"
+        demo_dir.mkdir()
+        demo_config = load_config(tmp_path, env={**SECRETS, "DEMO_ORDERS": "150"})
+        init = run_service(demo_config["services"]["airflow-init"], demo_dir, demo_db)
+        assert init.returncode == 0, init.stderr[-3000:]
+        assert "no vendor credentials in .env" in init.stdout
+        created = run_service(demo_config["services"]["demo-connections"], demo_dir, demo_db)
+        assert created.returncode == 0, created.stderr[-3000:]
+        stored = stored_connections(demo_db, SECRETS["AIRFLOW_FERNET_KEY"])
+        assert stored["sendlane_default"]["host"] == "http://emulator:8765/sendlane/v2"
+        assert stored["sailthru_default"]["host"] == "http://emulator:8765/sailthru"
+        # the demo store's one-shot command, with the warehouse pointed at a local file
+        store = demo_config["services"]["demo-store"]
+        store = {**store, "environment": {**store["environment"],
+                                          "STORESYNC_WAREHOUSE_URL": f"sqlite:///{demo_dir / 'store.db'}"}}
+        filled = run_service(store, demo_dir, demo_db)
+        assert filled.returncode == 0 and "orders 150" in filled.stdout, filled.stderr[-3000:]
+    finally:
+        conftest.drop_pg_database(postgres_admin_url, demo_db)
 
 
 # ------------------------------------------------------------------------------ the image
@@ -287,6 +437,7 @@ def test_dockerfile_builds_on_the_pinned_airflow_with_the_lock_and_the_provider(
     assert re.search(r"^apache-airflow==3\.3\.2$", lock, flags=re.M), "the lock and the base image disagree"
     assert "-r /opt/storesync/requirements.txt -c /opt/storesync/requirements.lock" in text
     assert "pip install --no-cache-dir --no-deps -e /opt/storesync" in text
+    assert re.search(r"&& pip check\s*$", text, flags=re.M) and "pip check ||" not in text  # conflicts fail the build
     # everything COPY takes exists, and the Dockerfile's own ignore file lets it through
     ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
     for line in re.findall(r"^COPY\s+(?:--\S+\s+)*(.+)$", text, flags=re.M):
