@@ -55,14 +55,16 @@ from sqlalchemy.types import TypeDecorator
 from storesync.core.errors import ConfigurationError
 from storesync.core.ltv_settings import LtvSettings
 from storesync.ltv.historic import OrderSource, epoch_day
+from storesync.warehouse.contract import contract_for
 
 __all__ = ["LtvModels", "WarehouseTimestamp", "load_models", "model_source"]
 
-ORDER_COLUMNS = ("order_id", "customer_id", "status", "currency", "total", "created_at")
-ORDER_OPTIONAL = ("updated_at",)
-HISTORY_COLUMNS = ("order_id", "status", "changed_at")
-HISTORY_OPTIONAL = ("history_id",)
-FX_COLUMNS = ("currency", "day", "rate")
+# The models' columns, as the models contract (storesync.warehouse.contract) publishes them.
+ORDER_COLUMNS, ORDER_OPTIONAL = (contract_for("ltv_orders").required_columns,
+                                 contract_for("ltv_orders").optional_columns)
+HISTORY_COLUMNS, HISTORY_OPTIONAL = (contract_for("ltv_order_status_changes").required_columns,
+                                     contract_for("ltv_order_status_changes").optional_columns)
+FX_COLUMNS = contract_for("fx_rates").required_columns
 # A bind parameter as SQLAlchemy's text() finds one: LTV models take none, so every such colon
 # (in a string literal '10:30', a comment) is escaped rather than turned into a parameter.
 _BIND = re.compile(r"(?<![:\w\\]):(?=\w)")

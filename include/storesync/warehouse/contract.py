@@ -288,6 +288,34 @@ register(ModelContract(
 # ---------------------------------------------------------------------------- LTV's models
 # (registered here by storesync.ltv's owners, with ``group="ltv"``: the Warehouse of the syncs does
 # not require them; ``storesync models check`` runs them too.)
+# Plain SELECTs without binds; names configurable in [ltv] (docs/ltv.md). storesync.ltv.source
+# reads its columns from these contracts.
+register(ModelContract(
+    "ltv_orders", "order (every one: LTV reads the whole history)", "LTV (`[ltv] orders_model`)", (
+        req("order_id", ID),
+        req("customer_id", ID, "orders without one are not counted"),
+        req("status", TEXT, "the order's CURRENT status; its class comes from `[ltv]`"),
+        req("currency", TEXT, "converted into `[ltv] currency` through `fx_rates`"),
+        req("total", MONEY),
+        req("created_at", DATETIME),
+        opt("updated_at", DATETIME, "must move with every change of the order or its status: the daily "
+            "job finds what changed through it (without it every day is computed in full)"),
+    ), group="ltv", owner="storesync.ltv"))
+
+register(ModelContract(
+    "ltv_order_status_changes", "order status change", "LTV (`[ltv] status_history_model`: as-of statuses)", (
+        req("order_id", ID),
+        req("status", TEXT),
+        req("changed_at", DATETIME),
+        opt("history_id", ID, "breaks ties between changes at the same instant (the larger is later)"),
+    ), optional=True, group="ltv", owner="storesync.ltv"))
+
+register(ModelContract(
+    "fx_rates", "currency and day a rate starts", "LTV (`[ltv] fx_rates_model`: into the reporting currency)", (
+        req("currency", TEXT),
+        req("day", DATETIME, "a date (or its ISO text): the rate holds from it to the next one"),
+        req("rate", MONEY, "units of the reporting currency one unit of `currency` buys"),
+    ), optional=True, group="ltv", owner="storesync.ltv"))
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -300,7 +328,7 @@ def render_markdown(group: str | None = None) -> str:
     out = ["| model | one row per | binds | used by |", "|---|---|---|---|"]
     contracts = [c for c in CONTRACTS.values() if group is None or c.group == group]
     for c in contracts:
-        binds = f"`:{c.id_param}`" if c.id_param else "window"
+        binds = f"`:{c.id_param}`" if c.id_param else ("none" if c.group == "ltv" else "window")
         binds += "".join(f", `:{b}`" for b in c.extra_binds)
         name = f"`{c.filename}`" + (" (optional)" if c.optional else "")
         out.append(f"| {name} | {c.one_row_per} | {binds} | {c.used_by} |")
