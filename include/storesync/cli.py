@@ -113,8 +113,8 @@ def _database_error_text(exc, args) -> str:
     except Exception:  # noqa: BLE001 - the settings themselves may be what failed
         where = "the configured warehouse and ledger"
     hint = ("a missing table or column means the warehouse does not have what the SQL models read: "
-            "point warehouse_url at the right database, adapt the models (models_dir), or run "
-            "`storesync demo-store` for the demo store"
+            "`storesync models check` shows which model; point warehouse_url at the right database, "
+            "adapt the models (models_dir), or run `storesync demo-store` for the demo store"
             if any(s in detail.lower() for s in ("no such table", "does not exist", "no such column",
                                                   "undefined"))
             else "check that the database is reachable and the URL (user, password, host, database) is right")

@@ -103,7 +103,7 @@ def test_sync_against_an_empty_warehouse_names_the_table_and_the_way_out(tmp_pat
     assert _sync(tmp_path, "--warehouse-url", f"sqlite:///{empty}", *window) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("storesync: database error: no such table: ")
-    assert "storesync demo-store" in err and "models" in err and len(err.splitlines()) == 1
+    assert "storesync models check" in err and "storesync demo-store" in err and len(err.splitlines()) == 1
 
 
 def test_an_unreachable_or_malformed_warehouse_url_is_bad_input_with_a_hint(tmp_path, capsys):
