@@ -317,6 +317,71 @@ def test_two_concurrent_runs_on_one_account_never_exceed_its_budget(store, emula
     assert_exactly_once(ledger, emulator, settings, small, vendors=("sendlane",))
 
 
+def busiest_window(stamps: list[float], window_s: float) -> int:
+    stamps = sorted(stamps)
+    return max((sum(1 for t in stamps[i:] if t < start + window_s) for i, start in enumerate(stamps)), default=0)
+
+
+@pytest.mark.slow
+def test_the_order_and_checkout_syncs_share_one_sailthru_purchase_budget(store, emulator):
+    """Two processes (the order-events and the checkouts syncs) posting ``/purchase`` on one
+    Sailthru account: their requests, as the vendor received them, never exceed the budget in
+    any sliding window. The proof is structural, not a timing bound: a request's slot counts
+    from its admission until a window after its answer, and the vendor received it in between,
+    on the same clock."""
+    limit, window_s = 5, 2.0
+    emulator.configure(sailthru_rate_limits={"POST /purchase": limit, "POST": 300, "GET": 300},
+                       sailthru_rate_window_s=window_s)
+    settings = make_settings(store, emulator)
+    small = Window(END - timedelta(hours=10), END)
+    script = textwrap.dedent("""
+        import json, sys
+        from storesync.clients.sailthru import SailthruClient
+        from storesync.core.config import SailthruSettings, Settings
+        from storesync.core.windows import Window
+        from storesync.pipeline.jobs import open_context, plan_entity, deliver_vendor
+        from storesync.pipeline.vendor_clients import sailthru_limiters
+        entity, ledger_url = sys.argv[1], %r
+        s = Settings(warehouse_url=%r, ledger_url=ledger_url, concurrency=4,
+            sailthru=SailthruSettings(base_url=%r, api_key=%r, secret=%r, budget_per_minute=%d))
+        def client(settings):  # the production budgets, on the test's short window
+            return SailthruClient(base_url=settings.base_url, api_key=settings.api_key.reveal(),
+                                  secret=settings.secret.reveal(),
+                                  limiters=sailthru_limiters(settings, ledger_url, window_s=%r))
+        ctx = open_context(s, run_id="shared-" + entity, sync_name=entity, vendors=["sailthru"],
+                           client_factories={"sailthru": client})
+        plan_entity(ctx, entity, Window(%r, %r))
+        print(json.dumps(deliver_vendor(ctx, "sailthru")))
+    """) % (settings.ledger_url, settings.warehouse_url, emulator.sailthru_url, emulator.sailthru_api_key,
+            emulator.sailthru_secret, limit, window_s, small.start.isoformat(), small.end.isoformat())
+    logs = {entity: store / f"shared-{entity}.log" for entity in ("orders", "checkouts")}
+    procs = {}
+    for entity, log in logs.items():
+        with open(log, "wb") as out:
+            procs[entity] = subprocess.Popen([sys.executable, "-c", script, entity], stdout=out,
+                                             stderr=subprocess.STDOUT)
+    try:
+        for entity, proc in procs.items():
+            code = proc.wait(timeout=600)
+            assert code == 0, f"the {entity} run exited {code}:\n{logs[entity].read_text(errors='replace')[-6000:]}"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    posts = emulator.requests(vendor="sailthru", endpoint="/purchase", method="POST")
+    carts = sum(1 for r in posts if (r.get("body") or {}).get("incomplete"))
+    assert carts and len(posts) - carts, "both syncs must have posted purchases"
+    assert len(posts) > 3 * limit, "too few requests to test the budget"
+    assert busiest_window([r["received_at"] for r in posts], window_s) <= limit
+    stats = emulator.summary()["rate_limits"]["sailthru"]
+    assert all(s["over_limit_rejections"] == 0 for account in stats.values() for s in account.values()), stats
+    ledger = Ledger(settings.ledger_url)
+    assert set(ledger.counts(vendor="sailthru")) == {ACCEPTED}
+    assert emulator.duplicates() == {}
+    assert_orders_delivered_exactly_once(emulator, settings.warehouse_url, small, vendors=("sailthru",))
+
+
 def test_rerun_of_a_finished_interval_sends_nothing(store, emulator):
     settings = make_settings(store, emulator)
     emulator.configure(rate_limits_enabled=False)
