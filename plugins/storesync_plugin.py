@@ -21,7 +21,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "storesync_ui" / "static"
 def _app():
     from storesync.ui.app import UIConfig, create_app
 
-    return create_app(UIConfig.from_settings(STATIC_DIR))
+    return create_app(UIConfig.from_environment(STATIC_DIR))
 
 
 class StoresyncPlugin(AirflowPlugin):
@@ -31,6 +31,6 @@ class StoresyncPlugin(AirflowPlugin):
         "name": "Storesync",
         "href": URL_PREFIX.lstrip("/") + "/",  # relative: the UI resolves it against its base URL
         "destination": "nav",
-        "url_route": "storesync",
-        "category": "browse",
+        "url_route": "storesync",  # the UI shows the page at /plugin/storesync, in a frame
+        "nav_top_level": True,
     }]

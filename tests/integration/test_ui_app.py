@@ -32,10 +32,10 @@ class FakeAuth:
     async def user(self, token):
         return {"admin-token": "admin", "viewer-token": "viewer"}.get(token)
 
-    def can_read(self, user):
+    def can_read(self, user, dag_id):
         return True
 
-    def can_trigger(self, user):
+    def can_trigger(self, user, dag_id):
         return user == "admin"
 
     def login_url(self, next_url):
@@ -52,7 +52,7 @@ def ledger(db_url):
 def view(ledger, tmp_path):
     from fastapi.testclient import TestClient
 
-    from storesync.ui.app import UIConfig, create_app
+    from storesync.ui.app import StoreConfig, UIConfig, create_app
     from storesync.ui.datadocs import DataDocsSite
 
     triggered = []
@@ -61,8 +61,8 @@ def view(ledger, tmp_path):
         triggered.append({"token": token, "dag_id": dag_id, "conf": conf, "note": note})
         return 200, {"dag_run_id": f"manual__{len(triggered)}", "state": "queued"}
 
-    config = UIConfig(stores={"shop": ledger}, static_dir=STATIC, site=DataDocsSite(tmp_path / "no-site"),
-                      replay_store="shop", budgets={"sendlane": (200, 60.0)}, api_base="http://airflow.test")
+    config = UIConfig(stores={"shop": StoreConfig("shop", ledger, budgets={"sendlane": (200, 60.0)})},
+                      static_dir=STATIC, site=DataDocsSite(tmp_path / "no-site"), api_base="http://airflow.test")
     client = TestClient(create_app(config, auth=FakeAuth(), trigger=trigger))
     client.triggered = triggered
     return client
@@ -177,13 +177,46 @@ def test_bad_filters_get_clear_errors(view):
     assert view.get("/static/%2e%2e/%2e%2e/README.md", headers=ADMIN).status_code == 404
 
 
+def test_stores_sharing_a_ledger_see_their_own_rows(ledger):
+    """Two stores on one ledger (the rule for a deployment: one ledger, budgets shared there): each
+    reads its own vendor accounts' deliveries and budgets, its own syncs' runs and watermarks,
+    and replays through its own DAG."""
+    from fastapi.testclient import TestClient
+
+    from storesync.ui.app import StoreConfig, UIConfig, create_app
+    from storesync.ui.filters import StoreScope
+
+    triggered = []
+    stores = {
+        "default": StoreConfig("default", ledger, scope=StoreScope(((("sendlane", SENDLANE_ACCOUNT)),), ""),
+                               budgets={"sendlane": (200, 60.0)}),
+        "outlet": StoreConfig("outlet", ledger, scope=StoreScope((("sailthru", SAILTHRU_ACCOUNT),), "outlet."),
+                              replay_dag="storesync_outlet_dead_letter_replay"),
+    }
+    client = TestClient(create_app(UIConfig(static_dir=STATIC, load_stores=lambda: stores), auth=FakeAuth(),
+                                   trigger=lambda *a: triggered.append(a) or (200, {"dag_run_id": "r"})))
+    main = client.get("/api/overview", headers=ADMIN).json()
+    outlet = client.get("/api/overview", params={"store": "outlet"}, headers=ADMIN).json()
+    assert main["store"] == "default" and main["dead"]["total"] == 3 and main["held"]["total"] == 2
+    assert outlet["dead"]["total"] == 1 and outlet["held"]["total"] == 0
+    assert main["accounts"] == [{"vendor": "sendlane", "account": SENDLANE_ACCOUNT}]
+    assert [b["key"] for b in main["budgets"]] == [f"sendlane:{SENDLANE_ACCOUNT}"] and outlet["budgets"] == []
+    assert {w["sync_name"] for w in main["watermarks"]} == {"order_events", "customers"}
+    assert outlet["watermarks"] == [] and outlet["runs"] == []  # no "outlet.*" sync has run
+    assert client.post("/api/actions/replay", json={"store": "outlet", "ids": [1]}, headers=ADMIN).status_code == 201
+    assert triggered[-1][2] == "storesync_outlet_dead_letter_replay"
+    listed = client.get("/api/stores", headers=ADMIN).json()["stores"]
+    assert [s["name"] for s in listed] == ["default", "outlet"]
+
+
 def test_an_empty_ledger_reads_as_empty(tmp_path):
     from fastapi.testclient import TestClient
 
-    from storesync.ui.app import UIConfig, create_app
+    from storesync.ui.app import StoreConfig, UIConfig, create_app
 
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    client = TestClient(create_app(UIConfig(stores={"shop": url}, static_dir=STATIC), auth=FakeAuth()))
+    client = TestClient(create_app(UIConfig(stores={"shop": StoreConfig("shop", url)}, static_dir=STATIC),
+                                   auth=FakeAuth()))
     data = client.get("/api/overview", headers=ADMIN).json()
     assert data["dead"]["total"] == 0 and data["accounts"] == [] and data["runs"] == []
     page = client.get("/", headers=ADMIN)
@@ -210,7 +243,7 @@ def test_data_docs_are_served_with_local_assets(tmp_path):
     from fastapi.testclient import TestClient
 
     from storesync.quality import store_results, validate_batch
-    from storesync.ui.app import UIConfig, create_app
+    from storesync.ui.app import StoreConfig, UIConfig, create_app
     from storesync.ui.datadocs import DataDocsSite
 
     row = dict(order_id=1, customer_id=1001, email="buyer@example.com", status="completed", currency="USD",
@@ -221,7 +254,7 @@ def test_data_docs_are_served_with_local_assets(tmp_path):
     outcome = validate_batch("orders", frame, run_id="run-1", batch_id="orders-0", now=dt.datetime(2025, 6, 1))
     store_results(outcome, tmp_path / "results")
     site = DataDocsSite(tmp_path / "site", tmp_path / "results")  # built on first use
-    client = TestClient(create_app(UIConfig(stores={"shop": f"sqlite:///{tmp_path / 'l.db'}"}, static_dir=STATIC,
+    client = TestClient(create_app(UIConfig(stores={"shop": StoreConfig("shop", f"sqlite:///{tmp_path / 'l.db'}")}, static_dir=STATIC,
                                             site=site), auth=FakeAuth()), root_path="/storesync")
     index = client.get("/data-docs/", headers=ADMIN)
     assert index.status_code == 200 and "storesync_orders" in index.text

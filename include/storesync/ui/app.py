@@ -30,6 +30,8 @@ import json
 import logging
 import mimetypes
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +40,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from urllib.parse import quote
 
 from storesync.ui.datadocs import DataDocsSite, ExternalAsset, rewrite_offline, site_root_for
-from storesync.ui.filters import BadRequest, Filters
+from storesync.ui.filters import BadRequest, Filters, StoreScope
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,6 @@ class NotAuthenticated(Exception):
 class Caller:
     user: Any
     token: str
-    can_trigger: bool
 
 
 class AirflowAuth:
@@ -73,18 +75,18 @@ class AirflowAuth:
         except InvalidTokenError:  # expired, revoked, forged: all mean "log in again"
             return None
 
-    def _allowed(self, user, method: str) -> bool:
+    def _allowed(self, user, method: str, dag_id: str) -> bool:
         from airflow.api_fastapi.app import get_auth_manager
         from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 
         return get_auth_manager().is_authorized_dag(method=method, access_entity=DagAccessEntity.RUN,
-                                                    details=DagDetails(id=REPLAY_DAG), user=user)
+                                                    details=DagDetails(id=dag_id), user=user)
 
-    def can_read(self, user) -> bool:
-        return self._allowed(user, "GET")
+    def can_read(self, user, dag_id: str) -> bool:
+        return self._allowed(user, "GET", dag_id)
 
-    def can_trigger(self, user) -> bool:
-        return self._allowed(user, "POST")
+    def can_trigger(self, user, dag_id: str) -> bool:
+        return self._allowed(user, "POST", dag_id)
 
     def login_url(self, next_url: str) -> str:
         from airflow.api_fastapi.app import get_auth_manager
@@ -108,41 +110,89 @@ def trigger_dag_run(api_base: str, token: str, dag_id: str, conf: dict, note: st
     return response.status_code, body
 
 
+@dataclass(frozen=True)
+class StoreConfig:
+    """One store as the view reads it: its ledger, its rows in it, its replay DAG, its budgets."""
+
+    name: str
+    ledger_url: str
+    scope: StoreScope = field(default_factory=StoreScope)
+    replay_dag: str = REPLAY_DAG
+    budgets: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+def budgets_of(settings) -> dict[str, tuple[int, float]]:
+    """vendor -> (budget per window, window seconds) from storesync settings (0: no budget)."""
+    sendlane, sailthru = settings.sendlane, settings.sailthru
+    budgets = {}
+    if sendlane.budget_per_minute > 0:
+        budgets["sendlane"] = (sendlane.budget_per_minute, float(sendlane.budget_window_s))
+    if sailthru.budget_per_minute > 0:
+        budgets["sailthru"] = (sailthru.budget_per_minute, float(getattr(sailthru, "budget_window_s", 60.0)))
+    return budgets
+
+
+def stores_from_airflow() -> dict[str, StoreConfig]:
+    """The stores of ``storesync_stores.toml`` in Airflow's dags folder, each resolved through
+    its connections as its DAGs resolve them (ledger, vendor accounts, budgets)."""
+    from airflow.configuration import conf
+
+    from storesync.provider.connections import ConnectionIds, resolve_settings
+    from storesync.provider.stores import load_stores
+
+    found = {}
+    for store in load_stores(conf.get("core", "dags_folder")):
+        settings = resolve_settings(ConnectionIds(warehouse=None, ledger=store.ledger_conn_id,
+                                                  sendlane=store.sendlane_conn_id, sailthru=store.sailthru_conn_id))
+        accounts = tuple((vendor, getattr(settings, vendor).account) for vendor in store.vendors)
+        found[store.name] = StoreConfig(
+            name=store.name, ledger_url=settings.ledger_url,
+            scope=StoreScope(accounts=accounts, sync_prefix="" if store.is_default else f"{store.name}."),
+            replay_dag=store.dag_id("dead_letter_replay"), budgets=budgets_of(settings))
+    return found
+
+
+def stores_from_env(raw: str) -> dict[str, StoreConfig]:
+    """``STORESYNC_UI_STORES``: a JSON object of store name -> ledger URL (every row of each)."""
+    from storesync.core.config import load_settings
+
+    try:
+        named = {str(k): str(v) for k, v in json.loads(raw).items()}
+    except (ValueError, AttributeError) as exc:
+        raise ValueError("STORESYNC_UI_STORES must be a JSON object of store name -> ledger URL") from exc
+    budgets = budgets_of(load_settings())
+    return {name: StoreConfig(name=name, ledger_url=url, budgets=budgets,
+                              replay_dag=REPLAY_DAG if name == "default" else f"storesync_{name}_dead_letter_replay")
+            for name, url in named.items()}
+
+
 @dataclass
 class UIConfig:
-    """What the view reads. ``stores``: name -> ledger URL; actions run for ``replay_store`` only
-    (the store whose ledger the replay DAG's workers use)."""
+    """What the view reads: ``stores`` (or ``load_stores``, called on first use and again every
+    ``reload_s``: connections change while the api-server runs), the Data Docs site, and where
+    Airflow's REST API is (default: the origin of the request)."""
 
-    stores: dict[str, str]
     static_dir: Path
+    stores: dict[str, StoreConfig] | None = None
+    load_stores: Callable[[], dict[str, StoreConfig]] | None = None
     site: DataDocsSite | None = None
-    replay_store: str | None = None
-    budgets: dict[str, tuple[int, float]] = field(default_factory=dict)
-    api_base: str | None = None  # Airflow's REST API; default: the origin of the request
+    api_base: str | None = None
+    reload_s: float = 60.0
 
     @classmethod
-    def from_settings(cls, static_dir: Path) -> UIConfig:
-        """From storesync's settings (``STORESYNC_*``), plus ``STORESYNC_UI_STORES`` (a JSON
-        object of store name -> ledger URL, for a view over several stores) and
-        ``STORESYNC_UI_DATA_DOCS_DIR`` / ``STORESYNC_UI_RESULTS_DIR``."""
+    def from_environment(cls, static_dir: Path) -> UIConfig:
+        """Inside Airflow: the stores from ``storesync_stores.toml`` and the connections (or
+        ``STORESYNC_UI_STORES``); the Data Docs from ``STORESYNC_UI_DATA_DOCS_DIR`` (default
+        ``<data_dir>/data_docs``), built from ``STORESYNC_UI_RESULTS_DIR`` (default
+        ``<data_dir>/quality_results``) when missing."""
         from storesync.core.config import load_settings
 
-        settings = load_settings()
-        stores = {"store": settings.ledger_url}
         raw = os.environ.get("STORESYNC_UI_STORES")
-        if raw:
-            try:
-                stores = {str(k): str(v) for k, v in json.loads(raw).items()}
-            except (ValueError, AttributeError) as exc:
-                raise ValueError("STORESYNC_UI_STORES must be a JSON object of store name -> ledger URL") from exc
-        replay = next((name for name, url in stores.items() if url == settings.ledger_url), None)
-        data_dir = Path(settings.data_dir)
+        data_dir = Path(load_settings().data_dir)
         site = DataDocsSite(os.environ.get("STORESYNC_UI_DATA_DOCS_DIR") or data_dir / "data_docs",
                             os.environ.get("STORESYNC_UI_RESULTS_DIR") or data_dir / "quality_results")
-        sendlane = settings.sendlane
-        budgets = {"sendlane": (sendlane.budget_per_minute, sendlane.budget_window_s)} \
-            if sendlane.budget_per_minute > 0 else {}
-        return cls(stores=stores, static_dir=static_dir, site=site, replay_store=replay, budgets=budgets)
+        return cls(static_dir=static_dir, site=site,
+                   load_stores=(lambda: stores_from_env(raw)) if raw else stores_from_airflow)
 
 
 class ReplayRequest(BaseModel):
@@ -158,17 +208,36 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
                trigger: Callable[[str, str, str, dict, str], tuple[int, dict]] = trigger_dag_run) -> FastAPI:
     auth = auth or AirflowAuth()
     readers: dict = {}
+    engines: dict = {}
+    loaded = {"stores": config.stores, "at": time.monotonic()}
+    lock = threading.Lock()
     app = FastAPI(title="Storesync", docs_url=None, redoc_url=None, openapi_url=None)
 
+    def stores() -> dict[str, StoreConfig]:
+        with lock:
+            stale = time.monotonic() - loaded["at"] > config.reload_s
+            if config.load_stores is not None and (loaded["stores"] is None or stale):
+                loaded["stores"], loaded["at"] = config.load_stores(), time.monotonic()
+                readers.clear()
+            return loaded["stores"] or {}
+
     def reader(store: str | None):
+        """(the store's config, its reader); the first store when none is named."""
         from storesync.ui.queries import LedgerReader  # the ledger's tables: loaded on the first request
 
-        name = store or next(iter(config.stores))
-        if name not in config.stores:
-            raise BadRequest(f"unknown store {name!r}; known: {', '.join(config.stores)}")
-        if name not in readers:
-            readers[name] = LedgerReader(_engine(config.stores[name]), budgets=config.budgets)
-        return name, readers[name]
+        known = stores()
+        if not known:
+            raise BadRequest("no stores are configured")
+        name = store or next(iter(known))
+        if name not in known:
+            raise BadRequest(f"unknown store {name!r}; known: {', '.join(known)}")
+        chosen = known[name]
+        with lock:
+            if name not in readers:
+                if chosen.ledger_url not in engines:  # stores sharing a ledger share its engine
+                    engines[chosen.ledger_url] = _engine(chosen.ledger_url)
+                readers[name] = LedgerReader(engines[chosen.ledger_url], scope=chosen.scope, budgets=chosen.budgets)
+            return chosen, readers[name]
 
     async def caller(request: Request) -> Caller:
         header = request.headers.get("authorization", "")
@@ -176,9 +245,14 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
         user = await auth.user(token) if token else None
         if user is None:
             raise NotAuthenticated()
-        if not auth.can_read(user):
-            raise HTTPException(403, "You may not read the storesync DAGs' runs")
-        return Caller(user=user, token=token, can_trigger=auth.can_trigger(user))
+        return Caller(user=user, token=token)
+
+    def store_for(request: Request, who: Caller, store: str | None):
+        """The store asked for, once the caller may read its replay DAG's runs."""
+        chosen, ledger = reader(store)
+        if not auth.can_read(who.user, chosen.replay_dag):
+            raise HTTPException(403, f"You may not read the runs of {chosen.replay_dag}")
+        return chosen, ledger
 
     @app.exception_handler(NotAuthenticated)
     async def _not_authenticated(request: Request, _exc: NotAuthenticated):
@@ -199,54 +273,55 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
 
     @app.get("/", response_class=HTMLResponse)
     def page(request: Request, who: Caller = Depends(caller), store: str | None = None,
-             shown: Filters = Depends(filters)) -> HTMLResponse:
+             shown=Depends(filters)) -> HTMLResponse:
         from storesync.ui.page import render_page
 
-        name, ledger = reader(store)
-        html = render_page(base=_base(request), store=name, stores=list(config.stores), filters=shown,
+        chosen, ledger = store_for(request, who, store)
+        html = render_page(base=_base(request), store=chosen.name, stores=list(stores()), filters=shown,
                            overview=ledger.overview(shown), quarantine=ledger.quarantine(shown.days),
-                           ltv=ledger.ltv(), actions_enabled=name == config.replay_store,
-                           can_trigger=who.can_trigger, data_docs=config.site is not None and config.site.ready(),
-                           airflow_base=_api_base(config, request), replay_dag=REPLAY_DAG)
+                           ltv=ledger.ltv(), can_trigger=auth.can_trigger(who.user, chosen.replay_dag),
+                           data_docs=config.site is not None and config.site.ready(),
+                           airflow_base=_api_base(config, request), replay_dag=chosen.replay_dag)
         return HTMLResponse(html, headers=_NO_STORE)
 
     @app.get("/api/stores")
-    def stores(who: Caller = Depends(caller)) -> dict:
-        return {"stores": [{"name": n, "actions": n == config.replay_store} for n in config.stores],
-                "can_trigger": who.can_trigger}
+    def list_stores(who: Caller = Depends(caller)) -> dict:
+        return {"stores": [{"name": s.name, "replay_dag": s.replay_dag,
+                            "accounts": [list(a) for a in s.scope.accounts or ()],
+                            "can_trigger": auth.can_trigger(who.user, s.replay_dag)}
+                           for s in stores().values() if auth.can_read(who.user, s.replay_dag)]}
 
     @app.get("/api/overview")
-    def overview(who: Caller = Depends(caller), store: str | None = None,
-                 shown: Filters = Depends(filters)) -> JSONResponse:
-        name, ledger = reader(store)
-        return JSONResponse({"store": name, **ledger.overview(shown)}, headers=_NO_STORE)
+    def overview(request: Request, who: Caller = Depends(caller), store: str | None = None,
+                 shown=Depends(filters)) -> JSONResponse:
+        chosen, ledger = store_for(request, who, store)
+        return JSONResponse({"store": chosen.name, **ledger.overview(shown)}, headers=_NO_STORE)
 
     @app.get("/api/deliveries/{kind}")
-    def problems(kind: str, who: Caller = Depends(caller), store: str | None = None,
-                 shown: Filters = Depends(filters), event_type: str | None = None,
+    def problems(kind: str, request: Request, who: Caller = Depends(caller), store: str | None = None,
+                 shown=Depends(filters), event_type: str | None = None,
                  limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0)) -> JSONResponse:
-        name, ledger = reader(store)
+        chosen, ledger = store_for(request, who, store)
         data = ledger.problems(kind, shown, event_type=event_type, limit=limit, offset=offset)
-        return JSONResponse({"store": name, **data}, headers=_NO_STORE)
+        return JSONResponse({"store": chosen.name, **data}, headers=_NO_STORE)
 
     @app.get("/api/quarantine")
-    def quarantine(who: Caller = Depends(caller), store: str | None = None,
+    def quarantine(request: Request, who: Caller = Depends(caller), store: str | None = None,
                    days: int = Query(14, ge=1, le=92)) -> JSONResponse:
-        name, ledger = reader(store)
-        return JSONResponse({"store": name, **ledger.quarantine(days)}, headers=_NO_STORE)
+        chosen, ledger = store_for(request, who, store)
+        return JSONResponse({"store": chosen.name, **ledger.quarantine(days)}, headers=_NO_STORE)
 
     @app.get("/api/ltv")
-    def ltv(who: Caller = Depends(caller), store: str | None = None) -> JSONResponse:
-        name, ledger = reader(store)
-        return JSONResponse({"store": name, **ledger.ltv()}, headers=_NO_STORE)
+    def ltv(request: Request, who: Caller = Depends(caller), store: str | None = None) -> JSONResponse:
+        chosen, ledger = store_for(request, who, store)
+        return JSONResponse({"store": chosen.name, **ledger.ltv()}, headers=_NO_STORE)
 
     @app.post("/api/actions/replay")
     def replay(body: ReplayRequest, request: Request, who: Caller = Depends(caller)) -> JSONResponse:
-        name, _ = reader(body.store)
-        if name != config.replay_store:
-            raise HTTPException(409, f"store {name!r} is not the ledger this Airflow's replay DAG works on")
-        if not who.can_trigger:
-            raise HTTPException(403, "Replaying needs the right to trigger DAG runs")
+        chosen, _ = store_for(request, who, body.store)
+        dag_id = chosen.replay_dag
+        if not auth.can_trigger(who.user, dag_id):
+            raise HTTPException(403, f"Replaying needs the right to trigger runs of {dag_id}")
         if not body.ids and not body.all_matching:
             raise BadRequest("choose dead letters to replay (ids), or ask for all matching (all_matching)")
         vendor = Filters(vendor=body.vendor).vendor  # validates it
@@ -254,14 +329,15 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
                 "dry_run": body.dry_run}
         what = f"{len(conf['ids'])} chosen" if conf["ids"] else "all matching"
         note = f"From the Storesync view: {'dry run of ' if body.dry_run else ''}replay of {what} dead letters"
-        status, answer = trigger(_api_base(config, request), who.token, REPLAY_DAG, conf, note)
+        api_base = _api_base(config, request)
+        status, answer = trigger(api_base, who.token, dag_id, conf, note)
         if status not in (200, 201):
-            log.warning("triggering %s was refused by Airflow's API: %s", REPLAY_DAG, status)
+            log.warning("triggering %s was refused by Airflow's API: %s", dag_id, status)
             return JSONResponse({"detail": answer.get("detail", answer), "airflow_status": status},
                                 status_code=status if status in (400, 401, 403, 404, 409, 422) else 502)
         run_id = answer.get("dag_run_id")
-        return JSONResponse({"dag_id": REPLAY_DAG, "dag_run_id": run_id, "state": answer.get("state"),
-                             "conf": conf, "url": f"{_api_base(config, request)}/dags/{REPLAY_DAG}/runs/{run_id}"},
+        return JSONResponse({"dag_id": dag_id, "dag_run_id": run_id, "state": answer.get("state"), "conf": conf,
+                             "url": f"{api_base}/dags/{dag_id}/runs/{quote(str(run_id), safe='')}"},
                             status_code=201)
 
     @app.get("/data-docs/{path:path}")

@@ -21,15 +21,15 @@ WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 44
 
 
-def nice_max(value: float) -> float:
-    """The smallest 1/2/5 × 10^k at or above ``value`` (an axis that ends on a round number)."""
+def nice_max(value: float, *, whole: bool = True) -> float:
+    """The top of a y axis with four gridlines at round steps (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k)
+    at or above ``value``; ``whole``: steps of at least 1 (counts)."""
     if value <= 0:
-        return 1
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if value <= step * power:
-            return step * power
-    return 10 * power
+        return 4 if whole else 1
+    raw = value / 4
+    power = 10 ** math.floor(math.log10(raw))
+    step = next((m * power for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * power >= raw), 10 * power)
+    return 4 * (max(step, 1) if whole else step)
 
 
 def _fmt(value: float) -> str:
@@ -128,7 +128,7 @@ def grouped_bars(title: str, labels: Sequence[str], series: dict[str, Sequence[f
                  *, unit: str = "") -> str:
     """Bars side by side per label (historic against predicted, say); None is no bar."""
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(series)}
-    top = nice_max(max((v for values in series.values() for v in values if v is not None), default=0))
+    top = nice_max(max((v for values in series.values() for v in values if v is not None), default=0), whole=False)
     parts = _frame(title, top, labels, unit=unit)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(labels))

@@ -43,3 +43,15 @@ class Filters:
         if self.account:
             clauses.append(table.c.account == self.account)
         return clauses
+
+
+@dataclass(frozen=True)
+class StoreScope:
+    """The rows of a (possibly shared) ledger that belong to one store.
+
+    ``accounts``: the store's (vendor, account key) pairs, from its vendor connections; None
+    reads every delivery. ``sync_prefix``: ``"outlet."`` for a named store's syncs, ``""`` for the
+    default store's (names without a dot), None for every sync."""
+
+    accounts: tuple[tuple[str, str], ...] | None = None
+    sync_prefix: str | None = None

@@ -55,7 +55,7 @@ def _select(name: str, options: list[tuple[str, str]], selected: str | None) -> 
 
 
 def render_page(*, base: str, store: str, stores: list[str], filters: Filters, overview: dict, quarantine: dict,
-                ltv: dict, actions_enabled: bool, can_trigger: bool, data_docs: bool, airflow_base: str,
+                ltv: dict, can_trigger: bool, data_docs: bool, airflow_base: str,
                 replay_dag: str) -> str:
     states = overview["states"]
     totals = states["totals"]
@@ -169,10 +169,10 @@ def render_page(*, base: str, store: str, stores: list[str], filters: Filters, o
     parts.append("</section>")
 
     # ---- dead letters and held rows ----
-    parts.append(_problems_section("dead", "Dead letters", dead, actions_enabled=actions_enabled,
-                                   can_trigger=can_trigger, filters=filters))
-    parts.append(_problems_section("held", "Held: outcome unknown", held, actions_enabled=False,
-                                   can_trigger=False, filters=filters))
+    parts.append(_problems_section("dead", "Dead letters", dead, can_trigger=can_trigger, filters=filters,
+                                   replay_dag=replay_dag))
+    parts.append(_problems_section("held", "Held: outcome unknown", held, can_trigger=False, filters=filters,
+                                   replay_dag=replay_dag))
 
     # ---- quarantine ----
     parts.append("<section id='quarantine'><h2>Quarantine</h2>")
@@ -232,8 +232,8 @@ def _counts_summary(counts) -> str:
     return "" if counts is None else str(counts)[:400]
 
 
-def _problems_section(kind: str, title: str, data: dict, *, actions_enabled: bool, can_trigger: bool,
-                      filters: Filters) -> str:
+def _problems_section(kind: str, title: str, data: dict, *, can_trigger: bool, filters: Filters,
+                      replay_dag: str) -> str:
     parts = [f"<section id='{kind}'><h2>{_e(title)} <span class='muted'>(<span data-metric='{kind}-total'>"
              f"{_n(data['total'])}</span>{', all accounts' if not filters.account else ''})</span></h2>"]
     if data["by_error"]:
@@ -243,16 +243,15 @@ def _problems_section(kind: str, title: str, data: dict, *, actions_enabled: boo
         parts.append("<p class='muted'>A held delivery may have reached the vendor: resolve it with "
                      "<code>storesync reconcile --list</code>, then <code>--found-file</code> (never resend blindly).</p>")
     if kind == "dead" and data["total"]:
-        if actions_enabled and can_trigger:
+        if can_trigger:
             parts.append("<div class='actions' data-kind='dead'>"
                          "<button type='button' data-action='dry-run'>Dry run (selected, or all shown filters)</button>"
                          "<button type='button' data-action='replay-selected'>Replay selected</button>"
                          "<button type='button' data-action='replay-all'>Replay all matching</button>"
                          "<output class='action-result' aria-live='polite'></output></div>")
-        elif actions_enabled:
-            parts.append("<p class='muted'>Replaying needs the right to trigger DAG runs.</p>")
         else:
-            parts.append("<p class='muted'>Replay runs on the Airflow of this store's ledger.</p>")
+            parts.append(f"<p class='muted'>Replaying needs the right to trigger runs of <code>{_e(replay_dag)}</code>."
+                         "</p>")
     if data["rows"]:
         select_all = "<th><input type='checkbox' class='select-all' aria-label='select all'></th>" if kind == "dead" else ""
         parts.append(f"<table class='problems'><thead><tr>{select_all}<th>id</th><th>vendor · account</th>"

@@ -25,12 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import case, func, inspect, literal_column, select, text
+from sqlalchemy import and_, case, false, func, inspect, literal_column, or_, select, text
 from sqlalchemy.engine import Engine
 
 from storesync.core.throttle import rate_slots
 from storesync.delivery.ledger import DEAD, UNKNOWN, deliveries, sync_runs, watermarks
-from storesync.ui.filters import MAX_DAYS, BadRequest, Filters
+from storesync.ui.filters import MAX_DAYS, BadRequest, Filters, StoreScope
 from storesync.ui.masking import mask, mask_text
 
 # The order states are shown in, in charts and tables: done first, then open, then trouble.
@@ -52,11 +52,14 @@ def _utcnow() -> datetime:
 class LedgerReader:
     """Reads one store's ledger database for the view. Thread-safe (an Engine and a clock)."""
 
-    def __init__(self, engine: Engine, *, budgets: dict[str, tuple[int, float]] | None = None,
+    def __init__(self, engine: Engine, *, scope: StoreScope | None = None,
+                 budgets: dict[str, tuple[int, float]] | None = None,
                  clock: Callable[[], datetime] = _utcnow, wall_clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        # vendor -> (requests allowed per window, window seconds): Sendlane's shared budget.
+        self.scope = scope or StoreScope()
+        # vendor -> (requests allowed per window, window seconds): Sendlane's per account,
+        # Sailthru's per account, endpoint and method.
         self.budgets = dict(budgets or {})
         self.clock = clock
         self.wall_clock = wall_clock
@@ -72,6 +75,22 @@ class LedgerReader:
             self._tables_read_at = time.monotonic()
         return name in self._tables
 
+    def _where(self, filters: Filters) -> list:
+        """The store's rows (its vendor accounts) narrowed by the filters."""
+        clauses = filters.where(deliveries)
+        if self.scope.accounts is not None:
+            pairs = [and_(deliveries.c.vendor == v, deliveries.c.account == a) for v, a in self.scope.accounts]
+            clauses.append(or_(*pairs) if pairs else false())
+        return clauses
+
+    def _sync_where(self, column) -> list:
+        prefix = self.scope.sync_prefix
+        if prefix is None:
+            return []
+        if prefix == "":
+            return [~column.contains(".")]
+        return [column.startswith(prefix, autoescape=True)]
+
     def _bucket(self, column, width: str):
         """``column`` as text, truncated to the day (``YYYY-MM-DD``) or the minute (``... HH:MM``)."""
         if self.dialect == "postgresql":
@@ -81,6 +100,8 @@ class LedgerReader:
     # ---- accounts --------------------------------------------------------------------------------
     def accounts(self, limit: int = 100) -> list[dict]:
         """Every (vendor, account) in the ledger: a loose index scan (a min() probe per account)."""
+        if self.scope.accounts is not None:
+            return [{"vendor": v, "account": a} for v, a in self.scope.accounts]
         if not self.has_table(deliveries.name):
             return []
         found: list[dict] = []
@@ -108,7 +129,7 @@ class LedgerReader:
             day = self._bucket(deliveries.c.updated_at, "day").label("day")
             query = (select(day, deliveries.c.state, func.count().label("n"))
                      .where(deliveries.c.updated_at >= datetime.combine(first, datetime.min.time()),
-                            *filters.where(deliveries))
+                            *self._where(filters))
                      .group_by(day, deliveries.c.state))
             position = {d: i for i, d in enumerate(days)}
             with self.engine.connect() as conn:
@@ -130,7 +151,7 @@ class LedgerReader:
             minute = self._bucket(deliveries.c.updated_at, "minute").label("minute")
             query = (select(deliveries.c.vendor, deliveries.c.account, minute, func.count().label("n"))
                      .where(deliveries.c.updated_at >= first, deliveries.c.state.in_(SENT_STATES),
-                            *filters.where(deliveries))
+                            *self._where(filters))
                      .group_by(deliveries.c.vendor, deliveries.c.account, minute))
             with self.engine.connect() as conn:
                 for row in conn.execute(query):
@@ -140,35 +161,44 @@ class LedgerReader:
         accounts = []
         for (vendor, account), counts in sorted(per_account.items()):
             limit, window_s = self.budgets.get(vendor, (None, 60.0))
-            per_minute = round(limit * 60.0 / window_s) if limit else None
+            # Sailthru budgets each endpoint: no one line for the account.
+            per_minute = round(limit * 60.0 / window_s) if limit and vendor == "sendlane" else None
             accounts.append({"vendor": vendor, "account": account, "counts": counts, "sent": sum(counts),
                              "peak_per_minute": max(counts), "limit_per_minute": per_minute})
         return {"minutes": labels, "accounts": accounts}
 
     def budgets_now(self) -> list[dict]:
-        """Each shared budget's use in its current window (``storesync_rate_slots``) and pauses."""
+        """Each shared budget's use in its current window (``storesync_rate_slots``) and pauses.
+        Keys: ``sendlane:<account>`` (per account), ``sendlane:<account>:historical`` (the
+        historical sync's share), ``sailthru:<account>:<METHOD> /<endpoint>`` (per endpoint)."""
         if not self.has_table(rate_slots.name):
             return []
         now = self.wall_clock()
-        limit, window_s = self.budgets.get("sendlane", (None, 60.0))
+        longest = max((window for _, window in self.budgets.values()), default=60.0)
         paused = literal_column("'%#paused'")
         with self.engine.connect() as conn:
-            used = dict(conn.execute(
-                select(rate_slots.c.key, func.count()).where(
-                    rate_slots.c.slot_at >= now - window_s, ~rate_slots.c.key.like(paused))
-                .group_by(rate_slots.c.key)).all())
+            slots = conn.execute(
+                select(rate_slots.c.key, rate_slots.c.slot_at).where(
+                    rate_slots.c.slot_at >= now - longest, ~rate_slots.c.key.like(paused))).all()
             pauses = dict(conn.execute(
                 select(rate_slots.c.key, func.max(rate_slots.c.slot_at)).where(
                     rate_slots.c.key.like(paused), rate_slots.c.slot_at > now)
                 .group_by(rate_slots.c.key)).all())
+        mine = None if self.scope.accounts is None else set(self.scope.accounts)
+        keys = {key for key, _ in slots} | {k.removesuffix("#paused") for k in pauses}
         budgets = []
-        for key in sorted(set(used) | {k.removesuffix("#paused") for k in pauses}):
-            vendor, _, account = key.partition(":")
-            # The historical sync's key (``sendlane:<account>:historical``) has a share of the limit.
-            limit_here = limit if vendor == "sendlane" and ":" not in account else None
+        for key in sorted(keys):
+            vendor, _, rest = key.partition(":")
+            account, _, part = rest.partition(":")
+            if mine is not None and (vendor, account) not in mine:
+                continue
+            limit, window_s = self.budgets.get(vendor, (None, 60.0))
+            if part == "historical":
+                limit = None  # a share of the account's budget, set per historical run
+            used = sum(1 for k, at in slots if k == key and at >= now - window_s)
             until = pauses.get(key + "#paused")
-            budgets.append({"key": key, "vendor": vendor, "account": account.split(":")[0],
-                            "used": used.get(key, 0), "limit": limit_here, "window_s": window_s,
+            budgets.append({"key": key, "vendor": vendor, "account": account, "budget": part or "account",
+                            "used": used, "limit": limit, "window_s": window_s,
                             "paused_for_s": round(until - now, 1) if until else None})
         return budgets
 
@@ -178,7 +208,8 @@ class LedgerReader:
             return []
         now = self.clock()
         with self.engine.connect() as conn:
-            rows = conn.execute(select(watermarks).order_by(watermarks.c.sync_name)).all()
+            rows = conn.execute(select(watermarks).where(*self._sync_where(watermarks.c.sync_name))
+                                .order_by(watermarks.c.sync_name)).all()
         return [{"sync_name": r.sync_name, "window_end": _iso(r.window_end), "updated_at": _iso(r.updated_at),
                  "lag_s": round((now - r.window_end).total_seconds())} for r in rows]
 
@@ -186,7 +217,8 @@ class LedgerReader:
         if not self.has_table(sync_runs.name):
             return []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(sync_runs).order_by(sync_runs.c.started_at.desc())
+            rows = conn.execute(select(sync_runs).where(*self._sync_where(sync_runs.c.sync_name))
+                                .order_by(sync_runs.c.started_at.desc())
                                 .limit(min(limit, MAX_PAGE))).all()
         runs = []
         for r in rows:
@@ -213,7 +245,7 @@ class LedgerReader:
                  "offset": offset}
         if not self.has_table(deliveries.name):
             return empty
-        where = [deliveries.c.state == state, *filters.where(deliveries)]
+        where = [deliveries.c.state == state, *self._where(filters)]
         if event_type:
             where.append(deliveries.c.event_type == event_type)
         d = deliveries.c
