@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 UV     := $(BIN)/uv
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install run test test-fast bench bench-quick lock emulator clean airflow airflow-stop
+.PHONY: install run test test-fast bench bench-quick lock emulator clean airflow airflow-stop browser
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,17 @@ run: $(STAMP)
 	$(BIN)/storesync demo
 
 ## The whole test suite (unit, contract, DAG, end-to-end). CI=true makes server-backed tests mandatory.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+## Debian's chromium for the UI browser test (Playwright drives it; never `playwright install`).
+## Installed with apt when missing and we are root; otherwise that test says why it skipped.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the UI browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "no /usr/bin/chromium and not root: the UI browser test will be skipped (CI=true fails it)"; fi
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
