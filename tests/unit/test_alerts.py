@@ -685,3 +685,52 @@ def test_ledger_counts_from_a_postgres_ledger(alert_env, pg_url):
     alert_env.setenv("STORESYNC_LEDGER_URL", "postgresql+psycopg://storesync:pw@127.0.0.1:1/store")
     alert = StoresyncAlertNotifier().build_alert(task_context(failing_exception()))
     assert alert.counts == {} and alert.dag_id == DAG_ID
+
+
+# ---------------------------------------------------------------------------- task-level alerts
+def test_run_counts_include_the_runs_per_sync_ids(ledger_engine):
+    t0 = datetime(2026, 11, 20, 10, 0)
+    with ledger_engine.begin() as conn:
+        conn.execute(insert(deliveries), [_delivery_row(i, updated_at=t0, run_id=f"{DAG_ID}/{RUN_ID}/order_events")
+                                          for i in range(3)]
+                     + [_delivery_row(7, updated_at=t0, run_id=f"{DAG_ID}/{RUN_ID}x/order_events")])
+    assert run_counts(ledger_engine, f"{DAG_ID}/{RUN_ID}") == {"dead": 3}  # not the run whose id extends it
+
+
+def test_a_storesync_tasks_alert_names_vendor_connection_fix_and_masks_its_connections_secrets(alert_env):
+    from storesync.core.errors import AuthError
+    from storesync.provider.failures import explain
+    from storesync.provider.notifiers import StoresyncAlertNotifier
+    from storesync.provider.operators.sendlane import SendlaneDeliverOperator
+
+    plain_secret = "plainpass-7"  # no pattern would take it for a secret: only knowing it masks it
+    alert_env.setenv("AIRFLOW_CONN_SENDLANE_BRAND_B", json.dumps({
+        "conn_type": "sendlane", "host": "http://127.0.0.1:9/sendlane/v2", "password": plain_secret,
+        "extra": {"integration_token": "integ-plain-8"}}))
+    task = SendlaneDeliverOperator(task_id="deliver_sendlane", sync_name="brand_b.orders",
+                                   sendlane_conn_id="sendlane_brand_b")
+    failure = explain(AuthError(f"token {plain_secret} refused; integration integ-plain-8", http_status=401),
+                      vendor="sendlane", conn_id="sendlane_brand_b", account="brand-b", waiting=12)
+    context = task_context(failure)
+    context["task"] = task
+    alert = StoresyncAlertNotifier(secrets=["extra-known-1"]).build_alert(context)
+    facts = dict(alert.facts)
+    assert facts["Vendor"] == "sendlane" and facts["Connection"] == "sendlane_brand_b"
+    assert facts["Account"] == "brand-b" and facts["Error"] == "HTTP 401 auth"
+    assert facts["Next step"].startswith("fix the API token (password) and the integration token")
+    assert alert.counts["waiting_in_ledger"] == 12 and alert.counts["accepted"] == 3  # the ledger's, too
+    assert plain_secret not in alert.text and "integ-plain-8" not in alert.text and "***" in alert.detail
+    assert "sendlane task deliver failed: HTTP 401" in alert.subject  # the task id of the context's ti
+
+
+def test_an_unclassified_failure_of_a_storesync_task_still_names_its_vendor(alert_env):
+    from storesync.core.errors import RetryableError
+    from storesync.provider.notifiers import StoresyncAlertNotifier
+    from storesync.provider.operators.sailthru import SailthruDeliverOperator
+
+    context = task_context(RetryableError("HTTP 503 after 5 attempts"))
+    context["task"] = SailthruDeliverOperator(task_id="deliver_sailthru", sync_name="s")
+    alert = StoresyncAlertNotifier().build_alert(context)
+    facts = dict(alert.facts)
+    assert facts["Vendor"] == "sailthru" and facts["Connection"] == "sailthru_default"
+    assert "check its status page" in facts["Next step"]

@@ -76,7 +76,7 @@ def explain(error: BaseException, *, vendor: str | None = None, conn_id: str | N
             next_step = (f"fix {_credential_fields(vendor)} in Airflow {where} (Admin -> Connections; "
                          f"its Test button checks them), then clear this task")
             kind, what = AUTH, f"refused the credentials (HTTP {status})" if status else "refused the credentials"
-        message = (f"{_vendor_name(vendor)} {what} of {where} (account {account}): "
+        message = (f"{_vendor_name(vendor)} {what} of {where} (account {account}); its answer: "
                    f"{error}.{nothing_lost} To fix: {next_step}.")
         return StoresyncTaskFailure(message, kind=kind, next_step=next_step, vendor=vendor, conn_id=conn_id,
                                     account=account, http_status=status, error_class="auth", counts=counts)
@@ -88,9 +88,10 @@ def explain(error: BaseException, *, vendor: str | None = None, conn_id: str | N
                                     kind=QUARANTINE, next_step=next_step, quarantine=error)
     if isinstance(error, tasks.HeldDeliveries):
         report = error.report
-        next_step = tasks.held_remedy(vendor or "")
+        message = str(error)
+        next_step = message.split("\n", 1)[1] if "\n" in message else tasks.held_remedy(vendor or "")
         return StoresyncTaskFailure(
-            f"{error}", kind=HELD, next_step=next_step, vendor=vendor, conn_id=conn_id, account=account,
+            message, kind=HELD, next_step=next_step, vendor=vendor, conn_id=conn_id, account=account,
             counts={k: report.get(k) for k in ("held_unknown", "accepted", "awaiting_lookup", "dead",
                                                "waiting_behind_dead")})
     if isinstance(error, tasks.OtherAccountsOpen):

@@ -74,7 +74,7 @@ def deliver(vendor: str, run: SyncRun, *, sync_name: str) -> dict:
     log.info("%s: %s", vendor, {k: v for k, v in report.items() if k != "by_event"})
     report["open_under_other_accounts"] = _other_accounts_of_this_sync(
         ctx.ledger, vendor, report.get("account"), sync_name, report.get("open_under_other_accounts") or {})
-    raise_if_held(vendor, report)
+    raise_if_held(vendor, report, ctx.ledger, run.settings)
     return report
 
 
@@ -112,23 +112,26 @@ class OtherAccountsOpen(RuntimeError):
         self.report = report
 
 
-def held_remedy(vendor: str) -> str:
-    """The command that resolves held rows (``storesync.delivery.remedies`` when present)."""
-    try:
-        from storesync.delivery import remedies  # noqa: PLC0415 - written by the unknown-outcome work
-    except ImportError:
-        return "run `storesync reconcile --list`, then `storesync reconcile --found-file FILE`"
-    for name in ("held_remedy", "remedy_for_held", "command_for_held"):
-        function = getattr(remedies, name, None)
-        if callable(function):
-            try:
-                return str(function(vendor))
-            except TypeError:
-                continue
-    return "run `storesync reconcile --list`, then `storesync reconcile --found-file FILE`"
+def held_remedy(vendor: str, ledger=None, account: str | None = None, settings: Settings | None = None) -> str:
+    """What resolves ``vendor``'s held rows: ``storesync.delivery.remedies``' text for the rows the
+    ledger holds for ``account`` (what they are, why nothing automatic settles them, the commands)."""
+    fallback = f"list them with `storesync reconcile --list --vendor {vendor}`, then reconcile each"
+    if ledger is None:
+        return fallback
+    from storesync.delivery.ledger import UNKNOWN
+    from storesync.delivery.remedies import held_counts
+    from storesync.delivery.remedies import held_remedy as remedy_text
+
+    policy = {}
+    if settings is not None:
+        policy = {"sendlane_unknown_outcome": settings.sendlane.unknown_outcome,
+                  "sailthru_unknown_outcome": settings.sailthru.unknown_outcome}
+    rows = ledger.in_state(UNKNOWN, vendor=vendor, account=account) if account else ledger.in_state(UNKNOWN,
+                                                                                                    vendor=vendor)
+    return remedy_text(vendor, held_counts(rows, **policy).get(vendor, {})) or fallback
 
 
-def raise_if_held(vendor: str, report: dict) -> None:
+def raise_if_held(vendor: str, report: dict, ledger=None, settings: Settings | None = None) -> None:
     """Fail the task, after everything else was sent, when deliveries are held with an unknown
     outcome (this run's and those recovered from earlier runs alike), or when open deliveries
     this sync planned sit under another account key than the one sent to. Held deliveries are not
@@ -145,7 +148,8 @@ def raise_if_held(vendor: str, report: dict) -> None:
         raise HeldDeliveries(
             f"{held} {vendor} deliveries have an unknown outcome and are held ({held - earlier} from this "
             f"run, {earlier} recovered from earlier runs); {report.get('accepted', 0)} accepted, "
-            f"{report.get('awaiting_lookup', 0)} awaiting a later lookup; {held_remedy(vendor)}", report)
+            f"{report.get('awaiting_lookup', 0)} awaiting a later lookup.\n"
+            f"{held_remedy(vendor, ledger, report.get('account'), settings)}", report)
 
 
 def finish(run: SyncRun, *, sync_name: str, full_catalog: bool = False) -> dict:
@@ -326,10 +330,8 @@ def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = 
         return {"dry_run": False, **selection, "requeued": 0, "deliveries": {}}
     result = replay_dead_letters(current, vendor=vendor, event_type=event_type, ids=[d.id for d in dead],
                                  run_id=run.ledger_run_id)
-    held = sum(d.get("held_unknown", 0) for d in result["deliveries"].values())
-    if held:
-        raise HeldDeliveries(f"{held} replayed deliveries have an unknown outcome and are held; "
-                             f"{held_remedy(vendor or 'sendlane')}", {"held_unknown": held})
+    for replayed_vendor, report in result["deliveries"].items():
+        raise_if_held(replayed_vendor, report, Ledger(current.ledger_url), current)
     return {"dry_run": False, **selection, **result}
 
 

@@ -239,10 +239,12 @@ def task_failure_message(dag_id: str | None, run_id: str | None, *, task_id: str
     if try_number:
         facts.append(("Try", str(try_number)))
     if next_step:
-        facts.append(("Next step", scrub(next_step, secrets=secrets, limit=300)))
+        facts.append(("Next step", scrub(next_step, secrets=secrets, limit=900)))
     detail = None
     if exception is not None:
         text = exception if isinstance(exception, str) else str(exception)
+        if next_step and next_step in text:  # said once, under Next step
+            text = text.replace(f" To fix: {next_step}.", "").replace(next_step, "").strip()
         detail = scrub(text, secrets=secrets)
     title = f"{vendor} " if vendor else ""
     title += f"task {task_id} failed" + (f": HTTP {http_status}" if http_status else "")
