@@ -86,8 +86,20 @@ def checkout(i, **kw):
     return row
 
 
+def site_event(i, **kw):
+    row = dict(
+        event_id=f"evt-{i}", event_name="added_to_cart", occurred_at=PAST, anonymous_id=f"anon-{i}", user_id=None,
+        email=f"visitor{i}@example.com", product_id="7", variant_id=None, sku="SKU-7", product_name="Mug",
+        quantity=1, price=D("9.99"), currency="USD", product_url=None, image_url=None, cart_id="c-1",
+        checkout_url=None, cart_total=D("9.99"),
+    )
+    row.update(kw)
+    return row
+
+
 BUILDERS = {
     "orders": order, "order_lines": line, "products": product, "customers": customer, "checkouts": checkout,
+    "site_events": site_event,
 }
 
 
@@ -144,6 +156,14 @@ GOOD = {
         ("guest_without_email", {"customer_id": None, "email": None}),
         ("no_checkout_url", {"checkout_url": None}),
         ("converted", {"status": "completed", "order_id": 55}),
+    ],
+    "site_events": [
+        ("plain", {}),
+        ("viewed_without_cart", {"event_name": "product_viewed", "cart_id": None, "quantity": None,
+                                 "price": None, "cart_total": None}),
+        ("anonymous", {"email": None}),
+        ("iso_text_time", {"occurred_at": "2025-05-01T08:00:00.000Z"}),
+        ("free_sample", {"price": D("0.00"), "cart_total": D("0.00")}),
     ],
 }
 
@@ -293,6 +313,22 @@ BAD = {
         ("missing_updated", {"updated_at": None}, {"updated_at_present"}),
         ("created_in_future", future(days=3), BOTH_FUTURE),
         ("updated_before_created", BACKWARDS, {"updated_at_not_before_created_at"}),
+    ],
+    "site_events": [
+        ("missing_id", {"event_id": None}, {"event_id_present"}),
+        ("duplicate_a", {"event_id": 900}, {"event_id_unique"}),
+        ("duplicate_b", {"event_id": 900}, {"event_id_unique"}),
+        ("missing_name", {"event_name": None}, {"event_name_present"}),
+        ("missing_time", {"occurred_at": None}, {"occurred_at_present"}),
+        ("time_in_future", {"occurred_at": NOW + dt.timedelta(hours=2)}, {"occurred_at_not_in_future"}),
+        ("bad_email", {"email": "visitor@"}, {"email_well_formed"}),
+        ("missing_product", {"product_id": None}, {"product_id_present"}),
+        ("added_without_cart", {"cart_id": None}, {"cart_present_when_added"}),
+        ("zero_quantity", {"quantity": 0}, {"quantity_at_least_one"}),
+        ("negative_price", {"price": D("-1.00")}, {"price_non_negative"}),
+        ("price_fraction", {"price": D("9.999")}, {"price_fits_cents"}),
+        ("negative_cart_total", {"cart_total": D("-9.99")}, {"cart_total_non_negative"}),
+        ("cart_total_fraction", {"cart_total": 9.991}, {"cart_total_fits_cents"}),
     ],
 }
 

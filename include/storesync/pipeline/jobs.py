@@ -14,6 +14,7 @@ from storesync.core.config import Settings
 from storesync.core.windows import Window
 from storesync.delivery.ledger import ACCEPTED, DEAD, SUPPRESSED, UNKNOWN, Ledger
 from storesync.pipeline import syncs
+from storesync.pipeline.site_events import plan_site_events
 from storesync.pipeline.targets import targets_for
 from storesync.warehouse.models import Warehouse
 
@@ -24,6 +25,7 @@ ENTITY_SYNCS = {
     "customers": syncs.plan_customers,
     "products": syncs.plan_products,
     "checkouts": syncs.plan_checkouts,
+    "site_events": plan_site_events,
 }
 
 

@@ -693,8 +693,40 @@ CHECKOUTS = EntitySpec(
     ),
 )
 
+def _cart_present_when_added(p: Prepared) -> np.ndarray:
+    return (p.frame["event_name"].ne("added_to_cart") | p.frame["cart_id"].notna()).to_numpy(dtype=bool)
+
+
+SITE_EVENTS = EntitySpec(
+    entity="site_events",
+    id_column="event_id",
+    description="One row per storefront event (product viewed, added to cart), as the tracker's tables "
+                "hold them. Events with no email are not bad data (anonymous browsing): the sync skips them.",
+    money=("price", "cart_total"),
+    numbers=("quantity",),
+    dates=("occurred_at",),
+    checks=(
+        *_ids("event_id"),
+        present("event_name"),
+        present("occurred_at"),
+        not_in_future("occurred_at"),
+        *_email(required=False),
+        present("product_id"),
+        derived(
+            "cart_present_when_added",
+            "An `added_to_cart` event names its cart (`cart_id`): Sendlane keys the cart by it. Helper "
+            "column `_cart_present_when_added`.",
+            ("event_name", "cart_id"),
+            _cart_present_when_added,
+            lambda p, i: "cart_id is missing on an added_to_cart event",
+        ),
+        at_least("quantity", 1, "quantity_at_least_one"),
+        *_amounts(optional=("price", "cart_total")),
+    ),
+)
+
 REGISTRY: dict[str, EntitySpec] = {
-    spec.entity: spec for spec in (ORDERS, ORDER_LINES, PRODUCTS, CUSTOMERS, CHECKOUTS)
+    spec.entity: spec for spec in (ORDERS, ORDER_LINES, PRODUCTS, CUSTOMERS, CHECKOUTS, SITE_EVENTS)
 }
 ENTITIES: tuple[str, ...] = tuple(REGISTRY)
 

@@ -80,7 +80,8 @@ class DemoStoreStats:
     checkouts: int = 0
     checkout_lines: int = 0
     malformed_orders: int = 0
-    orphan_lines: int = 0  # lines whose order does not exist (one per chunk when bad_share > 0)
+    orphan_lines: int = 0
+    site_events: int = 0  # lines whose order does not exist (one per chunk when bad_share > 0)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -447,11 +448,44 @@ def _write_orders(writer, spec: DemoStoreSpec, pools: _NamePools, customer_weigh
             "line_total": _units(line_total[cl_line]),
         })
         checkout_line_id += n_checkout_lines
+        _write_site_events(writer, stats, c_ids, abandoned, clock(started),
+                           np.array(emails, dtype=object)[c_order], line_product_id[first_line[c_order]],
+                           sku[product[first_line[c_order]]], product_name[product[first_line[c_order]]],
+                           unit[first_line[c_order]], qty[first_line[c_order]], currency_code[c_order])
         stats.orders += k
         stats.malformed_orders += int((defect >= 0).sum())
         log.debug("orders %d-%d written", lo + 1, hi)
     stats.order_lines, stats.status_changes = line_id, history_id
     stats.checkouts, stats.checkout_lines = checkout_id, checkout_line_id
+
+
+def _write_site_events(writer, stats, c_ids, abandoned, started, emails, product_ids, skus, names, unit_cents,
+                       quantities, currencies) -> None:
+    """Storefront events as Segment's ``tracks`` table holds them, for one abandoned cart in ten (no
+    random draw): the product viewed two minutes before the cart started, then added to it. A cart
+    in four of those is a visitor's who had not logged in: no email, as trackers record them."""
+    pick = np.flatnonzero(abandoned & (c_ids % 10 == 0))
+    if not len(pick):
+        return
+    ids = c_ids[pick]
+    known = ids % 4 != 0
+    mail = np.where(known, emails[pick], None).astype(object)
+    views_at = started[pick] - np.timedelta64(120, "s")
+    for kind, event, at in (("v", "Product Viewed", views_at), ("a", "Product Added", started[pick])):
+        is_add = kind == "a"
+        n = len(pick)
+        writer.write_columns(schema.tracks, {
+            "id": [f"evt-{c}-{kind}" for c in ids.tolist()], "event": [event] * n,
+            "anonymous_id": [f"anon-{c}" for c in ids.tolist()], "user_id": [None] * n,
+            "context_traits_email": mail, "product_id": [str(p) for p in product_ids[pick].tolist()],
+            "sku": skus[pick], "name": names[pick], "price": _units(unit_cents[pick]),
+            "quantity": quantities[pick] if is_add else [None] * n,
+            "currency": currencies[pick],
+            "url": [f"{STORE_URL}/products/{p}" for p in product_ids[pick].tolist()],
+            "cart_id": [str(c) for c in ids.tolist()] if is_add else [None] * n,
+            "timestamp": at,
+        })
+        stats.site_events += n
 
 
 def _status_path(fate: float, created: float, fulfil_after: float, refund_after: float,

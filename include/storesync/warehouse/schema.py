@@ -164,4 +164,26 @@ checkout_lines = Table(
     Index("ix_checkout_lines_checkout_id", "checkout_id"),
 )
 
+# Storefront events as Segment loads its track calls into a warehouse (one table of every event,
+# properties flattened into columns). The demo writes "Product Viewed" and "Product Added".
+tracks = Table(
+    "tracks",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("event", String(100), nullable=False),
+    Column("anonymous_id", String(64)),
+    Column("user_id", String(64)),
+    Column("context_traits_email", String(320)),
+    Column("product_id", String(64)),
+    Column("sku", String(64)),
+    Column("name", String(200)),
+    Column("price", MONEY),
+    Column("quantity", Integer),
+    Column("currency", String(3)),
+    Column("url", String(500)),
+    Column("cart_id", String(64)),
+    Column("timestamp", DateTime, nullable=False),
+    Index("ix_tracks_timestamp", "timestamp"),
+)
+
 ORDER_STATUSES = ("cancelled", "completed", "failed", "fulfilled", "pending", "processing", "refunded")
