@@ -260,3 +260,36 @@ def test_stores_file_generates_each_stores_dags_with_its_connections(tmp_path, m
         assert dag.description, dag.dag_id
         for task in dag.tasks:
             assert task.on_failure_callback, (dag.dag_id, task.task_id)
+
+
+def test_deliveries_waiting_behind_a_dead_letter_alert_from_the_run_without_failing_it(
+        airflow_db, from_connections, monkeypatch, receiver):
+    from sqlalchemy import insert, select, update
+
+    from storesync.delivery.ledger import deliveries
+
+    emulator = from_connections["emulator"]
+    set_conn(monkeypatch, "sendlane_default", sendlane_conn(emulator, {
+        "api_token": emulator.sendlane_api_token, "integration_token": emulator.sendlane_integration_token}))
+    hour_end = busiest_hour(from_connections, "SELECT changed_at AS updated_at FROM order_status_history")
+    dag = load_dag("storesync_order_events")
+    assert dag.test(logical_date=hour_end).state == "success"
+    # An order's purchase became a dead letter, and its next event waits behind it.
+    with create_engine(f"sqlite:///{from_connections['ledger_path']}").begin() as conn:
+        first = conn.execute(select(deliveries).where(deliveries.c.vendor == "sendlane")
+                             .order_by(deliveries.c.id).limit(1)).mappings().one()
+        conn.execute(update(deliveries).where(deliveries.c.id == first["id"]).values(state="dead"))
+        later = {k: v for k, v in first.items() if k != "id"}
+        later.update(delivery_key=first["delivery_key"] + "-next", version=first["version"] + "-next",
+                     seq=first["seq"] + 1, state="planned", attempts=0)
+        conn.execute(insert(deliveries).values(**later))
+    run = load_dag("storesync_order_events").test(logical_date=hour_end)
+
+    assert run.state == "success"  # everything else went; the waiting row is a person's to heal
+    with create_engine(f"sqlite:///{from_connections['ledger_path']}").connect() as conn:
+        state = conn.execute(select(deliveries.c.state)
+                             .where(deliveries.c.delivery_key == later["delivery_key"])).scalar_one()
+    assert state == "planned"  # not sent ahead of its dead letter
+    waiting = [p for p in receiver.posts if "wait behind dead letters" in p["text"]]
+    assert len(waiting) == 1 and waiting[0]["counts"]["waiting_behind_dead"] == 1
+    assert "Vendor: sendlane" in waiting[0]["text"] and "storesync replay --vendor sendlane" in waiting[0]["text"]

@@ -23,6 +23,7 @@ SENDLANE_CONNECTION = {
             "password": "Sendlane API v2 token",
             "integration_token": "custom integration token (body field 'token' of tracking events)",
             "budget_per_minute": "200",
+            "list_id": "the list's id (optional)",
         },
     },
     "conn-fields": {
@@ -36,6 +37,12 @@ SENDLANE_CONNECTION = {
             "description": "Requests per minute for this Sendlane account, shared by every DAG and "
                            "worker using it (Sendlane allows 240 per account).",
             "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 240},
+        },
+        "list_id": {
+            "label": "List id",
+            "description": "The Sendlane list customers are added to as contacts (consent, LTV custom "
+                           "fields). Empty: no list contacts, events only.",
+            "schema": {"type": ["string", "integer", "null"]},
         },
         "account_id": {
             "label": "Account id",
@@ -75,7 +82,7 @@ def get_provider_info() -> dict:
         "package-name": "storesync",
         "name": "storesync",
         "description": "Keeps the email-marketing vendors Sendlane and Sailthru in step with a store's "
-                       "data warehouse: connections, hooks and operators.",
+                       "data warehouse, exactly once: connections, hooks, ledger-backed operators, alerts.",
         "versions": [__version__],
         "integrations": [
             {"integration-name": "Sendlane", "external-doc-url": "https://api.sendlane.com/",
@@ -88,9 +95,12 @@ def get_provider_info() -> dict:
             {"integration-name": "Sailthru", "python-modules": ["storesync.provider.hooks.sailthru"]},
         ],
         "operators": [
-            {"integration-name": "Sendlane", "python-modules": ["storesync.provider.operators.sendlane"]},
-            {"integration-name": "Sailthru", "python-modules": ["storesync.provider.operators.sailthru"]},
+            {"integration-name": "Sendlane", "python-modules": ["storesync.provider.operators.sendlane",
+                                                                "storesync.provider.operators.sync"]},
+            {"integration-name": "Sailthru", "python-modules": ["storesync.provider.operators.sailthru",
+                                                                "storesync.provider.operators.sync"]},
         ],
+        "notifications": ["storesync.provider.notifiers.alert.StoresyncAlertNotifier"],
         "connection-types": [SENDLANE_CONNECTION, SAILTHRU_CONNECTION],
     }
 
