@@ -145,3 +145,18 @@ def test_dry_run_plans_without_sending_and_masks_emails(tmp_path, emulator):
     samples = summary["samples"]["sailthru:purchase"]
     assert samples and all("***@" in s["payload"]["email"] for s in samples)
     assert Ledger(settings.ledger_url).counts() == {}
+
+
+def test_demo_store_command_writes_a_duckdb_file(tmp_path, capsys):
+    from storesync.cli import main
+
+    url = f"duckdb:///{tmp_path / 'new' / 'store.duckdb'}"  # its folder does not exist yet
+    config = tmp_path / "storesync.toml"
+    config.write_text("")  # every setting at its default
+    assert main(["--config", str(config), "demo-store", "--url", url, "--orders", "200",
+                 "--seed", "5", "--end", END.isoformat(), "--days", "10"]) == 0
+    assert "orders 200" in capsys.readouterr().out
+    engine = create_engine(url)
+    counts = table_counts(engine)
+    engine.dispose()
+    assert counts["orders"] == 200 and counts["order_lines"] > 200 and counts["tracks"] > 0

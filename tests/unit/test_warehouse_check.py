@@ -16,8 +16,15 @@ from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
 END = datetime(2026, 11, 20)
 
 
+@pytest.fixture(autouse=True)
+def _no_settings_file(tmp_path, monkeypatch):
+    """Every setting at its default, the rest given on the command line."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STORESYNC_CONFIG", raising=False)
+
+
 def _check(capsys, *args) -> tuple[int, str, str]:
-    code = main(["--config", "/nonexistent/storesync.toml", "models", "check", *args])
+    code = main(["models", "check", *args])
     out, err = capsys.readouterr()
     return code, out, err
 
