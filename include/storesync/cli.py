@@ -13,14 +13,20 @@ import json
 import logging
 import sys
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from storesync.core.errors import StoresyncError
 
 
 def _settings(args):
-    from storesync.core.config import load_settings
+    from pathlib import Path
 
+    from storesync.core.config import load_settings
+    from storesync.core.errors import ConfigurationError
+
+    if args.config and not Path(args.config).is_file():
+        raise ConfigurationError(f"--config {args.config}: no such settings file; check the path, or leave "
+                                 "--config out to read ./storesync.toml or $STORESYNC_CONFIG")
     settings = load_settings(args.config)
     if getattr(args, "warehouse_url", None):
         settings = settings.with_overrides(warehouse_url=args.warehouse_url)
@@ -32,10 +38,21 @@ def _settings(args):
 def _iso_time(value: str) -> datetime:
     """argparse type for --start/--end: an ISO 8601 date or time (UTC unless it says otherwise)."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an ISO 8601 date or time: write e.g. 2026-11-20 or 2026-11-20T13:00") from None
+
+
+def _share(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a share from 0 up to 1, e.g. 0.005")
+    return number
 
 
 def _positive_int(value: str) -> int:
@@ -110,6 +127,8 @@ def _database_error_text(exc, args) -> str:
         settings = _settings(args)
         where = (f"warehouse {_shown_url(settings.warehouse_url)}, ledger {_shown_url(settings.ledger_url)}, "
                  f"models in {settings.models_dir}")
+        if getattr(args, "url", None):  # demo-store --url
+            where = f"database {_shown_url(args.url)}"
     except Exception:  # noqa: BLE001 - the settings themselves may be what failed
         where = "the configured warehouse and ledger"
     hint = ("a missing table or column means the warehouse does not have what the SQL models read: "
@@ -133,7 +152,7 @@ def cmd_demo_store(args) -> int:
 
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
     spec = DemoStoreSpec(orders=args.orders, seed=args.seed, days=args.days, bad_share=args.bad_share,
-                         **({"end": datetime.fromisoformat(args.end)} if args.end else {}))
+                         **({"end": args.end} if args.end else {}))
     stats = generate_demo_store(url, spec)
     print(f"demo store at {make_url(url).render_as_string(hide_password=True)}: "
           + ", ".join(f"{k} {v}" for k, v in stats.as_dict().items()))
@@ -143,7 +162,17 @@ def cmd_demo_store(args) -> int:
 def cmd_emulator(args) -> int:
     from storesync.emulator.server import main as emulator_main
 
-    return emulator_main(["--host", args.host, "--port", str(args.port)])
+    import errno
+
+    from storesync.core.errors import ConfigurationError
+
+    try:
+        return emulator_main(["--host", args.host, "--port", str(args.port)])
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigurationError(f"port {args.port} on {args.host} is in use (another emulator?): stop it, or "
+                                     "choose another with --port (0 picks a free one)") from None
+        raise
 
 
 def cmd_sync(args) -> int:
@@ -330,11 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo-store", help="generate the demo store")
     p.add_argument("--url", help="SQLAlchemy URL (default: the configured warehouse)")
-    p.add_argument("--orders", type=int, default=5000)
+    p.add_argument("--orders", type=_positive_int, default=5000)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--days", type=int, default=60)
-    p.add_argument("--bad-share", type=float, default=0.005)
-    p.add_argument("--end", help="the store's 'now' (default: this hour)")
+    p.add_argument("--days", type=_positive_int, default=60)
+    p.add_argument("--bad-share", type=_share, default=0.005, help="share of orders made malformed (0-1)")
+    p.add_argument("--end", type=_iso_time, help="the store's 'now', ISO 8601 UTC (default: this hour)")
     p.add_argument("--warehouse-url")
     p.set_defaults(func=cmd_demo_store)
 
@@ -356,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the README's `make run`: demo store + emulator + nightly sync")
     window_args(p)
-    p.add_argument("--orders", type=int, default=5000)
+    p.add_argument("--orders", type=_positive_int, default=5000)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--days", type=int, default=60)
-    p.add_argument("--bad-share", type=float, default=0.005)
+    p.add_argument("--days", type=_positive_int, default=60)
+    p.add_argument("--bad-share", type=_share, default=0.005)
     p.add_argument("--port", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 

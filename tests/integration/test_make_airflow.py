@@ -163,7 +163,7 @@ def test_make_airflow_starts_a_wired_airflow_and_stop_leaves_nothing(tmp_path):
         stopped = run_script("stop", "--var-dir", str(var_dir), timeout=120)
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped: api-server, dag-processor, emulator, scheduler, triggerer" in stopped.stdout
-    print(f"\nmake airflow: {out.strip().splitlines()[-3]}; stop: {stopped.stdout.strip()}")
+    print(f"\nmake airflow: {out.strip().splitlines()[-2].strip()}; stop: {stopped.stdout.strip()}")
     assert all(airflow_local.group_members(pgid) == [] for pgid in groups.values())
     assert not layout.state_file.exists()
     assert run_script("status", "--var-dir", str(var_dir)).returncode == 3

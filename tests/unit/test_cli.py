@@ -82,8 +82,15 @@ def test_ledger_accounts_lists_open_rows_per_key_and_move_account_re_keys_them(t
 
 
 # ------------------------------------------------------------------------------ errors say what to do
+def _empty_config(tmp_path) -> str:
+    """A settings file of its own, so a storesync.toml or STORESYNC_CONFIG around the test is not read."""
+    path = tmp_path / "storesync.toml"
+    path.touch()
+    return str(path)
+
+
 def _sync(tmp_path, *args):
-    return main(["--config", str(tmp_path / "absent.toml"), "sync",
+    return main(["--config", _empty_config(tmp_path), "sync",
                  "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}", *args])
 
 
@@ -146,7 +153,7 @@ def test_dry_run_json_pipes_into_jq(tmp_path):
                                                  bad_share=0.05))
     storesync = Path(sys.executable).with_name("storesync")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STORESYNC_")}
-    command = [str(storesync), "--config", str(tmp_path / "absent.toml"), "-v", "sync", "--dry-run", "--json",
+    command = [str(storesync), "--config", _empty_config(tmp_path), "-v", "sync", "--dry-run", "--json",
                "--warehouse-url", warehouse, "--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}",
                "--end", "2026-11-20", "--hours", "48"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
@@ -174,3 +181,37 @@ def test_a_failed_quality_gate_says_how_to_fix_or_accept_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "quality gate failed" in err and "Fix those rows in the warehouse" in err
     assert "[quarantine_thresholds] customers = 0.1" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--config", "/nonexistent/storesync.toml", "sync"], "--config /nonexistent/storesync.toml: no such settings file"),
+    (["demo-store", "--orders", "-5"], "'-5': give a whole number of 1 or more"),
+    (["demo-store", "--bad-share", "5"], "'5': give a share from 0 up to 1"),
+    (["demo-store", "--end", "tomorrow"], "'tomorrow' is not an ISO 8601 date or time"),
+])
+def test_bad_arguments_anywhere_say_what_is_expected(tmp_path, capsys, args, message):
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_emulator_port_in_use_says_how_to_pick_another(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["emulator", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} on 127.0.0.1 is in use" in err and "--port (0 picks a free one)" in err
+
+
+def test_a_demo_store_url_that_fails_is_the_one_named(tmp_path, capsys):
+    assert main(["--config", _empty_config(tmp_path), "demo-store", "--orders", "5",
+                 "--url", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/store"]) == 2
+    err = capsys.readouterr().err
+    assert "database postgresql+psycopg://nobody:***@127.0.0.1:1/store" in err and "hunter2" not in err
