@@ -385,3 +385,20 @@ def test_a_bad_stores_file_says_where_and_what(monkeypatch, tmp_path, body, mess
     with pytest.raises(ConfigurationError, match=re.escape(message)) as error:
         load_stores()
     assert str(path) in str(error.value)
+
+
+def test_tasks_quiet_great_expectations_import_noise():
+    # GX logs ~200 "Skipping registering function" lines at INFO when first imported (in a task).
+    import subprocess
+    import sys
+
+    probe = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout); "
+             "from storesync.provider.operators.base import quiet_great_expectations; {quiet}"
+             "import great_expectations as gx; gx.get_context(mode='ephemeral'); "
+             "logging.getLogger('great_expectations').warning('still warns')")
+    # (Without the call, this prints ~200 "Skipping registering function" lines.)
+    quiet = subprocess.run([sys.executable, "-c", probe.format(quiet="quiet_great_expectations(); ")],
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Skipping registering function" not in quiet.stdout and "INFO:great_expectations" not in quiet.stdout
+    assert "still warns" in quiet.stdout
