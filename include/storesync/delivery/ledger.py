@@ -14,6 +14,7 @@ States::
        └── replay ────────┘                                 (or held for reconciliation)
 
     staged | planned | retry ──a newer version of the same entity was promoted──> superseded
+    dead | planned | retry (a status change) ──its re-planned revision was promoted──> superseded
 
 Two kinds of version (``versioning``):
 - ``change`` (order events): the warehouse's id of the status change. Every change is owed once.
@@ -40,10 +41,12 @@ so a data engineer can query all of it with SQL.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import uuid
+from collections import Counter
 from functools import lru_cache
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +92,9 @@ CLAIMABLE_STATES = (PLANNED, RETRY)
 # Open but not in flight: what a newer version of the same entity may supersede.
 SUPERSEDABLE_STATES = (STAGED, PLANNED, RETRY)
 CHANGE, CONTENT = "change", "content"
+# A status change's row that fixed warehouse data may replace (``replan_dead``): dead, or still
+# waiting unsent (behind a dead row of its order) with the old data. Never one that may have left.
+HEALABLE_STATES = (DEAD, PLANNED, RETRY)
 _OPEN_SQL = "state IN ('staged', 'planned', 'sending', 'retry', 'unknown')"
 
 metadata = MetaData()
@@ -478,7 +484,140 @@ class Ledger:
             ).rowcount
             if promoted:
                 self._supersede(conn, run_id=run_id, promoted_run=run_id)
+                self._supersede_healed(conn, run_id)
         return promoted
+
+    # ------------------------------------------------------------------ healing dead letters
+    # A status change's delivery that died for its data (it could not be mapped, or the vendor
+    # rejected it) is owed again once the warehouse's data changes: the re-planned payload gets a
+    # revision of the change's version, ``<change id>~<hash of endpoint and payload>``, the same
+    # for every planner that reads the same data, so a race still plans it once. Only a family
+    # (one change of one entity: its base version and revisions) whose newest row is dead is
+    # re-planned, and only with a payload other than that row's: nothing the vendor accepted, and
+    # nothing in flight, is ever sent again. The dead row is superseded when the revision is
+    # promoted (its run's gate passed), releasing what waited behind it.
+
+    def dead_order_entities(self, vendor: str, account: str) -> dict[str, bool]:
+        """Entities (order ids) with a dead status-change delivery of ``vendor``/``account``,
+        each with whether that delivery was historical. Reads the dead rows only (state index)."""
+        query = (select(deliveries.c.entity_id, deliveries.c.historical).distinct()
+                 .where(deliveries.c.state == DEAD, deliveries.c.vendor == vendor,
+                        deliveries.c.account == account, deliveries.c.ordering_key.like("order:%"),
+                        or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT)))
+        found: dict[str, bool] = {}
+        with self.engine.connect() as conn:
+            for entity_id, historical in conn.execute(query):
+                found[entity_id] = found.get(entity_id, False) or bool(historical)
+        return found
+
+    def replan_dead(self, items: Iterable[PlannedDelivery], *, sync_name: str, run_id: str,
+                    window_start: datetime | None = None, window_end: datetime | None = None) -> Counter:
+        """Plan ``items`` (an entity's deliveries re-built from the warehouse's current data):
+        a status change whose newest delivery is dead, with a payload other than that one's, is
+        planned again as a revision (staged, like any plan); every other item is planned as usual
+        (a no-op when it is in the ledger). Returns the revisions staged per ``vendor:event_type``."""
+        items = list(items)
+        changes = [i for i in items if i.versioning != CONTENT]
+        families = self._change_families(changes)
+        revisions, ordinary, healed = [], [i for i in items if i.versioning == CONTENT], Counter()
+        for item in changes:
+            family = families.get((item.vendor, item.account, item.event_type, str(item.entity_id), str(item.version)))
+            # A revision still staged (its run's gate failed) is not the newest word: planned
+            # again under the same key below, this run adopts it.
+            live = [r for r in family or () if r["state"] not in (SUPERSEDED, STAGED)]
+            latest = max(live, key=lambda r: r["id"]) if live else None
+            if latest is None or latest["state"] not in HEALABLE_STATES:
+                ordinary.append(item)  # never planned (owed as usual), accepted or in flight: as usual
+                continue
+            payload = dumps(item.payload)
+            if (latest["endpoint"], latest["payload"]) == (item.endpoint, payload):
+                continue  # the same data that died: it stays dead (replay it if the cause was elsewhere)
+            digest = hashlib.sha256(f"{item.endpoint}\n{payload}".encode()).hexdigest()[:12]
+            version = f"{item.version}~{digest}"
+            if any(r["version"] == version and r["state"] != STAGED for r in family):
+                version = f"{version}.{latest['id']}"  # back to data seen before: a key of its own
+            row = self._row(item, sync_name, run_id, window_start, window_end)
+            row.update(version=version, delivery_key=item.key_for(version), seq=latest["seq"])
+            revisions.append(row)
+            healed[f"{item.vendor}:{item.event_type}"] += 1
+        if revisions:
+            self._insert_new(revisions)
+        if ordinary:
+            self.plan(ordinary, sync_name=sync_name, run_id=run_id, window_start=window_start,
+                      window_end=window_end)
+        return healed
+
+    def _change_families(self, items: Sequence[PlannedDelivery]) -> dict[tuple, list[dict]]:
+        """Every row of these items' entities (one indexed read per thousand per kind), grouped by
+        (vendor, account, event type, entity id, base version)."""
+        groups: dict[tuple, set[str]] = {}
+        for item in items:
+            groups.setdefault((item.vendor, item.account, item.event_type), set()).add(str(item.entity_id))
+        families: dict[tuple, list[dict]] = {}
+        d = deliveries.c
+        with self.engine.connect() as conn:
+            for (vendor, account, event_type), ids in groups.items():
+                ids = sorted(ids)
+                for start in range(0, len(ids), 1000):
+                    rows = conn.execute(
+                        select(d.id, d.entity_id, d.version, d.state, d.endpoint, d.payload, d.seq)
+                        .where(d.vendor == vendor, d.event_type == event_type, d.entity_id.in_(ids[start:start + 1000]),
+                               d.account == account)).mappings()
+                    for row in rows:
+                        base = row["version"].split("~", 1)[0]
+                        families.setdefault((vendor, account, event_type, row["entity_id"], base), []).append(dict(row))
+        return families
+
+    def _supersede_healed(self, conn, run_id: str) -> int:
+        """Settle the revisions ``run_id`` just promoted, in the promote's transaction: the older
+        rows of the same change (dead, or waiting unsent with the old data) are superseded by
+        them. Should an older one have gone out meanwhile (claimed since it was read: ``sending``,
+        ``unknown``, ``accepted``), the revision is superseded instead: never both."""
+        d = deliveries.c
+        revisions = conn.execute(
+            select(d.id, d.vendor, d.account, d.event_type, d.entity_id, d.version)
+            .where(d.planned_run_id == run_id, d.state == PLANNED, d.version.like("%~%"),
+                   or_(d.versioning.is_(None), d.versioning != CONTENT))).all()
+        now, superseded = utcnow(), []
+        replaced = "re-planned from the warehouse's changed data (a newer revision)"
+        sent_meanwhile = "its change went out under an older revision meanwhile"
+        for rev in revisions:
+            base = rev.version.split("~", 1)[0]
+            older = [r for r in conn.execute(
+                select(d.id, d.version, d.state).where(d.vendor == rev.vendor, d.event_type == rev.event_type,
+                                                       d.entity_id == rev.entity_id, d.account == rev.account,
+                                                       d.id < rev.id, d.state != SUPERSEDED)).all()
+                     if r.version.split("~", 1)[0] == base]
+            if any(r.state not in HEALABLE_STATES for r in older):
+                ids, reason = [rev.id], sent_meanwhile
+            else:
+                ids, reason = [r.id for r in older], replaced
+            if ids:
+                conn.execute(update(deliveries).where(d.id.in_(ids)).values(
+                    state=SUPERSEDED, vendor_error=reason, claimed_by=None, next_attempt_at=None,
+                    updated_at=now, last_run_id=run_id))
+                superseded += [(i, rev, reason) for i in ids]
+        if superseded:
+            conn.execute(insert(record_log), [
+                {"run_id": run_id, "delivery_id": i, "vendor": rev.vendor, "operation": rev.event_type,
+                 "entity_id": rev.entity_id, "status": SUPERSEDED, "http_status": None, "error_class": None,
+                 "error": reason, "logged_at": now} for i, rev, reason in superseded])
+        return len(superseded)
+
+    def waiting_behind_dead(self, vendor: str, account: str) -> int:
+        """Deliveries of this account that wait behind a dead letter of their ordering key (an
+        order's later events behind its dead purchase): nothing sends them until it is healed or
+        replayed. Reads the account's claimable rows (few) through the claim index."""
+        dead = deliveries.alias("dead")
+        blocked = exists().where(
+            dead.c.vendor == deliveries.c.vendor, dead.c.account == deliveries.c.account,
+            dead.c.ordering_key == deliveries.c.ordering_key, dead.c.state == DEAD,
+            or_(dead.c.versioning.is_(None), dead.c.versioning != CONTENT),
+            or_(dead.c.seq < deliveries.c.seq, and_(dead.c.seq == deliveries.c.seq, dead.c.id < deliveries.c.id)))
+        query = select(func.count()).select_from(deliveries).where(
+            deliveries.c.vendor == vendor, deliveries.c.account == account, _claimable_state(), blocked)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
 
     def supersede_stale(self, vendor: str, account: str, *, run_id: str | None = None) -> int:
         """Content rows waiting to be (re)sent (planned, retry) while a newer version of their

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from storesync.core.config import Settings
 from storesync.core.windows import Window
 from storesync.delivery.ledger import ACCEPTED, DEAD, SUPPRESSED, UNKNOWN, Ledger
 from storesync.pipeline import syncs
+from storesync.pipeline.senders import INVALID_ENDPOINT
 from storesync.pipeline.site_events import plan_site_events
 from storesync.pipeline.targets import targets_for
 from storesync.warehouse.models import Warehouse
@@ -51,7 +52,15 @@ def plan_entity(ctx: syncs.SyncContext, entity: str, window: Window, **kwargs) -
 
 
 def deliver_vendor(ctx: syncs.SyncContext, vendor: str) -> dict:
-    return syncs.deliver(ctx, vendor).as_dict()
+    """Deliver ``vendor``'s open work; the report says, too, how many deliveries wait behind a dead
+    letter of their order (``waiting_behind_dead``): nothing sends them until the data is fixed
+    (the next run re-plans it) or the dead letter is replayed, so a count above 0 is alerted."""
+    report = syncs.deliver(ctx, vendor).as_dict()
+    report["waiting_behind_dead"] = ctx.ledger.waiting_behind_dead(vendor, report["account"])
+    if report["waiting_behind_dead"]:
+        log.warning("%d %s deliveries wait behind a dead letter of their order: fix the data in the warehouse "
+                    "(the next run re-plans it) or `storesync replay`", report["waiting_behind_dead"], vendor)
+    return report
 
 
 def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("sendlane", "sailthru"),
@@ -89,6 +98,7 @@ def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
         "rechecked": {e: s for p in plans.values() for e, s in p.get("rechecked", {}).items()},
         "planned": sum((Counter(p["planned"]) for p in plans.values()), Counter()),
         "changes": sum((Counter(p["changes"]) for p in plans.values()), Counter()),
+        "healed": sum((Counter(p.get("healed", {})) for p in plans.values()), Counter()),
         "deliveries": deliveries,
         "ledger": ledger_counts,
         "samples": {k: v for p in plans.values() for k, v in p.get("samples", {}).items()},
@@ -119,6 +129,13 @@ def format_summary(summary: dict) -> str:
         rate = d["accepted"] / d["elapsed_s"] if d["elapsed_s"] else 0
         lines.append(f"{vendor:<12}{d['requests']:>8}{d['accepted']:>10}{ledger.get(DEAD, 0):>14}"
                      f"{ledger.get(SUPPRESSED, 0):>12}{ledger.get(UNKNOWN, 0):>7}{rate:>9.1f}")
+    for vendor, d in summary["deliveries"].items():
+        if d.get("waiting_behind_dead"):
+            lines.append(f"{vendor}: {d['waiting_behind_dead']} deliveries wait behind a dead letter of their order: "
+                         "fix the data in the warehouse (the next run re-plans it) or `storesync replay`")
+    healed = summary.get("healed") or {}
+    if healed:
+        lines.append("re-planned from fixed warehouse data: " + ", ".join(f"{k} {v}" for k, v in sorted(healed.items())))
     lines.append("")
     for vendor, d in summary["deliveries"].items():
         events = Counter({k.split(":")[0]: v for k, v in d["by_event"].items() if k.endswith(f":{ACCEPTED}")})
@@ -129,16 +146,47 @@ def format_summary(summary: dict) -> str:
 def replay_dead_letters(settings: Settings, *, vendor: str | None = None, event_type: str | None = None,
                         ids: list[int] | None = None, run_id: str, deliver_now: bool = True,
                         client_factories: dict | None = None) -> dict:
-    """Put dead letters back in line (all, one vendor's, one event type's, or chosen ids) and send."""
+    """Replay dead letters (all, one vendor's, one event type's, or chosen ids), then send.
+
+    An order's dead deliveries are re-mapped from the warehouse's current data first
+    (``syncs.heal_dead_orders``): one whose payload changed is planned again as a revision that
+    replaces the dead one; one whose data is unchanged is put back in line as it is (the cause was
+    elsewhere: a vendor outage that exhausted the retries, a setting since corrected), unless it
+    still cannot be mapped: then it stays dead, and the reason is returned. Other dead letters
+    (products, profiles, carts) are put back in line; a newer version of their entity, planned by
+    its sync since, is sent instead of them."""
+    from storesync.core.windows import to_naive_utc
+
     ledger = Ledger(settings.ledger_url)
     dead = [d for d in ledger.in_state(DEAD, vendor=vendor)
             if (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
-    requeued = ledger.requeue([d.id for d in dead])
-    result = {"requeued": requeued, "deliveries": {}}
-    if deliver_now and requeued:
-        vendors = sorted({d.vendor for d in dead})
-        ctx = open_context(settings, run_id=run_id, sync_name="replay", vendors=vendors,
-                           client_factories=client_factories)
+    result = {"selected": len(dead), "remapped": {}, "requeued": 0, "still_invalid": [], "deliveries": {}}
+    if not dead:
+        return result
+    vendors = sorted({d.vendor for d in dead})
+    ctx = open_context(settings, run_id=run_id, sync_name="replay", vendors=vendors,
+                       client_factories=client_factories)
+    orders = {d.entity_id for d in dead if d.ordering_key.startswith("order:") and d.versioning != "content"}
+    if orders:
+        now = to_naive_utc(ctx.now)
+        window = Window(now - timedelta(seconds=1), now)  # the replay's moment: rows need a window
+        report = syncs.PlanReport("replay", run_id, window, False)
+        ctx.ledger.start_run(run_id, "replay")
+        syncs.heal_dead_orders(ctx, report, window, now, order_ids=orders)
+        ctx.ledger.promote(run_id)
+        result["remapped"] = dict(report.healed)
+    still_dead = {d.id: d for d in ctx.ledger.in_state(DEAD, vendor=vendor)}
+    again, invalid = [], []
+    for d in dead:
+        current = still_dead.get(d.id)
+        if current is None:
+            continue  # replaced by its re-mapped revision
+        (invalid if current.endpoint == INVALID_ENDPOINT else again).append(current)
+    result["still_invalid"] = [{"id": d.id, "vendor": d.vendor, "event_type": d.event_type,
+                                "entity_id": d.entity_id, "reason": d.payload.get("_invalid")} for d in invalid]
+    result["requeued"] = ledger.requeue([d.id for d in again])
+    if deliver_now and (result["requeued"] or result["remapped"]):
         for v in vendors:
             result["deliveries"][v] = deliver_vendor(ctx, v)
+    ctx.ledger.finish_run(run_id, "success", counts={k: v for k, v in result.items() if k != "still_invalid"})
     return result

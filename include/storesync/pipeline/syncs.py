@@ -91,6 +91,8 @@ class PlanReport:
     promoted: int = 0
     rechecked: dict[str, RecheckStats] = field(default_factory=lambda: defaultdict(RecheckStats))
     resolved: Counter = field(default_factory=Counter)  # quarantine records closed, by entity
+    # Dead status-change deliveries re-planned from the warehouse's changed data, "vendor:event_type".
+    healed: Counter = field(default_factory=Counter)
     # Ids open in the quarantine when the run first looked (entity_key text), and those of them
     # that passed in this run, each with the id its deliveries carry (an order line's: its
     # order's): resolved once the gate has passed and none of those deliveries is still staged.
@@ -109,7 +111,7 @@ class PlanReport:
             "samples": dict(self.samples) if self.dry_run else {}, "promoted": self.promoted,
             "rechecked": {name: {"checked": s.checked, "passed": s.passed, "quarantined": s.quarantined}
                           for name, s in self.rechecked.items()},
-            "resolved": dict(self.resolved),
+            "resolved": dict(self.resolved), "healed": dict(self.healed),
         }
 
 
@@ -441,8 +443,40 @@ def plan_order_events(ctx: SyncContext, window: Window, *, historical: bool = Fa
         orders, lines = _checked_orders(ctx, ids, f"orders-recheck-{n}")
         _plan_orders(ctx, report, window, changes, _account_recheck(ctx, report, orders),
                      _account_recheck(ctx, report, lines), historical)
+    if ctx.owns_quarantine and not ctx.dry_run:
+        heal_dead_orders(ctx, report, window, history_end)
     _gate(ctx, report)
     return report
+
+
+def heal_dead_orders(ctx: SyncContext, report: PlanReport, window: Window, history_end: datetime, *,
+                     order_ids: Iterable | None = None) -> None:
+    """Orders with a dead delivery (it could not be mapped, or the vendor rejected its data) are
+    re-built from the warehouse's current data and planned again (``Ledger.replan_dead``): a
+    delivery whose payload changed gets a revision that supersedes the dead one once the gate
+    passes; an unchanged one stays dead. Reads only the orders with dead rows (``order_ids``:
+    only these of them). Each is checked by the gate; one that fails it now is left as it is."""
+    dead: dict[str, bool] = {}
+    for target in ctx.targets:
+        for entity_id, was_historical in ctx.ledger.dead_order_entities(target.vendor, target.account).items():
+            dead[entity_id] = dead.get(entity_id, False) or was_historical
+    if order_ids is not None:
+        wanted = {str(i) for i in order_ids}
+        dead = {i: h for i, h in dead.items() if i in wanted}
+    for historical in (False, True):  # a dead historical event is re-built as historical
+        ids = sorted((int(i) if i.isdigit() else i for i, h in dead.items() if h == historical), key=str)
+        for n, chunk in enumerate(_chunks(ids, ctx.settings.chunk_size)):
+            changes = ctx.warehouse.for_ids("order_history", chunk, window_end=history_end)
+            orders, lines = _checked_orders(ctx, chunk, f"orders-heal-{n}")
+            events = list(build.order_events(changes, orders.passed, lines.passed, historical=historical))
+            planned = [p for e in events for t in ctx.targets for p in t.plan_order(e)]
+            healed = ctx.ledger.replan_dead(planned, sync_name=ctx.sync_name, run_id=ctx.run_id,
+                                            window_start=window.start, window_end=window.end)
+            report.healed.update(healed)
+            report.planned.update(healed)
+    if report.healed:
+        log.info("re-planned %d dead deliveries from the warehouse's changed data: %s",
+                 sum(report.healed.values()), dict(report.healed))
 
 
 def _quarantine_orphan_lines(ctx: SyncContext, report: PlanReport, window: Window, held: set) -> None:
