@@ -124,7 +124,7 @@ def test_account_id_settings_are_checked(tmp_path, monkeypatch):
 
 
 def test_the_connection_extra_account_id_reaches_the_settings(tmp_path, monkeypatch):
-    from storesync.provider import tasks
+    from storesync.provider.connections import resolve_settings
     from storesync.provider.get_provider_info import get_provider_info
 
     monkeypatch.setenv("STORESYNC_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
@@ -132,11 +132,11 @@ def test_the_connection_extra_account_id_reaches_the_settings(tmp_path, monkeypa
         {"conn_type": "sendlane", "password": "tok", "extra": {"integration_token": "it", "account_id": "acct-7"}}))
     monkeypatch.setenv("AIRFLOW_CONN_SAILTHRU_DEFAULT", json.dumps(
         {"conn_type": "sailthru", "login": "key", "password": "secret", "extra": {"account_id": "st-3"}}))
-    current = tasks.settings()
+    current = resolve_settings()
     assert (current.sendlane.account, current.sailthru.account) == ("acct-7", "st-3")
     monkeypatch.setenv("AIRFLOW_CONN_SAILTHRU_DEFAULT", json.dumps(
         {"conn_type": "sailthru", "login": "key", "password": "secret"}))
-    assert tasks.settings().sailthru.account == fingerprint("key")
+    assert resolve_settings().sailthru.account == fingerprint("key")
     fields = {c["connection-type"]: c.get("conn-fields", {}) for c in get_provider_info()["connection-types"]}
     assert "account_id" in fields["sendlane"] and "account_id" in fields["sailthru"]
 
