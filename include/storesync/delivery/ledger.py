@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import uuid
@@ -82,6 +83,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from storesync.core.errors import StoresyncError
+
+log = logging.getLogger(__name__)
 
 STAGED, PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN, SUPERSEDED = (
     "staged", "planned", "sending", "accepted", "retry", "dead", "suppressed", "unknown", "superseded",
@@ -325,6 +328,11 @@ class Outcome:
 
 
 class Ledger:
+    # The caller's own per-account rows, moved with the deliveries when rows are adopted from an
+    # unproven account key (``adopt_unproven_accounts``): ``(conn, vendor, old, new) -> counts``.
+    # The pipeline sets it (``storesync.pipeline.accounts``); the delivery layer knows no such table.
+    account_bookkeeping: Callable[[Connection, str, str, str], dict[str, int]] | None = None
+
     def __init__(self, url_or_engine: str | Engine, *, schema: str | None = None) -> None:
         if isinstance(url_or_engine, str):
             kwargs = {}
@@ -875,6 +883,57 @@ class Ledger:
                 update(deliveries).where(mine).values(account=new, delivery_key=moved_key)).rowcount}
             if also is not None:
                 moved.update(also(conn, vendor, old, new))
+        return moved
+
+    def adopt_unproven_accounts(self, vendor: str, account: str, *,
+                                also: Callable[[Connection, str, str, str], dict[str, int]] | None = None
+                                ) -> dict[str, int]:
+        """Bring ``vendor``'s open deliveries planned under another account key that was never
+        proven to be a real account into ``account``, the key this run sends under: the fix for a
+        mistyped credential corrected in its connection (the rows were keyed by the wrong token's
+        fingerprint), with no command. A key is unproven when the vendor refused its credentials
+        (a row failed on auth) and never answered anything else under it: nothing accepted,
+        suppressed, in flight or of unknown outcome, no answer but an auth error. Such a key never
+        reached an account, so its rows are still owed to this one. A key the vendor answered is
+        a real, different account: left alone (the engine refuses it loudly). A row the current
+        key already holds (planned again since, under the right key) is superseded, not moved;
+        the rest move like ``move_account`` (``also``: the caller's per-account rows). Returns
+        the rows adopted per old key."""
+        also = also or self.account_bookkeeping
+        adopted: dict[str, int] = {}
+        for old in sorted(a for a in self.open_by_account(vendor) if a != account):
+            with self.engine.begin() as conn:
+                if not self._unproven(conn, vendor, old):
+                    continue
+                adopted[old] = self._adopt(conn, vendor, old, account, also)
+            log.warning("%s: %d open deliveries planned under account key %s, whose credentials the vendor refused "
+                        "and which never reached an account, continue under %s (the corrected credential)",
+                        vendor, adopted[old], old, account)
+        return adopted
+
+    @staticmethod
+    def _unproven(conn, vendor: str, key: str) -> bool:
+        d = deliveries.c
+        mine = and_(d.vendor == vendor, d.account == key)
+        refused = conn.execute(select(exists().where(mine, d.error_class == "auth"))).scalar()
+        answered = conn.execute(select(exists().where(mine, or_(
+            d.state.in_((ACCEPTED, SUPPRESSED, SENDING, UNKNOWN)), d.accepted_at.is_not(None),
+            and_(d.http_status.is_not(None), or_(d.error_class.is_(None), d.error_class != "auth")))))).scalar()
+        return bool(refused) and not answered
+
+    def _adopt(self, conn, vendor: str, old: str, new: str, also) -> int:
+        old_prefix, new_prefix = f"{vendor}|{old}|", f"{vendor}|{new}|"
+        d = deliveries.c
+        mine = (d.vendor == vendor) & (d.account == old)
+        moved_key = literal(new_prefix) + func.substr(d.delivery_key, len(old_prefix) + 1)
+        taken = deliveries.alias("taken")
+        now, reason = utcnow(), f"owed under account {new} too (planned again under the corrected credential)"
+        conn.execute(update(deliveries).where(mine, d.state.in_(OPEN_STATES), exists().where(
+            taken.c.delivery_key == moved_key)).values(state=SUPERSEDED, vendor_error=reason, updated_at=now))
+        moved = conn.execute(update(deliveries).where(mine, ~exists().where(taken.c.delivery_key == moved_key))
+                             .values(account=new, delivery_key=moved_key, updated_at=now)).rowcount
+        if also is not None:
+            also(conn, vendor, old, new)
         return moved
 
     def in_state(self, state: str, *, vendor: str | None = None, account: str | None = None,

@@ -15,12 +15,18 @@ from storesync.delivery.ledger import Ledger
 from storesync.pipeline.consent import unsubscribes
 from storesync.pipeline.historical import chunks, jobs
 
-__all__ = ["move_account"]
+__all__ = ["move_account", "move_bookkeeping"]
 
 
 def move_account(ledger: Ledger, vendor: str, old: str, new: str) -> dict[str, int]:
     """``Ledger.move_account`` with the pipeline's per-account tables; the rows moved per table."""
     return ledger.move_account(vendor, old, new, also=_move_bookkeeping)
+
+
+def move_bookkeeping(conn: Connection, vendor: str, old: str, new: str) -> dict[str, int]:
+    """The pipeline's per-account rows re-keyed inside the ledger's transaction (what
+    ``Ledger.account_bookkeeping`` calls when rows of an unproven key are adopted)."""
+    return _move_bookkeeping(conn, vendor, old, new)
 
 
 def _move_bookkeeping(conn: Connection, vendor: str, old: str, new: str) -> dict[str, int]:

@@ -220,6 +220,9 @@ class HistoricalLedger(Ledger):
                  job_event_types: Mapping[tuple[str, str], str] = JOB_EVENT_TYPES) -> None:
         super().__init__(url_or_engine, schema=schema)
         self.job_event_types = dict(job_event_types)
+        from storesync.pipeline.accounts import move_bookkeeping
+
+        self.account_bookkeeping = move_bookkeeping  # checkpoints follow adopted rows
         from sqlalchemy.exc import OperationalError, ProgrammingError
 
         for attempt in range(3):
