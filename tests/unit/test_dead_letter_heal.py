@@ -58,8 +58,8 @@ def rows(ledger: Ledger) -> list[dict]:
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def ledger(db_url):
+    return Ledger(db_url)  # SQLite and PostgreSQL
 
 
 def test_a_dead_change_with_new_data_is_planned_again_and_replaces_the_dead_row(ledger):
