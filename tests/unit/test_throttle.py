@@ -21,6 +21,7 @@ from storesync.core.throttle import (
     RateLimiter,
     Reserves,
     SharedWindowLimiter,
+    StackedLimiter,
     TokenBucket,
     Unlimited,
     prepaid,
@@ -483,3 +484,38 @@ def test_budget_keys_fit_the_table_and_stay_distinct():
             for account in (long_a, long_b) for endpoint in ("purchase", "return")}
     assert len(keys) == 4
     assert all(len(key) + len("#paused") <= rate_slots.c.key.type.length for key in keys)
+
+
+# ------------------------------------------------------------------ stacked budgets
+def test_a_stack_reserves_from_every_budget_or_none():
+    clock = FakeClock()
+    wide = TokenBucket(60, burst=3, clock=clock, sleep=clock.sleep)
+    narrow = TokenBucket(60, burst=1, clock=clock, sleep=clock.sleep)
+    stack = StackedLimiter(wide, narrow)
+    first, _ = stack.try_reserve()
+    assert first is not None
+    second, wait = stack.try_reserve()  # the narrow budget is spent: nothing taken from the wide
+    assert second is None and wait > 0
+    assert [wide.try_reserve()[0] is not None for _ in range(3)] == [True, True, False]
+    with prepaid(first):
+        assert stack.acquire() == 0.0  # the stack's own permit: neither budget asked again
+    assert clock.now == 1_000.0
+
+
+def test_a_stack_with_a_member_that_cannot_reserve_admits_at_send_time():
+    class Plain:
+        def __init__(self):
+            self.admitted = 0
+
+        def acquire(self, cost=1):
+            self.admitted += 1
+            return 0.0
+
+        def penalize(self, seconds):
+            pass
+
+    plain = Plain()
+    stack = StackedLimiter(plain, TokenBucket(60))
+    assert stack.try_reserve() == (None, 0.0)
+    stack.acquire_until_answered()()
+    assert plain.admitted == 1

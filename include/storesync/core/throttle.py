@@ -377,6 +377,62 @@ class PerEndpointLimiters:
             return limiter
 
 
+class StackedLimiter:
+    """Several budgets at once (a share of the account's budget on top of the account's budget,
+    say): a request goes only when every one admits it; a 429 pauses all; headers reach all that
+    read them. Admissions taken ahead (``try_reserve``) take one from each or none; a component
+    that cannot reserve ahead makes the stack say so (``(None, 0.0)``: the caller then admits at
+    send time, through ``acquire``)."""
+
+    def __init__(self, *limiters: RateLimiter) -> None:
+        if not limiters:
+            raise ValueError("a stack needs at least one limiter")
+        self.limiters = limiters
+
+    def acquire(self, cost: int = 1) -> float:
+        if _take_prepaid(self):
+            return 0.0
+        return sum(limiter.acquire(cost) for limiter in self.limiters)
+
+    def acquire_until_answered(self, cost: int = 1) -> Callable[[], None]:
+        permit = _take_prepaid(self)
+        if permit is not None:
+            return permit.settle
+        settles = [limiter.acquire_until_answered(cost) if isinstance(limiter, HoldsUntilAnswered)
+                   else (limiter.acquire(cost), _nothing)[1] for limiter in self.limiters]
+        return _all(settles)
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        if not all(isinstance(limiter, Reserves) for limiter in self.limiters):
+            return None, 0.0
+        taken: list[Permit] = []
+        for limiter in self.limiters:
+            permit, wait = limiter.try_reserve(cost)
+            if permit is None:
+                for other in taken:  # all or nothing
+                    other.cancel()
+                return None, max(wait, 1e-3)
+            taken.append(permit)
+        return Permit(self, settle=_all([p.settle for p in taken]), cancel=_all([p.cancel for p in taken])), 0.0
+
+    def penalize(self, seconds: float) -> None:
+        for limiter in self.limiters:
+            limiter.penalize(seconds)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        for limiter in self.limiters:
+            if isinstance(limiter, ObservesResponses):
+                limiter.observe(headers)
+
+
+def _all(calls: list[Callable[[], None]]) -> Callable[[], None]:
+    def run() -> None:
+        for call in calls:
+            call()
+
+    return run
+
+
 _SHARED = ("SharedWindowLimiter", "rate_slots", "rate_slots_metadata")
 
 
@@ -399,6 +455,7 @@ __all__ = [
     "RateLimiter",
     "Reserves",
     "SharedWindowLimiter",
+    "StackedLimiter",
     "TokenBucket",
     "Unlimited",
     "prepaid",
