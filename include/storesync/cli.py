@@ -259,6 +259,15 @@ def cmd_replay(args) -> int:
     result = replay_dead_letters(settings, vendor=args.vendor, event_type=args.event_type, ids=args.ids,
                                  run_id=f"replay-{uuid.uuid4().hex[:8]}", deliver_now=not args.requeue_only)
     print(json.dumps(result, indent=2, default=str))
+    invalid = result.get("still_invalid") or []
+    if invalid:
+        # Replayed from the warehouse's current data, they still cannot be mapped: say why and what fixes it.
+        for item in invalid[:20]:
+            print(f"storesync: dead letter {item['id']} ({item['vendor']} {item['event_type']} {item['entity_id']}) "
+                  f"still cannot be sent: {item['reason']}", file=sys.stderr)
+        print(f"storesync: {len(invalid)} dead letters still cannot be mapped from the warehouse's data: fix it "
+              "there; the next order-events run re-plans them (or run `storesync replay` again)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -398,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     ltv_arguments(p)
     p.set_defaults(func=cmd_ltv)
 
-    p = sub.add_parser("replay", help="replay dead letters")
+    p = sub.add_parser("replay", help="replay dead letters (an order's re-mapped from the warehouse's current data)")
     p.add_argument("--vendor")
     p.add_argument("--event-type")
     p.add_argument("--ids", type=int, nargs="*")

@@ -278,7 +278,7 @@ def test_a_fixed_product_heals_its_orders_on_the_next_scheduled_run(env):
     assert len(emulator.requests()) == before
 
 
-def test_replay_remaps_from_the_warehouse_instead_of_resending_the_frozen_payload(env):
+def test_replay_remaps_from_the_warehouse_instead_of_resending_the_frozen_payload(env, capsys, tmp_path):
     from storesync.pipeline.jobs import replay_dead_letters
 
     settings, emulator = env
@@ -290,7 +290,22 @@ def test_replay_remaps_from_the_warehouse_instead_of_resending_the_frozen_payloa
     result = replay_dead_letters(settings, vendor="sailthru", run_id="replay-1")
     assert result["remapped"] == {} and result["requeued"] == 0
     assert {r["entity_id"] for r in result["still_invalid"]} >= broken
-    assert all("no product URL" in r["reason"] for r in result["still_invalid"])
+    assert all("no product URL" in r["reason"] or "no url" in r["reason"] for r in result["still_invalid"])
+    # The command says so and what fixes it, and fails.
+    from storesync.cli import main
+
+    config = tmp_path / "replay.toml"
+    config.write_text(
+        f'warehouse_url = "{settings.warehouse_url}"\nledger_url = "{settings.ledger_url}"\n'
+        f'[sendlane]\nbase_url = "{settings.sendlane.base_url}"\napi_token = "{settings.sendlane.api_token.reveal()}"\n'
+        f'integration_token = "{settings.sendlane.integration_token.reveal()}"\n'
+        f'[sailthru]\nbase_url = "{settings.sailthru.base_url}"\napi_key = "{settings.sailthru.api_key.reveal()}"\n'
+        f'secret = "{settings.sailthru.secret.reveal()}"\n')
+    assert main(["--config", str(config), "replay", "--vendor", "sailthru"]) == 1
+    err = capsys.readouterr().err
+    assert f"dead letters still cannot be mapped from the warehouse's data: fix it there" in err
+    assert "has no product URL" in err and "@" not in err
+    assert not {p["extid"] for p in emulator.purchases()} & broken
 
     # After the fix, replay re-maps them from the warehouse and sends each once.
     warehouse(settings, "UPDATE products SET url = :u WHERE product_id = :p", u=url, p=product_id)
