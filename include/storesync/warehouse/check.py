@@ -136,7 +136,7 @@ class ModelsCheck:
         self.warehouse = warehouse
         self.window = window
         self.samples = samples
-        self.models = models or [m for m, c in contract.CONTRACTS.items() if c.group == "sync"]
+        self.models = models or list(contract.CONTRACTS)  # the syncs' models and LTV's
         unknown = [m for m in self.models if m not in contract.CONTRACTS]
         if unknown:
             raise ValueError(f"no such model: {', '.join(unknown)}; known: {', '.join(contract.CONTRACTS)}")
@@ -163,6 +163,9 @@ class ModelsCheck:
             if spec.optional:
                 report.status = "absent"
                 report.warnings.append("optional model not present: read as no rows")
+            elif spec.group != "sync":  # another job's model (LTV): that job fails without it
+                report.status = "absent"
+                report.warnings.append(f"not present: needed by {spec.used_by}")
             else:
                 report.error = f"required model missing: {report.file}"
             return report
@@ -258,7 +261,7 @@ class ModelsCheck:
 def format_report(result: dict) -> str:
     lines = [f"models check, window [{result['window']['start']} .. {result['window']['end']})", ""]
     for model, r in result["models"].items():
-        lines.append(f"{r['status']:<10} {model:<20} {r['rows']:>8} rows   {r['file']}")
+        lines.append(f"{r['status']:<10} {model:<26} {r['rows']:>8} rows   {r['file']}")
         if r["error"]:
             lines.append(f"    error: {r['error']}")
         if r["missing_required"]:

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -213,16 +212,13 @@ class Warehouse:
         if missing and require_models:
             raise ConfigurationError(f"models missing in {self.models_dir}: "
                                      + ", ".join(f"{n}.sql" for n in missing))
+        self._statements: dict = {}  # model -> (text() statement or None, takes its chunk bind)
 
     def path(self, model: str) -> Path:
         return self.models_dir / f"{model}.sql"
 
     def has(self, model: str) -> bool:
         return self.path(model).is_file()
-
-    @cached_property
-    def _statements(self) -> dict:
-        return {}
 
     def statement(self, model: str):
         """The model's ``text()`` statement (None for an optional model without a file)."""
@@ -327,6 +323,7 @@ class Warehouse:
         if not filtered:  # an optional model that does not filter: keep the chunk's rows only
             frame = frame[frame[id_param[:-1]].isin(list(ids))].reset_index(drop=True)
         return frame
+
     def stream_order_changes(self, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:
         """Order changes in chunks that never split one order's changes across two chunks."""
         carry = None
