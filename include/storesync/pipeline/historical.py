@@ -103,7 +103,7 @@ from storesync.core.errors import (
     RetryableError,
     UnknownOutcomeError,
 )
-from storesync.core.throttle import ObservesResponses, SharedWindowLimiter
+from storesync.core.throttle import Permit, SharedWindowLimiter, StackedLimiter
 from storesync.core.windows import Window
 from storesync.delivery.engine import DeliveryEngine, RedrivePolicy
 from storesync.delivery.ledger import (
@@ -392,25 +392,6 @@ class HistoricalLedger(Ledger):
 
 
 # ---------------------------------------------------------------------------- budget shares
-class StackedLimiter:
-    """Every limiter must admit a request; a 429 pauses all of them; headers reach all that read them."""
-
-    def __init__(self, *limiters) -> None:
-        self.limiters = limiters
-
-    def acquire(self, cost: int = 1) -> float:
-        return sum(limiter.acquire(cost) for limiter in self.limiters)
-
-    def penalize(self, seconds: float) -> None:
-        for limiter in self.limiters:
-            limiter.penalize(seconds)
-
-    def observe(self, headers) -> None:
-        for limiter in self.limiters:
-            if isinstance(limiter, ObservesResponses):
-                limiter.observe(headers)
-
-
 class HeaderReserve:
     """Admits a request only while the vendor-announced remaining budget of the current window
     stays at or above ``ceil(limit × (1 - share))``: the reserve left for the live syncs.
@@ -433,21 +414,30 @@ class HeaderReserve:
     def reserve(self) -> int:
         return 0 if self._limit is None else math.ceil(self._limit * (1 - self.share))
 
+    def _take(self, cost: int) -> float:
+        """0.0 once admitted, else how long to wait."""
+        with self._lock:
+            now = self._clock()
+            if now < self._paused_until:
+                return self._paused_until - now
+            if self._limit is None or now >= self._reset_at + self.margin_s:
+                return 0.0
+            if self._remaining - cost >= self.reserve():
+                self._remaining -= cost
+                return 0.0
+            return max(self._reset_at + self.margin_s - now, 0.01)
+
     def acquire(self, cost: int = 1) -> float:
         started = self._clock()
-        while True:
-            with self._lock:
-                now = self._clock()
-                if now < self._paused_until:
-                    wait = self._paused_until - now
-                elif self._limit is None or now >= self._reset_at + self.margin_s:
-                    return now - started
-                elif self._remaining - cost >= self.reserve():
-                    self._remaining -= cost
-                    return now - started
-                else:
-                    wait = self._reset_at + self.margin_s - now
-            self._sleep(max(wait, 0.01))
+        while (wait := self._take(cost)) > 0:
+            self._sleep(wait)
+        return self._clock() - started
+
+    def try_reserve(self, cost: int = 1) -> tuple[Permit | None, float]:
+        """An admission ahead of the request (the delivery engine claims a row only once it has
+        one: ``storesync.core.throttle.Permit``); the stack spends or hands back its own permit."""
+        wait = self._take(cost)
+        return (Permit(self), 0.0) if wait <= 0 else (None, wait)
 
     def penalize(self, seconds: float) -> None:
         with self._lock:
@@ -489,14 +479,18 @@ def apply_budget_share(sender, settings: Settings, engine, share: float) -> None
                                         client.limiter)
     elif sender.vendor == "sailthru":
         original = client.limiters
-        reserves: dict[tuple[str, str], HeaderReserve] = {}
+        stacks: dict[tuple[str, str], StackedLimiter] = {}
         lock = threading.Lock()
 
         def limiters(endpoint: str, method: str):
+            # One stack per endpoint and method, the same object each time: the delivery engine
+            # reserves an admission from it before the claim, and the client spends that one.
             key = (endpoint.strip("/"), method.upper())
             with lock:
-                reserve = reserves.setdefault(key, HeaderReserve(share))
-            return StackedLimiter(reserve, original(endpoint, method))
+                stack = stacks.get(key)
+                if stack is None:
+                    stack = stacks[key] = StackedLimiter(HeaderReserve(share), original(endpoint, method))
+            return stack
 
         client.limiters = limiters
 
