@@ -219,9 +219,8 @@ class Settings:
     chunk_size: int = 20_000  # rows a read and a gate batch: GX costs ~0.5 s a batch, whatever its size
     # Sending threads per vendor account (each keeps one pooled connection). 16 threads send
     # ~260 events/s to a vendor 50 ms away. Under a budget (Sendlane 200/min, Sailthru 40/min
-    # by default) fewer would do: a claimed delivery waits for the budget inside its thread, so
-    # up to this many rows sit ``sending``, and a crash there turns them unknown (looked up at
-    # Sailthru, held at Sendlane). Lower it to shrink that; raise it for a distant, unbudgeted vendor.
+    # by default) fewer would do; more cost nothing there: a row is claimed only once its budget
+    # is secured, so no claimed row waits for budget. Raise it for a distant, unbudgeted vendor.
     concurrency: int = 16
     # Quarantine share (0..1) above which a batch fails the run, per entity.
     quarantine_thresholds: dict = field(

@@ -12,9 +12,11 @@ The connection (``conn_type="sailthru"``, default ``sailthru_default``):
 As env vars: ``AIRFLOW_CONN_SAILTHRU_DEFAULT='{"conn_type": "sailthru", "login": "<key>",
 "password": "<secret>"}'`` or ``sailthru://<key>:<secret>@api.sailthru.com``.
 
-Sailthru's limits are per endpoint and method and announced on every response, so the client
-throttles on those headers (``HeaderThrottle`` per endpoint and method); nothing is shared
-through the database.
+Sailthru's limits are per account, endpoint and method and announced on every response. The
+syncs share them through the ledger database (``storesync.pipeline.vendor_clients
+.sailthru_limiters``: one sliding-window budget per account, endpoint and method, steered by the
+headers); a client from this hook alone, without ``limiters``, throttles on the headers in its
+own process (``HeaderThrottle`` per endpoint and method).
 """
 
 from __future__ import annotations
