@@ -31,8 +31,12 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from storesync.core.config import Settings, load_settings
+from typing import TYPE_CHECKING
+
 from storesync.core.errors import ConfigurationError
+
+if TYPE_CHECKING:  # loaded when a task runs, not while DAG files that name the ids are parsed
+    from storesync.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,8 @@ def absolute_sqlite_url(url: str, root: Path | None = None) -> str:
 
 def base_settings() -> Settings:
     """``load_settings()`` with its file found from :func:`project_root`, never the working directory."""
+    from storesync.core.config import load_settings
+
     config = os.environ.get("STORESYNC_CONFIG") or "storesync.toml"
     path = Path(config).expanduser()
     if not path.is_absolute():

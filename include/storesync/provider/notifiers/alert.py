@@ -37,20 +37,29 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import BaseNotifier
 
-from storesync.provider.notifiers.messages import (
-    Alert,
-    task_failure_message,
-    dead_letters_message,
-    failed_run_message,
-    no_progress_message,
-    quarantine_message,
-    scrub,
-    stuck_deliveries_message,
-)
+if TYPE_CHECKING:
+    from storesync.provider.notifiers.messages import Alert
+
+# The message builders (and their compiled patterns) load on first use: DAG files build this
+# notifier while they are parsed, and parsing must stay cheap.
 
 log = logging.getLogger(__name__)
+
+
+def _messages():
+    """The message builders, loaded on first use: DAG files build this notifier while they are
+    parsed, and the builders' compiled patterns are not needed until an alert is made."""
+    from storesync.provider.notifiers import messages
+
+    return messages
+
+
+def _scrub(text, **kwargs) -> str:
+    return _messages().scrub(text, **kwargs)
 
 SLACK_CONN_ID = "storesync_slack"
 SMTP_CONN_ID = "storesync_smtp"
@@ -85,7 +94,7 @@ def _get_connection(conn_id: str | None):
         return None
     except Exception as exc:  # noqa: BLE001 - a lookup failure must not turn into a second failure
         log.warning("storesync alerts: could not look up connection %r (%s); skipping it",
-                    conn_id, scrub(f"{type(exc).__name__}: {exc}", limit=200))
+                    conn_id, _scrub(f"{type(exc).__name__}: {exc}", limit=200))
         return None
 
 
@@ -178,7 +187,7 @@ class StoresyncAlertNotifier(BaseNotifier):
         base_url = self.base_url or airflow_base_url()
         if exception is not None and all(hasattr(exception, a) for a in ("entity", "share", "threshold")):
             # The quality gate stopped the run (storesync.quality.QualityGateError).
-            alert = quarantine_message(dag_id, run_id, entity=str(exception.entity),
+            alert = _messages().quarantine_message(dag_id, run_id, entity=str(exception.entity),
                                        share=float(exception.share), threshold=float(exception.threshold),
                                        top_reasons=getattr(exception, "top_reasons", None) or [],
                                        counts=counts, base_url=base_url)
@@ -186,7 +195,7 @@ class StoresyncAlertNotifier(BaseNotifier):
             task_id = getattr(ti, "task_id", None)
             if next_step or task_id:
                 extra = ((("Task", task_id),) if task_id else ()) + \
-                    ((("Next step", scrub(next_step, secrets=secrets, limit=300)),) if next_step else ())
+                    ((("Next step", _scrub(next_step, secrets=secrets, limit=300)),) if next_step else ())
                 alert = replace(alert, facts=alert.facts + extra)
             return alert
         if reason is None and (conn_ids is not None or hasattr(exception, "next_step")):
@@ -194,7 +203,7 @@ class StoresyncAlertNotifier(BaseNotifier):
             vendor = getattr(exception, "vendor", None) or getattr(task, "vendor", None)
             conn_id = getattr(exception, "conn_id", None) or (
                 conn_ids.for_vendor(vendor) if conn_ids is not None and vendor else None)
-            return task_failure_message(
+            return _messages().task_failure_message(
                 dag_id, run_id, task_id=getattr(ti, "task_id", None), map_index=getattr(ti, "map_index", None),
                 try_number=getattr(ti, "try_number", None), exception=exception, vendor=vendor, conn_id=conn_id,
                 account=getattr(exception, "account", None),
@@ -203,7 +212,7 @@ class StoresyncAlertNotifier(BaseNotifier):
                 next_step=getattr(exception, "next_step", None) or _generic_next_step(exception),
                 counts={**counts, **(getattr(exception, "counts", None) or {})}, base_url=base_url,
                 secrets=secrets)
-        return failed_run_message(
+        return _messages().failed_run_message(
             dag_id, run_id, task_id=getattr(ti, "task_id", None), map_index=getattr(ti, "map_index", None),
             try_number=getattr(ti, "try_number", None), reason=reason, exception=exception, counts=counts,
             base_url=base_url, scope="run" if reason is not None else None, secrets=secrets,
@@ -235,7 +244,7 @@ class StoresyncAlertNotifier(BaseNotifier):
                 engine.dispose()
         except Exception as exc:  # noqa: BLE001 - counts are a nicety; the alert must still go out
             log.info("storesync alerts: no ledger counts (%s)",
-                     scrub(f"{type(exc).__name__}: {exc}", limit=200))
+                     _scrub(f"{type(exc).__name__}: {exc}", limit=200))
             return {}
 
     # ------------------------------------------------------------------ where to say it
@@ -254,7 +263,7 @@ class StoresyncAlertNotifier(BaseNotifier):
             try:
                 delivered.append(self._send_webhook(webhook, alert))
             except Exception as exc:  # noqa: BLE001 - reported below, scrubbed
-                failures.append(f"{self.slack_conn_id}: " + scrub(f"{type(exc).__name__}: {exc}",
+                failures.append(f"{self.slack_conn_id}: " + _scrub(f"{type(exc).__name__}: {exc}",
                                                                    secrets=_secrets_of(webhook), limit=300))
         smtp = _get_connection(self.smtp_conn_id)
         if smtp is not None:
@@ -267,7 +276,7 @@ class StoresyncAlertNotifier(BaseNotifier):
                 try:
                     delivered.append(self._send_email(smtp, alert, to))
                 except Exception as exc:  # noqa: BLE001 - reported below, scrubbed
-                    failures.append(f"{self.smtp_conn_id}: " + scrub(f"{type(exc).__name__}: {exc}",
+                    failures.append(f"{self.smtp_conn_id}: " + _scrub(f"{type(exc).__name__}: {exc}",
                                                                       secrets=_secrets_of(smtp), limit=300))
         if not tried:
             log.warning("storesync alerts: no alert channel configured (connections %r, %r); not sent: %s",
@@ -312,8 +321,8 @@ def send_alert(alert: Alert, *, secrets: Iterable[str] = (), **kwargs) -> list[s
     """Send an alert built elsewhere (quarantine, dead letters, no progress) to the configured channels,
     ``secrets`` masked in its free text."""
     if secrets:
-        alert = replace(alert, detail=scrub(alert.detail, secrets=secrets) if alert.detail else alert.detail,
-                        facts=tuple((label, scrub(value, secrets=secrets, limit=None)) for label, value in alert.facts))
+        alert = replace(alert, detail=_scrub(alert.detail, secrets=secrets) if alert.detail else alert.detail,
+                        facts=tuple((label, _scrub(value, secrets=secrets, limit=None)) for label, value in alert.facts))
     return StoresyncAlertNotifier(secrets=secrets, **kwargs).send(alert)
 
 
@@ -340,21 +349,22 @@ def alert_on_ledger(engine, *, since: datetime, now: datetime, expected_interval
     notifier = notifier or StoresyncAlertNotifier()
     base_url = notifier.base_url or airflow_base_url()
     alerts = [
-        dead_letters_message(dag_id, run_id, vendor=found.vendor, count=found.count,
+        _messages().dead_letters_message(dag_id, run_id, vendor=found.vendor, count=found.count,
                              top_error_classes=found.top_error_classes, since=since, base_url=base_url)
         for found in find_new_dead_letters(engine, since, until=now)
     ]
     alerts += [
-        no_progress_message(stalled.sync_name, watermark=stalled.watermark, now=now,
-                            expected_interval=stalled.expected_interval, max_intervals=stalled.max_intervals,
-                            dag_id=dag_id, run_id=run_id, base_url=base_url)
+        _messages().no_progress_message(
+            stalled.sync_name, watermark=stalled.watermark, now=now, expected_interval=stalled.expected_interval,
+            max_intervals=stalled.max_intervals, dag_id=dag_id, run_id=run_id, base_url=base_url)
         for stalled in find_stalled_syncs(engine, expected_interval, max_intervals, now)
     ]
     if stuck_after is not None:
         alerts += [
-            stuck_deliveries_message(stuck.vendor, state=stuck.state, count=stuck.count, oldest_at=stuck.oldest_at,
-                                     now=naive_utc(now), older_than=stuck_after, sync_names=stuck.sync_names,
-                                     dag_id=dag_id, run_id=run_id, base_url=base_url)
+            _messages().stuck_deliveries_message(
+                stuck.vendor, state=stuck.state, count=stuck.count, oldest_at=stuck.oldest_at,
+                now=naive_utc(now), older_than=stuck_after, sync_names=stuck.sync_names,
+                dag_id=dag_id, run_id=run_id, base_url=base_url)
             for stuck in find_stuck_deliveries(engine, stuck_after, now)
         ]
     for alert in alerts:
