@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksu
 UV     := $(BIN)/uv
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install run test test-fast bench bench-quick lock emulator clean airflow airflow-stop browser
+.PHONY: install run test test-fast bench bench-quick chaos lock emulator clean airflow airflow-stop browser
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+## The fault suite: 5xx, drops after accept, a 429 storm, kill -9 and two concurrent syncs per vendor, then
+## ordinary reruns only; fails unless duplicates, lost, held and manual steps are all 0 (docs/exactly-once.md).
+chaos: $(STAMP)
+	$(BIN)/python -m storesync.chaos
 
 emulator: $(STAMP)
 	$(BIN)/storesync emulator --port 8765

@@ -232,6 +232,12 @@ class _HTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name, self.server_port = host, port
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that went away mid-request (killed, timed out) is routine here, not a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
     def track(self, conn: socket.socket, add: bool) -> None:
         with self._connections_lock:
             (self._connections.add if add else self._connections.discard)(conn)
