@@ -1185,3 +1185,19 @@ def test_the_crash_point_after_accept_kills_the_process_before_the_ledger_knows(
     assert report.recovered == 1 and report.resolved_by_lookup == 1
     assert ledger.counts() == {"accepted": 2}
     assert vendor.received == [("order_placed", "a"), ("order_placed", "b")]  # "a" not sent again
+
+
+def test_a_budget_store_that_fails_ahead_of_the_claim_loses_nothing(ledger):
+    """The shared budget's database refuses the admission taken ahead: the rows are claimed
+    anyway and take their admission in their thread, as the client always could."""
+    from storesync.core.throttle import TokenBucket
+
+    class Flaky(TokenBucket):
+        def try_reserve(self, cost=1):
+            raise OSError("the budget's database is away")
+
+    clock = FakeClock()
+    vendor = BudgetedVendor(Flaky(60, burst=3, clock=clock, sleep=clock.sleep))
+    plan(ledger, *[item(f"e{i}") for i in range(3)])
+    report = DeliveryEngine(ledger, vendor, concurrency=3, policy=FAST, sleep=clock.sleep).run()
+    assert report.states[ACCEPTED] == 3 and sorted(e for _, e in vendor.received) == ["e0", "e1", "e2"]

@@ -351,18 +351,17 @@ class DeliveryEngine:
         for candidate in self.ledger.next_claimable(self.sender.vendor, self.sender.account, self.claim_size):
             if len(permits) >= free:
                 break
-            limiter = self._limiter_for(candidate)
-            if not isinstance(limiter, Reserves):
-                permits[candidate.id] = None
-                continue
-            if id(limiter) in exhausted:
-                continue
             try:
-                permit, wait_s = limiter.try_reserve()
+                limiter = self._limiter_for(candidate)
+                if isinstance(limiter, Reserves) and id(limiter) in exhausted:
+                    continue
+                permit, wait_s = limiter.try_reserve() if isinstance(limiter, Reserves) else (None, 0.0)
             except Exception:  # noqa: BLE001 - a limiter's store failing must not lose the row
+                # Sent as before this engine reserved ahead: the request takes its admission (or
+                # meets the same failure, then retried like any internal error) in its thread.
                 log.warning("could not reserve %s budget ahead: the row waits in its thread",
                             self.sender.vendor, exc_info=True)
-                permit, wait_s = None, 0.0
+                limiter, permit, wait_s = None, None, 0.0
             if permit is None and wait_s > 0:
                 exhausted.add(id(limiter))
                 waits.append(wait_s)
