@@ -111,3 +111,18 @@ def test_held_remedy_says_why_and_the_exact_commands():
     returns = held_remedy("sailthru", {"return": 1})
     assert "no read of returns" in returns and "--found-file FILE" in returns
     assert held_remedy("sailthru", {}) == ""
+
+
+def test_sync_names_the_remedy_for_held_rows_only(url, tmp_path, capsys):
+    from storesync.cli import _report_held
+    from storesync.core.config import Settings
+
+    ledger = Ledger(url)
+    unknown_row(ledger, "sendlane", "checkout_started", "7", endpoint="/tracking/checkout-started")
+    unknown_row(ledger, "sendlane", "order_placed", "8", endpoint="/tracking/order-placed")  # resent next run
+    purchase_row(ledger, "o-1")  # looked up next run
+    settings = Settings(ledger_url=url, warehouse_url=f"sqlite:///{tmp_path / 'w.db'}")
+    assert _report_held(settings, ["sendlane", "sailthru"]) == 1  # `storesync sync` exits 1 for this one
+    out = capsys.readouterr().out
+    assert "1 sendlane deliveries are held with an unknown outcome (checkout_started 1)" in out
+    assert "storesync reconcile --vendor sendlane --resend --ids ID" in out and "sailthru" not in out

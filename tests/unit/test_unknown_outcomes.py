@@ -108,7 +108,7 @@ def test_sendlane_hold_setting_holds_order_events_too_and_nothing_else_is_accept
 
 @pytest.mark.parametrize("vendor", ["sendlane", "sailthru"])
 def test_an_unknown_outcome_setting_outside_the_contract_is_refused(emulator, vendor):
-    with pytest.raises(ConfigurationError, match="unknown_outcome must be one of"):
+    with pytest.raises(ConfigurationError, match="unknown_outcome"):  # refused when the settings load
         if vendor == "sendlane":
             SendlaneSender(sendlane_settings(emulator, unknown_outcome="always"), "acct")
         else:

@@ -631,8 +631,9 @@ class EmulatorState:
         since = filters.get("since_seq")
         if since:
             records = [r for r in records if r["seq"] > int(since)]
-        recorded = filters.get("recorded")
-        if recorded in ("1", "true", "0", "false"):
+        # What the vendor recorded by default; "0"/"false": only the repeats it skipped; "all": both.
+        recorded = (filters.get("recorded") or "1").lower()
+        if recorded != "all":
             keep_skipped = recorded in ("0", "false")
             records = [r for r in records if r.get("skipped", False) == keep_skipped]
         return records

@@ -115,12 +115,13 @@ class EmulatorHandle:
     def requests(self, vendor: str | None = None, endpoint: str | None = None, *,
                  entity_id: str | None = None, method: str | None = None, source: str | None = None,
                  account: str | None = None, entity_type: str | None = None,
-                 since_seq: int | None = None, recorded: bool | None = None) -> list[dict]:
-        """Accepted requests, oldest first (filters are exact matches). ``recorded=True``: only
-        what the vendor recorded; ``False``: only the repeats it answered but skipped."""
+                 since_seq: int | None = None, recorded: bool | None = True) -> list[dict]:
+        """Accepted requests, oldest first (filters are exact matches). ``recorded=True``
+        (default): what the vendor recorded; ``False``: only the repeats it answered but skipped
+        (Sendlane's repeated order events); ``None``: every request it accepted, both kinds."""
         query = {"vendor": vendor, "endpoint": endpoint, "entity_id": entity_id, "method": method,
                  "source": source, "account": account, "entity_type": entity_type, "since_seq": since_seq,
-                 "recorded": None if recorded is None else ("1" if recorded else "0")}
+                 "recorded": "all" if recorded is None else ("1" if recorded else "0")}
         return self.call("GET", "requests", query=query)["requests"]
 
     def summary(self) -> dict:
