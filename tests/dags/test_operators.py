@@ -295,6 +295,7 @@ def test_deliveries_waiting_behind_a_dead_letter_alert_from_the_run_without_fail
     assert "Vendor: sendlane" in waiting[0]["text"] and "storesync replay --vendor sendlane" in waiting[0]["text"]
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
     "known bug (issue 18.4 x 18.3): Ledger.adopt_unproven_accounts, run by every deliver of the vendor, "
     "takes brand B's rows (its key refused on auth) into brand A's key and supersedes them there, so B's "
