@@ -399,3 +399,32 @@ def test_the_shipped_models_on_the_demo_schema_give_the_demo_sources_figures(tmp
     report = run_ltv_job(settings, DEMO_AS_OF, quarantined=set(), predict=False)
     assert report.left_out == {}
     assert ltv_rows(url, DEMO_AS_OF) == built_in and len(built_in) == 6
+
+
+def test_a_status_no_history_row_has_moves_the_order_in_the_daily_job_as_in_a_full_one(tmp_path):
+    """orders.status may disagree with the history (the demo generator writes such orders): an
+    order counts with its history's status while it changes after the day, then with
+    orders.status. The daily job must move it between classes when the full query does."""
+    from storesync.warehouse import schema
+    from tests.unit.test_ltv_sql import Store, dt
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = create_engine(url)
+    schema.metadata.create_all(engine)
+    store = Store(engine)
+    store.order(1, 1, "40.00", dt(9, 10), ("pending", dt(9, 10)), ("fulfilled", dt(10, 9)))
+    store.order(2, 1, "10.00", dt(8, 10), ("pending", dt(8, 10)), ("completed", dt(8, 12)))
+    for cid in range(2, 12):  # others, so that one customer is a small share to recompute
+        store.order(100 + cid, cid, "5.00", dt(1, 10), ("completed", dt(1, 10)))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE orders SET status = 'shipped-ish' WHERE order_id = 1"))
+    engine.dispose()
+    settings = Settings(warehouse_url=url, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    day1, day2 = date(2024, 3, 9), date(2024, 3, 10)
+    run_ltv_job(settings, day1, quarantined=set(), predict=False)
+    assert ltv_rows(url, day1)[1]["net_revenue"] == D("50.00")  # pending as of 03-09: valid
+    assert run_ltv_job(settings, day2, quarantined=set(), predict=False).method == "incremental"
+    daily = ltv_rows(url, day2)
+    assert daily[1]["net_revenue"] == D("10.00")  # 'shipped-ish' from 03-10 on: counts nowhere
+    run_ltv_job(settings, day2, full=True, quarantined=set(), predict=False)
+    assert ltv_rows(url, day2) == daily

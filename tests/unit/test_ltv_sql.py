@@ -809,9 +809,10 @@ def test_the_daily_run_compiles_nothing_and_gives_the_callers_jit_setting_back(p
 
 @pytest.mark.postgres
 def test_each_candidate_order_looks_its_statuses_up_once_on_postgresql(pg_url):
-    """Which customers a day must recompute asks, per candidate order, whether it changed later
-    and its class before and after the day: three history lookups. A searched CASE over a
-    status lookup made PostgreSQL repeat the lookup in each arm (five a row)."""
+    """Which customers a day must recompute asks, per candidate order, whether it changed later,
+    its class before the day, and after it (whether it changed after the day, and if so its
+    history's status then): four history lookups. A searched CASE over a status lookup made
+    PostgreSQL repeat the lookup in each arm (five a row, before the after-the-day test)."""
     from storesync.ltv.historic import _customers_to_recompute
 
     engine = create_engine(pg_url)
@@ -822,5 +823,5 @@ def test_each_candidate_order_looks_its_statuses_up_once_on_postgresql(pg_url):
         compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
         plan = [row[0] for row in conn.execute(text(f"EXPLAIN {compiled}"))]
     subplans = {line.strip() for line in plan if line.strip().startswith("SubPlan")}
-    assert len(subplans) == 3, plan
+    assert len(subplans) == 4, plan
     engine.dispose()

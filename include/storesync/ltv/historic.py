@@ -354,7 +354,7 @@ def _general_select(d: date, source: OrderSource, only_customers=(), *, from_ind
     first_day_sum = ((first_key % literal(10**12, BigInteger())) - offset) * one_point_zero / 100
     repeat_sum = func.sum(case((days.c.net_count > 0, days.c.net_sum))) - first_day_sum
     monetary = case(
-        (n_valid_days > 1, repeat_sum * one_point_zero / (n_valid_days - 1)),
+        (n_valid_days > 1, _mean_of_cents(func.round(repeat_sum * 100), n_valid_days - 1)),
         (n_valid_days == 1, zero),
     )
     return select(
@@ -490,7 +490,7 @@ def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Se
     )
     first_valid_day = epoch_day(per.c.first_valid_at)
     monetary = case(
-        (per.c.valid_days > 1, (per.c.net_sum - first_day_sum) * one_point_zero / (per.c.valid_days - 1)),
+        (per.c.valid_days > 1, _mean_of_cents(func.round((per.c.net_sum - first_day_sum) * 100), per.c.valid_days - 1)),
         (per.c.valid_days == 1, zero),
     )
     unchanged = select(
@@ -512,6 +512,12 @@ def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Se
         return unchanged
     return unchanged.union_all(_general_select(d, source, only_customers=(*only_customers, changed),
                                                from_index=except_all))
+
+
+def _mean_of_cents(cents, count):
+    """A mean in currency units from whole ``cents`` over ``count``: one division of an integral
+    number, so the daily job and a full recompute give Gamma-Gamma's monetary value to the bit."""
+    return cast(cents, Double()) / cast(count * 100, Double())
 
 
 def _mean_in_cents(total, count):
@@ -911,10 +917,21 @@ def _customers_to_recompute(source: OrderSource, d: date, since: datetime, *,
         latest = _latest_status_before(h.alias(alias), o.c.order_id, cutoff)
         return func.coalesce(latest, literal(source.initial_status, String()))
 
+    # The status the day's full query gives the order: its history's as of the day's end when it
+    # changed after it, else orders.status (which may disagree with the history: a status no
+    # history row has). Read from the history alone, such an order kept the day before's class
+    # here while the full query moved it.
+    after_day = h.alias("ltv_change_after_day")
+    changed_after_day = (select(after_day.c.order_id)
+                         .where(after_day.c.order_id == o.c.order_id,
+                                after_day.c.changed_at >= literal(end, after_day.c.changed_at.type))
+                         .exists())
+    status_after = case((changed_after_day, status_at(end, "ltv_status_after")),
+                        else_=func.coalesce(o.c.status, literal(source.initial_status, String())))
     moved = (
         select(o.c.customer_id, has_later_change.label("has_later_change"),
                status_at(start, "ltv_status_before").label("status_before"),
-               status_at(end, "ltv_status_after").label("status_after"))
+               status_after.label("status_after"))
         .where(o.c.order_id.in_(candidates), *older)
     )
     if keep_subquery:
@@ -985,8 +1002,11 @@ def _merged_with_new_orders(versions, previous: date, d: date, n, recompute) -> 
         case((bought & had, t_days), (bought, zero),
              else_=p.c.rfm_recency_days).label("rfm_recency_days"),
         case((had, t_days), (bought, zero)).label("rfm_t_days"),
-        cast(case((bought & had, (p.c.rfm_monetary * p.c.rfm_frequency + n.c.net_sum) * one_point_zero
-                   / (p.c.rfm_frequency + one)),
+        # The day before's repeat takings, back to whole cents, plus the day's: the same division
+        # of the same two numbers as the full query's, so the same bits (the models see equal
+        # histograms whichever way a day was computed).
+        cast(case((bought & had, _mean_of_cents(func.round(p.c.rfm_monetary * p.c.rfm_frequency * 100)
+                                                + func.round(n.c.net_sum * 100), p.c.rfm_frequency + one)),
                   (bought, zero), else_=p.c.rfm_monetary), Double()).label("rfm_monetary"),
     ).select_from(
         n.outerjoin(p, (p.c.customer_id == n.c.customer_id) & _valid_on(p, previous))
