@@ -181,6 +181,9 @@ def test_a_corrected_credential_delivers_everything_once_with_no_command(wrong_t
     wrong_keys = {v: getattr(wrong, v).account for v in ("sendlane", "sailthru")}
 
     right = settings(typo=False)
+    # The failed run is cleared and runs again (its window planned again, now under the right
+    # key): the rows planned under the wrong one are superseded by those, not sent twice.
+    run(first, "run-1", right)
     reports = run(second, "run-2", right)
     for vendor in ("sendlane", "sailthru"):
         assert reports[vendor]["open_under_other_accounts"] == {}
