@@ -155,6 +155,9 @@ deliveries = Table(
     # Open rows are few however large the ledger grows: the watermark's settled prefix reads them.
     Index("ix_deliveries_open_window", "sync_name", "window_start",
           sqlite_where=text(_OPEN_SQL), postgresql_where=text(_OPEN_SQL)),
+    # The Storesync view's deliveries by state over the last days, per vendor and account: an
+    # index-only range scan of the window (storesync.ui.queries; without it, 2.8 s on 10M rows).
+    Index("ix_deliveries_updated", "updated_at", "vendor", "account", "state"),
 )
 
 sync_runs = Table(
