@@ -508,17 +508,18 @@ class Ledger:
     # nothing in flight, is ever sent again. The dead row is superseded when the revision is
     # promoted (its run's gate passed), releasing what waited behind it.
 
-    def dead_order_entities(self, vendor: str, account: str) -> dict[str, bool]:
-        """Entities (order ids) with a dead status-change delivery of ``vendor``/``account``,
-        each with whether that delivery was historical. Reads the dead rows only (state index)."""
+    def dead_order_entities(self, vendor: str, account: str) -> dict[str, set[bool]]:
+        """Entities (order ids) with a dead status-change delivery of ``vendor``/``account``, each
+        with whether its dead deliveries were historical ({False}, {True} or both). Reads the dead
+        rows only (state index)."""
         query = (select(deliveries.c.entity_id, deliveries.c.historical).distinct()
                  .where(deliveries.c.state == DEAD, deliveries.c.vendor == vendor,
                         deliveries.c.account == account, deliveries.c.ordering_key.like("order:%"),
                         or_(deliveries.c.versioning.is_(None), deliveries.c.versioning != CONTENT)))
-        found: dict[str, bool] = {}
+        found: dict[str, set[bool]] = {}
         with self.engine.connect() as conn:
             for entity_id, historical in conn.execute(query):
-                found[entity_id] = found.get(entity_id, False) or bool(historical)
+                found.setdefault(entity_id, set()).add(bool(historical))
         return found
 
     def replan_dead(self, items: Iterable[PlannedDelivery], *, sync_name: str, run_id: str,
@@ -537,8 +538,10 @@ class Ledger:
             # again under the same key below, this run adopts it.
             live = [r for r in family or () if r["state"] not in (SUPERSEDED, STAGED)]
             latest = max(live, key=lambda r: r["id"]) if live else None
-            if latest is None or latest["state"] not in HEALABLE_STATES:
-                ordinary.append(item)  # never planned (owed as usual), accepted or in flight: as usual
+            if latest is None or latest["state"] not in HEALABLE_STATES or bool(latest["historical"]) != item.historical:
+                # Never planned (owed as usual), accepted, in flight, or of the other kind (a live
+                # row is re-planned from a live event only): planned as usual.
+                ordinary.append(item)
                 continue
             payload = dumps(item.payload)
             if (latest["endpoint"], latest["payload"]) == (item.endpoint, payload):
@@ -571,7 +574,7 @@ class Ledger:
                 ids = sorted(ids)
                 for start in range(0, len(ids), 1000):
                     rows = conn.execute(
-                        select(d.id, d.entity_id, d.version, d.state, d.endpoint, d.payload, d.seq)
+                        select(d.id, d.entity_id, d.version, d.state, d.endpoint, d.payload, d.seq, d.historical)
                         .where(d.vendor == vendor, d.event_type == event_type, d.entity_id.in_(ids[start:start + 1000]),
                                d.account == account)).mappings()
                     for row in rows:

@@ -456,15 +456,17 @@ def heal_dead_orders(ctx: SyncContext, report: PlanReport, window: Window, histo
     delivery whose payload changed gets a revision that supersedes the dead one once the gate
     passes; an unchanged one stays dead. Reads only the orders with dead rows (``order_ids``:
     only these of them). Each is checked by the gate; one that fails it now is left as it is."""
-    dead: dict[str, bool] = {}
+    dead: dict[str, set] = defaultdict(set)  # order id -> whether its dead rows were live, historical
     for target in ctx.targets:
-        for entity_id, was_historical in ctx.ledger.dead_order_entities(target.vendor, target.account).items():
-            dead[entity_id] = dead.get(entity_id, False) or was_historical
+        for entity_id, flags in ctx.ledger.dead_order_entities(target.vendor, target.account).items():
+            dead[entity_id] |= flags
     if order_ids is not None:
         wanted = {str(i) for i in order_ids}
-        dead = {i: h for i, h in dead.items() if i in wanted}
-    for historical in (False, True):  # a dead historical event is re-built as historical
-        ids = sorted((int(i) if i.isdigit() else i for i, h in dead.items() if h == historical), key=str)
+        dead = {i: f for i, f in dead.items() if i in wanted}
+    # A dead historical event is re-built as historical (its payload carries the past time), a
+    # live one as live: the ledger re-plans a dead row only from an event of its own kind.
+    for historical in (False, True):
+        ids = sorted((int(i) if i.isdigit() else i for i, f in dead.items() if historical in f), key=str)
         for n, chunk in enumerate(_chunks(ids, ctx.settings.chunk_size)):
             changes = ctx.warehouse.for_ids("order_history", chunk, window_end=history_end)
             orders, lines = _checked_orders(ctx, chunk, f"orders-heal-{n}")
