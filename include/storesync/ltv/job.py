@@ -94,13 +94,25 @@ def _fill_left_out(conn: Connection, built: BuiltSource, quarantined: set[str], 
     duplicates = (select(m.c.order_id, func.min(m.c.customer_id), literal("duplicate", String()))
                   .where(m.c.order_id.not_in(select(out.c.order_id))).group_by(m.c.order_id)
                   .having(func.count() > 1))
+    scope = None
     if since is not None and built.updated_at is not None:
-        scope = select(m.c.order_id).where(built.updated_at >= literal(since, built.updated_at.type))
+        # The ids to check, found first, then each one's rows counted by id (an index lookup a
+        # row): joined or as an IN (subquery), PostgreSQL scanned every order to count them
+        # (1M orders, 23k ids updated since: 1.3-1.7 s; correlated, 0.1 s).
+        ids = select(m.c.order_id).where(built.updated_at >= literal(since, built.updated_at.type))
         recheck = _typed_ids(recheck, m.c.order_id.type)
         if recheck:
-            scope = scope.union(select(m.c.order_id).where(m.c.order_id.in_(recheck)))
-        duplicates = duplicates.where(m.c.order_id.in_(scope))
+            ids = ids.union(select(m.c.order_id).where(m.c.order_id.in_(recheck)))
+        scope = _temporary(conn, "ltv_tmp_duplicate_scope", ids.distinct() if not recheck else ids,
+                           [Column("order_id", m.c.order_id.type)])
+        rows_of = m.alias("ltv_rows_of_order")
+        copies = select(func.count()).where(rows_of.c.order_id == scope.c.order_id).scalar_subquery()
+        customer = select(func.min(rows_of.c.customer_id)).where(rows_of.c.order_id == scope.c.order_id)
+        duplicates = (select(scope.c.order_id, customer.scalar_subquery(), literal("duplicate", String()))
+                      .where(copies > 1, scope.c.order_id.not_in(select(out.c.order_id))))
     conn.execute(out.insert().from_select(["order_id", "customer_id", "reason"], duplicates))
+    if scope is not None:
+        scope.drop(conn)
 
 
 def _not_counted(conn: Connection, built: BuiltSource, ltv, d: date, since) -> tuple[str, dict]:
