@@ -127,6 +127,18 @@ def test_a_revision_that_dies_too_is_healed_by_the_next_change_and_a_failed_gate
     assert [r["state"] for r in rows(ledger)] == [SUPERSEDED, SUPERSEDED, SUPERSEDED, PLANNED]
 
 
+def test_a_dead_historical_row_is_re_planned_only_from_a_historical_event(ledger):
+    from dataclasses import replace
+
+    plan_and_promote(ledger, [replace(purchase(7, {"v": 1}), historical=True)], "run-1")
+    settle(ledger, DEAD)
+    assert ledger.dead_order_entities("sailthru", "acct") == {"7": {True}}
+    assert plan_and_promote(ledger, [purchase(7, {"v": 2})], "run-2", heal=True) == Counter()  # a live event
+    healed = plan_and_promote(ledger, [replace(purchase(7, {"v": 2}), historical=True)], "run-3", heal=True)
+    assert healed == Counter({"sailthru:purchase": 1})
+    assert [bool(r["historical"]) for r in rows(ledger) if r["state"] == PLANNED] == [True]
+
+
 def test_a_waiting_row_with_old_data_is_replaced_but_never_once_it_has_left(ledger):
     """A return waiting (unsent) behind its dead purchase, planned from the old data, is replaced
     by the re-planned one. If it is claimed between the re-plan and the promote, the revision
