@@ -237,9 +237,12 @@ def run_window(settings, window, run_id: str) -> dict:
     from storesync.core.windows import Window
     from storesync.pipeline.jobs import deliver_vendor, open_context, plan_entity
 
+    from storesync.pipeline.jobs import format_summary, summarise
+
     ctx = open_context(settings, run_id=run_id, sync_name="order_events", now=END + timedelta(hours=3))
     plan = plan_entity(ctx, "orders", Window(*window))
-    return {"plan": plan, **{v: deliver_vendor(ctx, v) for v in ("sendlane", "sailthru")}}
+    delivered = {v: deliver_vendor(ctx, v) for v in ("sendlane", "sailthru")}
+    return {"plan": plan, **delivered, "summary": format_summary(summarise(ctx, {"orders": plan}, delivered))}
 
 
 def owed_purchases(settings) -> set[str]:
@@ -260,6 +263,8 @@ def test_a_fixed_product_heals_its_orders_on_the_next_scheduled_run(env):
     assert {d.entity_id for d in dead if d.event_type == "purchase"} == broken
     assert all(d.endpoint == "/_invalid" and "no product URL" in d.payload["_invalid"] for d in dead)
     assert first["sailthru"]["waiting_behind_dead"] >= 1  # the cancelled order's return waits
+    assert (f"sailthru: {first['sailthru']['waiting_behind_dead']} deliveries wait behind a dead letter of their "
+            "order: fix the data in the warehouse") in first["summary"]
 
     # Nothing changed: the next run re-plans nothing for them.
     second = run_window(settings, DAY2, "order_events/day2")
@@ -273,6 +278,8 @@ def test_a_fixed_product_heals_its_orders_on_the_next_scheduled_run(env):
     # The purchases, and the cancelled order's return (it waited, unsent, with no item URL either).
     assert third["plan"]["healed"] == {"sailthru:purchase": len(everywhere), "sailthru:return": 1}
     assert third["sailthru"]["waiting_behind_dead"] == 0
+    assert f"re-planned from fixed warehouse data: sailthru:purchase {len(everywhere)}" in third["summary"]
+    assert "wait behind a dead letter" not in third["summary"]
     purchases = Counter(p["extid"] for p in emulator.purchases())
     assert set(purchases) == owed_purchases(settings) and max(purchases.values()) == 1
     placed = Counter(str(r["entity_id"]) for r in emulator.requests(vendor="sendlane", endpoint="/tracking/order-placed"))
