@@ -196,9 +196,10 @@ def run_ltv_job(settings, as_of, *, full: bool = False, engine: Engine | None = 
             extra = None
             if gate_changed:
                 extra = select(_id_table(conn, "ltv_tmp_gate_changed", gate_changed, cid_type).c.customer_id)
-            report.not_counted_scope, report.not_counted = _not_counted(conn, built, ltv, d, since)
             report.customers = compute_historic_ltv(conn, d, source, incremental=not full, also_recompute=extra)
             report.method = conn.execute(select(runs.c.method).where(runs.c.as_of == d)).scalar_one()
+            report.not_counted_scope, report.not_counted = _not_counted(
+                conn, built, ltv, d, since if report.method == "incremental" else None)
             _recompute_fixed_days(conn, recorded, runs, source, d, today, cid_type, report)
         if predict:
             try:
@@ -207,6 +208,10 @@ def run_ltv_job(settings, as_of, *, full: bool = False, engine: Engine | None = 
             except LtvFitError as exc:
                 log.warning("LTV predictions for %s not fitted (%s): historic figures only", d, exc)
                 report.note = str(exc)[:500]
+        log.info("LTV %s (%s): %d customers in %s; left out %s; not counted (%s) %s; %d earlier day(s) "
+                 "recomputed", report.as_of, report.method, report.customers, report.currency,
+                 report.left_out or "none", report.not_counted_scope, report.not_counted or "none",
+                 len(report.earlier_days_recomputed))
     finally:
         if own:
             engine.dispose()
