@@ -15,6 +15,7 @@ pipeline_memory    extract → validate → build for 100k, 1M, 10M orders: time
 incremental_cost   an hourly run (~1k changes) on a 100k- and a 10M-order warehouse
 ltv                in-warehouse LTV SQL vs pandas/lifetimes on 10M orders, SQLite and PostgreSQL
 parse              DAG file parse time, per file and as a DagBag
+ui                 the Storesync view's page and JSON on a 10M-delivery ledger (PostgreSQL), with plans
 =================  ==========================================================================
 
 ``results.json``: ``{"meta": {...}, "measurements": [{"name", "description", "sizes", "figures",
@@ -37,7 +38,7 @@ from datetime import datetime
 
 from bench.common import RESULTS, Measurement, log
 
-ORDER = ("parse", "delivery", "budget", "bulk_backfill", "incremental_cost", "pipeline_memory", "ltv")
+ORDER = ("parse", "delivery", "budget", "bulk_backfill", "incremental_cost", "pipeline_memory", "ltv", "ui")
 
 
 def _measure(name: str, args) -> Measurement:
@@ -70,6 +71,10 @@ def _measure(name: str, args) -> Measurement:
         from bench.ltv import measure_ltv
 
         return measure_ltv(args.quick)
+    if name == "ui":
+        from bench.ui import measure_ui
+
+        return measure_ui(args.quick)
     raise ValueError(f"unknown measurement {name!r}; known: {', '.join(ORDER)}")
 
 

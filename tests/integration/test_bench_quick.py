@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-MEASUREMENTS = ("parse", "delivery", "budget", "bulk_backfill", "incremental_cost", "pipeline_memory", "ltv")
+MEASUREMENTS = ("parse", "delivery", "budget", "bulk_backfill", "incremental_cost", "pipeline_memory", "ltv", "ui")
 KEYS = {"name", "description", "sizes", "figures", "baseline", "ratio", "target", "checks", "pass", "notes",
         "error", "elapsed_s"}
 

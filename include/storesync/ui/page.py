@@ -237,7 +237,7 @@ def _problems_section(kind: str, title: str, data: dict, *, can_trigger: bool, f
     parts = [f"<section id='{kind}'><h2>{_e(title)} <span class='muted'>(<span data-metric='{kind}-total'>"
              f"{_n(data['total'])}</span>{', all accounts' if not filters.account else ''})</span></h2>"]
     if data["by_error"]:
-        parts.append("<p>" + " · ".join(f"{_e(b['vendor'])} {_e(b['event_type'])}: {_e(b['error_class'] or '?')} "
+        parts.append(f"<p><span class='muted'>last {filters.days} days:</span> " + " · ".join(f"{_e(b['vendor'])} {_e(b['event_type'])}: {_e(b['error_class'] or '?')} "
                                         f"×{b['count']:,}" for b in data["by_error"]) + "</p>")
     if kind == "held" and data["total"]:
         parts.append("<p class='muted'>A held delivery may have reached the vendor: resolve it with "

@@ -22,7 +22,6 @@ import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import and_, case, false, func, inspect, literal_column, or_, select, text
@@ -92,10 +91,18 @@ class LedgerReader:
         return [column.startswith(prefix, autoescape=True)]
 
     def _bucket(self, column, width: str):
-        """``column`` as text, truncated to the day (``YYYY-MM-DD``) or the minute (``... HH:MM``)."""
+        """``column`` truncated to the day or the minute; read back through :meth:`_label`.
+        PostgreSQL: ``date_trunc`` (to_char per row costs twice as much over a window's rows)."""
         if self.dialect == "postgresql":
-            return func.to_char(column, "YYYY-MM-DD" if width == "day" else "YYYY-MM-DD HH24:MI")
+            return func.date_trunc(width, column)
         return func.substr(column, 1, 10 if width == "day" else 16)  # SQLite keeps ISO text
+
+    @staticmethod
+    def _label(value, width: str) -> str:
+        """A bucket as ``YYYY-MM-DD`` (day) or ``YYYY-MM-DD HH:MM`` (minute)."""
+        if isinstance(value, datetime):
+            return value.strftime("%Y-%m-%d" if width == "day" else "%Y-%m-%d %H:%M")
+        return str(value)
 
     # ---- accounts --------------------------------------------------------------------------------
     def accounts(self, limit: int = 100) -> list[dict]:
@@ -134,8 +141,9 @@ class LedgerReader:
             position = {d: i for i, d in enumerate(days)}
             with self.engine.connect() as conn:
                 for row in conn.execute(query):
-                    if row.day in position:
-                        series.setdefault(row.state, [0] * len(days))[position[row.day]] += row.n
+                    label = self._label(row.day, "day")
+                    if label in position:
+                        series.setdefault(row.state, [0] * len(days))[position[label]] += row.n
         totals = {state: sum(counts) for state, counts in series.items()}
         return {"days": days, "series": series, "totals": totals}
 
@@ -149,15 +157,18 @@ class LedgerReader:
         per_account: dict[tuple[str, str], list[int]] = {}
         if self.has_table(deliveries.name):
             minute = self._bucket(deliveries.c.updated_at, "minute").label("minute")
+            # Grouped minute first: grouped by (vendor, account) first, SQLite walks the whole
+            # (vendor, account, ...) index for its order instead of seeking the last hour.
             query = (select(deliveries.c.vendor, deliveries.c.account, minute, func.count().label("n"))
                      .where(deliveries.c.updated_at >= first, deliveries.c.state.in_(SENT_STATES),
                             *self._where(filters))
-                     .group_by(deliveries.c.vendor, deliveries.c.account, minute))
+                     .group_by(minute, deliveries.c.vendor, deliveries.c.account))
             with self.engine.connect() as conn:
                 for row in conn.execute(query):
-                    if row.minute in position:
+                    label = self._label(row.minute, "minute")
+                    if label in position:
                         counts = per_account.setdefault((row.vendor, row.account), [0] * minutes)
-                        counts[position[row.minute]] += row.n
+                        counts[position[label]] += row.n
         accounts = []
         for (vendor, account), counts in sorted(per_account.items()):
             limit, window_s = self.budgets.get(vendor, (None, 60.0))
@@ -235,7 +246,9 @@ class LedgerReader:
     def problems(self, kind: str, filters: Filters, *, event_type: str | None = None, limit: int = 50,
                  offset: int = 0) -> dict:
         """Dead letters (``kind="dead"``) or held rows (``"held"``: unknown outcome), newest
-        first, with the vendor's error and the payload masked; and how many there are."""
+        first, with the vendor's error and the payload masked; how many there are; and the
+        errors of those that reached that state in the filters' days, counted by class (over
+        every one of them, a grouping read each row: 2 s for 100k dead letters)."""
         if kind not in PROBLEM_STATES:
             raise BadRequest(f"kind must be one of {', '.join(PROBLEM_STATES)}, not {kind!r}")
         if not 1 <= limit <= MAX_PAGE or offset < 0:
@@ -256,9 +269,10 @@ class LedgerReader:
                        d.attempts, d.error_class, d.http_status, d.vendor_code, d.vendor_error, d.sync_name,
                        d.last_run_id, d.updated_at, d.occurred_at)
                 .where(*where).order_by(d.updated_at.desc(), d.id.desc()).limit(limit).offset(offset)).all()
+            since = datetime.combine((self.clock() - timedelta(days=filters.days - 1)).date(), datetime.min.time())
             by_error = conn.execute(
                 select(d.vendor, d.event_type, d.error_class, func.count().label("n"))
-                .where(*where).group_by(d.vendor, d.event_type, d.error_class)
+                .where(*where, d.updated_at >= since).group_by(d.vendor, d.event_type, d.error_class)
                 .order_by(func.count().desc()).limit(20)).all()
         return {**empty, "total": total,
                 "rows": [{"id": r.id, "vendor": r.vendor, "account": r.account, "event_type": r.event_type,
@@ -296,9 +310,10 @@ class LedgerReader:
                                     .group_by(q.entity).order_by(q.entity)).all()
             for row in conn.execute(select(day, q.reasons).where(
                     q.quarantined_at >= datetime.combine(first, datetime.min.time()))):
-                if row.day in position:
+                label = self._label(row.day, "day")
+                if label in position:
                     for check in _check_names(row.reasons):
-                        reasons[check][position[row.day]] += 1
+                        reasons[check][position[label]] += 1
             recent = conn.execute(select(q.id, q.run_id, q.entity, q.entity_id, q.reasons, q.row,
                                          q.quarantined_at, q.resolved_at, q.resolved_run_id)
                                   .order_by(q.id.desc()).limit(min(limit, MAX_PAGE))).all()
