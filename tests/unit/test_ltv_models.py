@@ -428,3 +428,32 @@ def test_a_status_no_history_row_has_moves_the_order_in_the_daily_job_as_in_a_fu
     assert daily[1]["net_revenue"] == D("10.00")  # 'shipped-ish' from 03-10 on: counts nowhere
     run_ltv_job(settings, day2, full=True, quarantined=set(), predict=False)
     assert ltv_rows(url, day2) == daily
+
+
+def test_a_customer_with_negative_net_revenue_gets_no_predicted_clv(tmp_path):
+    """The gated models never let a negative total through; a hand-built source can: such a
+    customer keeps their figures but gets no CLV (a forecast from a refund balance)."""
+    from storesync.ltv import run_ltv
+    from storesync.warehouse import schema
+    from tests.unit.test_ltv_sql import GEN_AS_OF, generate_transactions, load_transactions
+
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    engine = create_engine(url)
+    schema.metadata.create_all(engine)
+    rows = generate_transactions(customers=120)
+    first = datetime.combine(GEN_AS_OF, datetime.min.time()) - timedelta(days=30)
+    rows += [(90_001, 9_999, first, -40.0, "completed"), (90_002, 9_999, first + timedelta(days=9), 15.0, "completed")]
+    load_transactions(engine, rows)
+    run_ltv(engine, GEN_AS_OF, horizon_days=90)
+    got = ltv_rows_with_predictions(engine, GEN_AS_OF)
+    assert got[9_999]["net_revenue"] == D("-25.00") and got[9_999]["rfm_frequency"] == 1
+    assert got[9_999]["expected_purchases"] is not None and got[9_999]["predicted_clv"] is None
+    assert sum(1 for r in got.values() if r["predicted_clv"] is not None) > 50
+    engine.dispose()
+
+
+def ltv_rows_with_predictions(engine, as_of) -> dict:
+    with engine.connect() as conn:
+        ltv, _ = ltv_tables(conn)
+        return {int(r["customer_id"]): dict(r) for r in conn.execute(
+            select(ltv).where(ltv.c.as_of == as_of)).mappings()}
