@@ -192,3 +192,15 @@ def test_sailthru_lookup_that_fails_is_looked_up_again_later(emulator):
     with pytest.raises(RetryableError):  # the engine turns this into LOOKUP_PENDING, held after a day
         sender.resolve_unknown(as_delivery(purchase("o-1")))
 
+
+
+def test_sailthru_not_found_with_nothing_to_prove_the_path_is_held_after_a_day(emulator):
+    from datetime import timedelta
+
+    from storesync.delivery.ledger import utcnow
+
+    sender = SailthruSender(sailthru_settings(emulator), "acct")
+    dropped = as_delivery(purchase("o-2"))
+    assert sender.resolve_unknown(dropped) == LOOKUP_PENDING  # nothing accepted yet to prove the path
+    dropped.unknown_since = utcnow() - timedelta(days=1, seconds=1)
+    assert sender.resolve_unknown(dropped) is None  # a day later: held for a person, not waiting forever

@@ -42,7 +42,7 @@ import logging
 from storesync.core.config import SailthruSettings, SendlaneSettings
 from storesync.core.errors import ConfigurationError, PermanentError
 from storesync.delivery.contracts import SAILTHRU_LOOKUPS, lookup_request, sendlane_resend_is_safe
-from storesync.delivery.engine import LOOKUP_PENDING
+from storesync.delivery.engine import LOOKUP_GIVE_UP_S, LOOKUP_PENDING
 from storesync.delivery.ledger import Delivery, utcnow
 from storesync.delivery.lookup_proofs import LookupProofs
 from storesync.pipeline.vendor_clients import default_sailthru_client, default_sendlane_client
@@ -136,7 +136,10 @@ class SailthruSender:
                 return True
             if not self._grace_over(delivery):
                 return LOOKUP_PENDING  # not there *yet* proves nothing
-            return self._path_verdict(delivery.endpoint)
+            verdict = self._path_verdict(delivery.endpoint)
+            if verdict == LOOKUP_PENDING and self._unknown_for(delivery) >= LOOKUP_GIVE_UP_S:
+                return None  # a day with nothing to prove the path with: a person decides
+            return verdict
         except PermanentError as error:
             # A 404 that is not Sailthru's documented not-found (a gateway, an unrouted path), or
             # a refused lookup: it says nothing about the object, and asking again will not help.
@@ -171,15 +174,19 @@ class SailthruSender:
                 self.proofs.mark_proven(endpoint)
                 return False
         if not evidence:
-            return LOOKUP_PENDING
+            return LOOKUP_PENDING  # (held by resolve_unknown once the row has waited a day)
         log.error("sailthru GET %s found none of %d %s objects the vendor accepted: its \"not found\" is not "
                   "trusted, unknown outcomes there are held (looked up again every run)",
                   endpoint, len(evidence), endpoint.lstrip("/"))
         return None
 
     def _grace_over(self, delivery: Delivery) -> bool:
+        return self._unknown_for(delivery) >= self.settings.unknown_grace_s
+
+    @staticmethod
+    def _unknown_for(delivery: Delivery) -> float:
         since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
-        return (utcnow() - since).total_seconds() >= self.settings.unknown_grace_s
+        return (utcnow() - since).total_seconds()
 
 
 def _contains(current: dict, sent: dict, fields: tuple[str, ...]) -> bool:
