@@ -204,3 +204,24 @@ def test_sailthru_not_found_with_nothing_to_prove_the_path_is_held_after_a_day(e
     assert sender.resolve_unknown(dropped) == LOOKUP_PENDING  # nothing accepted yet to prove the path
     dropped.unknown_since = utcnow() - timedelta(days=1, seconds=1)
     assert sender.resolve_unknown(dropped) is None  # a day later: held for a person, not waiting forever
+
+
+@pytest.mark.parametrize("answer", ["json_404", "html_404", "not_found_99"])
+def test_sailthru_lookup_path_answering_404_to_everything_never_duplicates_a_purchase(emulator, ledger, answer):
+    """The issue's case: drops after accept while the account's GET /purchase is not routed. Every
+    purchase whose answer was lost is held (not posted again), however the 404 looks."""
+    items = [purchase(f"o-{i}") for i in range(30)]
+    ledger.plan(items, sync_name="t", run_id="r1")
+    ledger.promote("r1")
+    emulator.configure(sailthru_unrouted_gets=["purchase"], sailthru_unrouted_answer=answer)
+    emulator.set_faults(drop_after_rate=0.3, seed=3, vendors=["sailthru"])
+    settings = sailthru_settings(emulator)
+    DeliveryEngine(ledger, SailthruSender(settings, "acct", limiter_engine=ledger.engine), policy=ONE_PASS).run()
+    dropped = emulator.summary()["faults"]["injected"]["drop_after"]
+    emulator.clear_faults()
+    for _ in range(2):  # the next scheduled runs, a new process each
+        next_run(ledger)
+        DeliveryEngine(ledger, SailthruSender(settings, "acct", limiter_engine=ledger.engine), policy=ONE_PASS).run()
+    assert dropped > 0 and emulator.duplicates() == {}
+    assert sorted(p["extid"] for p in emulator.purchases()) == sorted(i.entity_id for i in items)
+    assert ledger.counts() == {ACCEPTED: 30 - dropped, UNKNOWN: dropped}  # the dropped ones: held, not resent
