@@ -1,6 +1,6 @@
 """Sendlane `added_to_cart` and `product_viewed` from a warehouse events model (issue 17.8), against
 the emulator: each event sent once, whatever reruns the window, on the demo store (Segment's
-`tracks` table; SQLite and DuckDB) and on a store of its own (ISO text timestamps)."""
+`tracks` table; SQLite, PostgreSQL and DuckDB) and on a store of its own (ISO text timestamps)."""
 
 from __future__ import annotations
 
@@ -42,9 +42,8 @@ def _sent(emulator) -> dict:
             for path in ("/tracking/product-viewed", "/tracking/added-to-cart")}
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "duckdb"])
-def test_demo_store_events_reach_sendlane_once(tmp_path, emulator, dialect):
-    url = f"sqlite:///{tmp_path / 's.db'}" if dialect == "sqlite" else f"duckdb:///{tmp_path / 's.duckdb'}"
+def test_demo_store_events_reach_sendlane_once(tmp_path, emulator, warehouse_db_url):
+    url = warehouse_db_url
     stats = generate_demo_store(url, DemoStoreSpec(orders=400, seed=4, end=END, days=5, bad_share=0.0))
     engine = create_engine(url)
     with engine.connect() as conn:
