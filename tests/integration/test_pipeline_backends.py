@@ -121,6 +121,7 @@ def test_nightly_sync_end_to_end(backend_urls, emulator):
     rows = summary["rows"]
     for entity, stats in rows.items():
         assert stats["rows_in"] == stats["passed"] + stats["quarantined"], entity
+    assert rows["order_lines"]["reasons"].get("order_exists") == 1, "the demo's orphan line, found and held"
     assert summary["deliveries"]["sendlane"]["accepted"] > 0 and summary["deliveries"]["sailthru"]["accepted"] > 0
     ledger = Ledger(ledger_url)
     accepted = ledger.counts().get(ACCEPTED, 0)
