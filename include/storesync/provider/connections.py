@@ -231,17 +231,21 @@ def resolve_ledger_url(conn_id: str | None = LEDGER_CONN_ID) -> str:
 
 
 def known_secrets(conn_ids: ConnectionIds | None) -> list[str]:
-    """The secrets of a sync's connections, for an alert to mask verbatim (never raises)."""
+    """The secrets of a sync's connections, for an alert to mask verbatim (never raises): passwords,
+    vendor logins (Sailthru's API key) and token-like extras. A database login is a user name, not
+    a secret: masked verbatim it would also cut words that contain it."""
     secrets: list[str] = []
     if conn_ids is None:
         return secrets
-    for conn_id in (conn_ids.warehouse, conn_ids.ledger, conn_ids.sendlane, conn_ids.sailthru):
+    for conn_id, is_vendor in ((conn_ids.warehouse, False), (conn_ids.ledger, False),
+                               (conn_ids.sendlane, True), (conn_ids.sailthru, True)):
         try:
             conn = get_connection(conn_id, required=False)
         except Exception:  # noqa: BLE001 - masking is best effort on top of the patterns
             conn = None
         if conn is None:
             continue
-        secrets += [v for v in (conn.password, conn.login) if v]
-        secrets += [str(v) for k, v in (conn.extra_dejson or {}).items() if "token" in k or "secret" in k if v]
+        secrets += [v for v in (conn.password, conn.login if is_vendor else None) if v]
+        extra = conn.extra_dejson or {}
+        secrets += [str(v) for k, v in extra.items() if v and ("token" in k or "secret" in k or "key" in k)]
     return secrets

@@ -78,7 +78,8 @@ def deliver(vendor: str, run: SyncRun, *, sync_name: str) -> dict:
     return report
 
 
-def _other_accounts_of_this_sync(ledger, vendor: str, account: str | None, sync_name: str, others: dict) -> dict:
+def _other_accounts_of_this_sync(ledger, vendor: str, account: str | None, sync_name: str,
+                                 others: dict) -> dict:
     """Of the open rows under other account keys, those this sync planned: a sync sends to one
     account per vendor, so they are stranded (its key changed). Another account's rows planned by
     another sync (a second store or brand of the same vendor, sharing the ledger) are not."""
@@ -112,7 +113,8 @@ class OtherAccountsOpen(RuntimeError):
         self.report = report
 
 
-def held_remedy(vendor: str, ledger=None, account: str | None = None, settings: Settings | None = None) -> str:
+def held_remedy(vendor: str, ledger=None, account: str | None = None,
+                settings: Settings | None = None) -> str:
     """What resolves ``vendor``'s held rows: ``storesync.delivery.remedies``' text for the rows the
     ledger holds for ``account`` (what they are, why nothing automatic settles them, the commands)."""
     fallback = f"list them with `storesync reconcile --list --vendor {vendor}`, then reconcile each"
@@ -126,8 +128,7 @@ def held_remedy(vendor: str, ledger=None, account: str | None = None, settings: 
     if settings is not None:
         policy = {"sendlane_unknown_outcome": settings.sendlane.unknown_outcome,
                   "sailthru_unknown_outcome": settings.sailthru.unknown_outcome}
-    rows = ledger.in_state(UNKNOWN, vendor=vendor, account=account) if account else ledger.in_state(UNKNOWN,
-                                                                                                    vendor=vendor)
+    rows = ledger.in_state(UNKNOWN, vendor=vendor, account=account or None)
     return remedy_text(vendor, held_counts(rows, **policy).get(vendor, {})) or fallback
 
 
@@ -263,7 +264,8 @@ def plan_checkouts(run: SyncRun, *, sync_name: str, vendors, reminder_max_age_ho
 
 
 # ---------------------------------------------------------------------------- LTV
-def compute_ltv(run: SyncRun, *, full_recompute: bool = False, watermark: str = "ltv", **predict_options) -> dict:
+def compute_ltv(run: SyncRun, *, full_recompute: bool = False, watermark: str = "ltv",
+                **predict_options) -> dict:
     """The LTV job (``storesync.ltv.job.run_ltv_job``) for the interval's day (``as_of`` = the data
     interval's start date), from the same models and ``[ltv]`` settings as ``storesync ltv``:
     any date can be rerun or backfilled. Predictions need repeat buyers: when the models cannot
@@ -375,8 +377,9 @@ def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, facto
     return spikes
 
 
-def monitor(run: SyncRun, *, max_intervals: int = 3, quarantine_factor: float = 3.0, quarantine_min_rows: int = 10,
-            expected_intervals_hours: dict | None = None, stuck_after_hours: float = 6.0) -> dict:
+def monitor(run: SyncRun, *, max_intervals: int = 3, quarantine_factor: float = 3.0,
+            quarantine_min_rows: int = 10, expected_intervals_hours: dict | None = None,
+            stuck_after_hours: float = 6.0) -> dict:
     """Alert (Slack webhook / e-mail, through the storesync notifier) on the ledger's new dead
     letters, stalled syncs and deliveries stuck in staged/sending/unknown for more than
     ``stuck_after_hours`` (0: not checked), and on quarantine spikes, for the run's data interval:

@@ -229,8 +229,9 @@ class StoresyncAlertNotifier(BaseNotifier):
             from storesync.provider.connections import base_settings, database_url, get_connection
             from storesync.provider.notifiers.checks import run_counts
 
-            ledger_conn = get_connection(getattr(conn_ids, "ledger", None), required=False) if conn_ids else None
-            url = database_url(conn_ids.ledger, ledger_conn) if ledger_conn is not None else base_settings().ledger_url
+            ledger_conn = get_connection(conn_ids.ledger, required=False) if conn_ids is not None else None
+            url = (database_url(conn_ids.ledger, ledger_conn) if ledger_conn is not None
+                   else base_settings().ledger_url)
             parsed = make_url(url)
             backend = parsed.get_backend_name()
             if backend == "sqlite" and not (parsed.database and os.path.exists(parsed.database)):
@@ -321,8 +322,9 @@ def send_alert(alert: Alert, *, secrets: Iterable[str] = (), **kwargs) -> list[s
     """Send an alert built elsewhere (quarantine, dead letters, no progress) to the configured channels,
     ``secrets`` masked in its free text."""
     if secrets:
-        alert = replace(alert, detail=_scrub(alert.detail, secrets=secrets) if alert.detail else alert.detail,
-                        facts=tuple((label, _scrub(value, secrets=secrets, limit=None)) for label, value in alert.facts))
+        facts = tuple((label, _scrub(value, secrets=secrets, limit=None)) for label, value in alert.facts)
+        alert = replace(alert, facts=facts,
+                        detail=_scrub(alert.detail, secrets=secrets) if alert.detail else alert.detail)
     return StoresyncAlertNotifier(secrets=secrets, **kwargs).send(alert)
 
 
