@@ -214,6 +214,22 @@ def _report_held(settings, vendors, *, to_stderr: bool = False) -> int:
     return sum(sum(by_event.values()) for by_event in counts.values())
 
 
+def _current_demo(settings, db_path) -> bool:
+    """False for the demo's own file (``data_dir/demo_store.db``) written by an older storesync (its
+    schema lacks what the models now read): it is generated data, made again rather than failing
+    `make run`. Any other database is the user's, never replaced."""
+    from pathlib import Path
+
+    from storesync.warehouse.demo import is_current_demo_store
+
+    if db_path.resolve() != (Path(settings.data_dir) / "demo_store.db").resolve():
+        return True
+    current = is_current_demo_store(settings.warehouse_url)
+    if not current:
+        print("the demo store was written by an older storesync: writing it again", file=sys.stderr)
+    return current
+
+
 def cmd_demo(args) -> int:
     """`make run`: demo store if missing, the emulator in-process, then the nightly sync."""
     from pathlib import Path
@@ -225,7 +241,7 @@ def cmd_demo(args) -> int:
 
     settings = _settings(args)
     db_path = Path(make_url(settings.warehouse_url).database or "")
-    if settings.warehouse_url.startswith("sqlite") and not db_path.exists():
+    if settings.warehouse_url.startswith("sqlite") and not (db_path.exists() and _current_demo(settings, db_path)):
         args.url, args.end = None, None
         cmd_demo_store(args)
     # The demo account's limits are raised so the demo takes seconds; the client budget matches.

@@ -497,6 +497,22 @@ def _status_path(fate: float, created: float, fulfil_after: float, refund_after:
     return [(str(_STATUS[c]), float(t)) for c, t, r in zip(codes[0], times[0], reached[0]) if r]
 
 
+def is_current_demo_store(url: str) -> bool:
+    """Whether the database at ``url`` holds every table and column of this version's demo schema
+    (a demo store written by an older storesync lacks, say, ``order_lines.created_at``)."""
+    from sqlalchemy import inspect
+
+    engine = create_engine(url)
+    try:
+        found = inspect(engine)
+        names = set(found.get_table_names())
+        return all(table.name in names
+                   and {c.name for c in table.columns} <= {c["name"] for c in found.get_columns(table.name)}
+                   for table in schema.metadata.sorted_tables)
+    finally:
+        engine.dispose()
+
+
 def table_counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
