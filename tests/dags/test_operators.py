@@ -296,10 +296,6 @@ def test_deliveries_waiting_behind_a_dead_letter_alert_from_the_run_without_fail
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (issue 18.4 x 18.3): Ledger.adopt_unproven_accounts, run by every deliver of the vendor, "
-    "takes brand B's rows (its key refused on auth) into brand A's key and supersedes them there, so B's "
-    "events are never sent to B; adoption must be limited to the old key's own syncs"))
 def test_a_wrong_token_on_one_account_never_takes_its_events_from_it(airflow_db, from_connections,
                                                                     monkeypatch, tmp_path):
     """Brand B's token is mistyped: B's deliveries wait (its task fails on auth, run after run) and

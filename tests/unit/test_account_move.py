@@ -87,22 +87,27 @@ def settle(ledger, account, **values):
 
 
 def test_rows_of_a_key_the_vendor_refused_are_adopted_and_a_real_account_is_not(db_url):
-    """A key whose every answer was an auth error never reached an account: its open rows move to
-    the current key (a row planned again under the current key is superseded, not doubled). A key
+    """A key whose every answer was an auth error never reached an account: the sync's open rows
+    under it move to the current key (a row planned again under the current key is superseded,
+    not doubled); another sync's (another account of the vendor, its token mistyped) stay. A key
     the vendor answered anything else under is a real account and stays where it is."""
     from storesync.delivery.ledger import ACCEPTED, RETRY, SUPERSEDED
+    from storesync.pipeline.accounts import move_bookkeeping
 
     ledger = HistoricalLedger(db_url)
     ledger.plan([delivery("typo", "o1"), delivery("typo", "o2"), delivery("right", "o2")], sync_name="s", run_id="r")
+    ledger.plan([delivery("typo-b", "o9")], sync_name="brand-b", run_id="rb")
     ledger.promote("r")
+    ledger.promote("rb")
+    settle(ledger, "typo-b", state=RETRY, error_class="auth", http_status=401)
     with ledger.engine.begin() as conn:
         conn.execute(insert(chunks), {"entity": "orders", "day": date(2025, 12, 1), "vendor": "sailthru",
                                       "account": "typo", "status": "planned", "planned": 2, "updated_at": NOW})
     # Never tried at all: not proof of anything, so not adopted.
-    assert ledger.adopt_unproven_accounts("sailthru", "right") == {}
+    assert ledger.adopt_unproven_accounts("sailthru", "right", sync_name="s", also=move_bookkeeping) == {}
     settle(ledger, "typo", state=RETRY, error_class="auth", http_status=401, vendor_error="invalid API key")
-    assert ledger.adopt_unproven_accounts("sailthru", "right") == {"typo": 1}
-    assert ledger.open_by_account("sailthru") == {"right": 2}
+    assert ledger.adopt_unproven_accounts("sailthru", "right", sync_name="s", also=move_bookkeeping) == {"typo": 1}
+    assert ledger.open_by_account("sailthru") == {"right": 2, "typo-b": 1}  # brand B's own stay B's
     states = {(d.account, d.entity_id): d.state for d in ledger.in_state(SUPERSEDED)}
     assert states == {("typo", "o2"): SUPERSEDED}  # the right key holds o2 already
     assert [r[3] for r in rows(ledger.engine, chunks)] == ["right"]  # checkpoints follow
@@ -117,8 +122,8 @@ def test_rows_of_a_key_the_vendor_refused_are_adopted_and_a_real_account_is_not(
         from storesync.delivery.ledger import deliveries
 
         conn.execute(update(deliveries).where(deliveries.c.entity_id == "o3").values(state=ACCEPTED))
-    assert ledger.adopt_unproven_accounts("sailthru", "right") == {}
-    assert ledger.open_by_account("sailthru") == {"right": 2, "brand-a": 1}
+    assert ledger.adopt_unproven_accounts("sailthru", "right", sync_name="s", also=move_bookkeeping) == {}
+    assert ledger.open_by_account("sailthru") == {"right": 2, "brand-a": 1, "typo-b": 1}
     # Nor one that answered a data error (the credentials worked there).
     ledger.plan([delivery("brand-b", "o5"), delivery("brand-b", "o6")], sync_name="s", run_id="r3")
     ledger.promote("r3")
@@ -126,7 +131,7 @@ def test_rows_of_a_key_the_vendor_refused_are_adopted_and_a_real_account_is_not(
     with ledger.engine.begin() as conn:
         conn.execute(update(deliveries).where(deliveries.c.entity_id == "o5").values(
             state="dead", error_class="permanent", http_status=400))
-    assert ledger.adopt_unproven_accounts("sailthru", "right") == {}
+    assert ledger.adopt_unproven_accounts("sailthru", "right", sync_name="s", also=move_bookkeeping) == {}
 
 
 @pytest.fixture

@@ -207,9 +207,6 @@ class DeliveryEngine:
     # ------------------------------------------------------------------ recovery
     def recover(self, report: DeliveryReport) -> None:
         vendor, account = self.sender.vendor, self.sender.account
-        # A credential corrected in its connection: rows planned under the wrong one's key
-        # (refused by the vendor, never an account) continue here, with no command.
-        self.ledger.adopt_unproven_accounts(vendor, account)
         others = {a: n for a, n in self.ledger.open_by_account(vendor).items() if a != account}
         if others:
             # The account key changed under open rows (a rotated key fingerprinted, account_id

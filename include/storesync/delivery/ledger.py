@@ -331,11 +331,6 @@ class Outcome:
 
 
 class Ledger:
-    # The caller's own per-account rows, moved with the deliveries when rows are adopted from an
-    # unproven account key (``adopt_unproven_accounts``): ``(conn, vendor, old, new) -> counts``.
-    # The pipeline sets it (``storesync.pipeline.accounts``); the delivery layer knows no such table.
-    account_bookkeeping: Callable[[Connection, str, str, str], dict[str, int]] | None = None
-
     def __init__(self, url_or_engine: str | Engine, *, schema: str | None = None) -> None:
         if isinstance(url_or_engine, str):
             kwargs = {}
@@ -891,30 +886,35 @@ class Ledger:
                 moved.update(also(conn, vendor, old, new))
         return moved
 
-    def adopt_unproven_accounts(self, vendor: str, account: str, *,
+    def adopt_unproven_accounts(self, vendor: str, account: str, *, sync_name: str,
                                 also: Callable[[Connection, str, str, str], dict[str, int]] | None = None
                                 ) -> dict[str, int]:
-        """Bring ``vendor``'s open deliveries planned under another account key that was never
-        proven to be a real account into ``account``, the key this run sends under: the fix for a
-        mistyped credential corrected in its connection (the rows were keyed by the wrong token's
-        fingerprint), with no command. A key is unproven when the vendor refused its credentials
-        (a row failed on auth) and never answered anything else under it: nothing accepted,
-        suppressed, in flight or of unknown outcome, no answer but an auth error. Such a key never
-        reached an account, so its rows are still owed to this one. A key the vendor answered is
-        a real, different account: left alone (the engine refuses it loudly). A row the current
-        key already holds (planned again since, under the right key) is superseded, not moved;
-        the rest move like ``move_account`` (``also``: the caller's per-account rows). Returns
-        the rows adopted per old key."""
-        also = also or self.account_bookkeeping
+        """Bring the open deliveries of ``sync_name`` planned for ``vendor`` under another account
+        key that was never proven to be a real account into ``account``, the key this sync now
+        sends under: the fix for a mistyped credential corrected in its connection (the rows were
+        keyed by the wrong token's fingerprint), with no command. A key is unproven when the vendor
+        refused its credentials (a row failed on auth) and never answered anything else under it:
+        nothing accepted, suppressed, in flight or of unknown outcome, no answer but an auth error.
+        Such a key never reached an account, so the sync's rows are still owed to the account it
+        sends to now. Only the sync's own rows move: another account of the vendor (another sync,
+        its credential mistyped) keeps its rows. A key the vendor answered is a real, different
+        account: left alone (the engine refuses it loudly). A row the current key already holds
+        (planned again since, under the right key) is superseded, not moved. ``also``: the
+        caller's per-account rows, moved in the same transaction. Returns rows moved per old key."""
+        d = deliveries.c
+        candidates = (select(d.account).distinct()
+                      .where(d.vendor == vendor, d.sync_name == sync_name, d.account != account, _open_state()))
+        with self.engine.connect() as conn:
+            olds = sorted(conn.execute(candidates).scalars())
         adopted: dict[str, int] = {}
-        for old in sorted(a for a in self.open_by_account(vendor) if a != account):
+        for old in olds:
             with self.engine.begin() as conn:
                 if not self._unproven(conn, vendor, old):
                     continue
-                adopted[old] = self._adopt(conn, vendor, old, account, also)
-            log.warning("%s: %d open deliveries planned under account key %s, whose credentials the vendor refused "
-                        "and which never reached an account, continue under %s (the corrected credential)",
-                        vendor, adopted[old], old, account)
+                adopted[old] = self._adopt(conn, vendor, old, account, sync_name, also)
+            log.warning("%s %s: %d open deliveries planned under account key %s, whose credentials the vendor "
+                        "refused and which never reached an account, continue under %s (the corrected credential)",
+                        sync_name, vendor, adopted[old], old, account)
         return adopted
 
     @staticmethod
@@ -927,10 +927,10 @@ class Ledger:
             and_(d.http_status.is_not(None), or_(d.error_class.is_(None), d.error_class != "auth")))))).scalar()
         return bool(refused) and not answered
 
-    def _adopt(self, conn, vendor: str, old: str, new: str, also) -> int:
+    def _adopt(self, conn, vendor: str, old: str, new: str, sync_name: str, also) -> int:
         old_prefix, new_prefix = f"{vendor}|{old}|", f"{vendor}|{new}|"
         d = deliveries.c
-        mine = (d.vendor == vendor) & (d.account == old)
+        mine = (d.vendor == vendor) & (d.account == old) & (d.sync_name == sync_name)
         moved_key = literal(new_prefix) + func.substr(d.delivery_key, len(old_prefix) + 1)
         taken = deliveries.alias("taken")
         now, reason = utcnow(), f"owed under account {new} too (planned again under the corrected credential)"

@@ -220,9 +220,6 @@ class HistoricalLedger(Ledger):
                  job_event_types: Mapping[tuple[str, str], str] = JOB_EVENT_TYPES) -> None:
         super().__init__(url_or_engine, schema=schema)
         self.job_event_types = dict(job_event_types)
-        from storesync.pipeline.accounts import move_bookkeeping
-
-        self.account_bookkeeping = move_bookkeeping  # checkpoints follow adopted rows
         from sqlalchemy.exc import OperationalError, ProgrammingError
 
         for attempt in range(3):
@@ -787,6 +784,7 @@ def run_historical(settings: Settings, request: HistoricalRequest, entity: str, 
                    sleep: Callable[[float], None] = time.sleep) -> dict:
     """Sync one entity's days of ``request``; returns counts. Raises ``HistoricalIncomplete`` when
     something is left for a retry (which resumes from the checkpoints)."""
+    from storesync.pipeline.accounts import move_bookkeeping
     from storesync.pipeline.jobs import ENTITY_SYNCS
     from storesync.pipeline.syncs import SyncContext
     from storesync.pipeline.targets import targets_for
@@ -858,6 +856,9 @@ def run_historical(settings: Settings, request: HistoricalRequest, entity: str, 
                                                     sleep=sleep).run()
                     pending_jobs = jobs_report.pending
                     _merge(summary["jobs"], {k: v for k, v in jobs_report.as_dict().items() if k != "pending"})
+                # A credential corrected since a run failed on auth: the day's rows continue
+                # under the right key, with their checkpoints.
+                ledger.adopt_unproven_accounts(vendor, accounts[vendor], sync_name=SYNC_NAME, also=move_bookkeeping)
                 engine = DeliveryEngine(ledger, sender, run_id=run_id, concurrency=settings.concurrency,
                                         policy=RedrivePolicy(max_wait_in_run_s=0))
                 report = engine.run().as_dict()

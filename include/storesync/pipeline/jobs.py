@@ -33,14 +33,10 @@ ENTITY_SYNCS = {
 def open_context(settings: Settings, *, run_id: str, sync_name: str, vendors=("sendlane", "sailthru"),
                  dry_run: bool = False, client_factories: dict | None = None,
                  now: datetime | None = None) -> syncs.SyncContext:
-    from storesync.pipeline.accounts import move_bookkeeping
-
-    ledger = Ledger(settings.ledger_url)
-    ledger.account_bookkeeping = move_bookkeeping  # checkpoints follow rows adopted from a corrected credential
     return syncs.SyncContext(
         settings=settings,
         warehouse=Warehouse(settings.warehouse_url, settings.models_dir),
-        ledger=ledger,
+        ledger=Ledger(settings.ledger_url),
         targets=targets_for(settings, tuple(vendors), client_factories),
         run_id=run_id, sync_name=sync_name, dry_run=dry_run, now=now or datetime.utcnow(),
     )

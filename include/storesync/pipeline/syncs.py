@@ -596,6 +596,9 @@ def deliver(ctx: SyncContext, vendor: str) -> DeliveryReport:
     target = next((t for t in ctx.targets if t.vendor == vendor), None)
     if target is None:
         raise ValueError(f"no target configured for vendor {vendor!r}")
+    # A credential corrected in its connection: this sync's rows planned under the wrong one's key
+    # (refused by the vendor, never an account) continue under the right one, with no command.
+    ctx.ledger.adopt_unproven_accounts(vendor, target.account, sync_name=ctx.sync_name)
     engine = DeliveryEngine(ctx.ledger, target.sender(limiter_engine=ctx.ledger.engine), run_id=ctx.run_id,
                             concurrency=ctx.settings.concurrency)
     return engine.run()
