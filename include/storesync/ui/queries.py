@@ -82,6 +82,16 @@ class LedgerReader:
             clauses.append(or_(*pairs) if pairs else false())
         return clauses
 
+    def _pinned(self, filters: Filters) -> tuple[str, str] | None:
+        """The one (vendor, account) the filters and the store's scope leave, if only one."""
+        if self.scope.accounts is not None:
+            left = [(v, a) for v, a in self.scope.accounts
+                    if (not filters.vendor or v == filters.vendor) and (not filters.account or a == filters.account)]
+            return left[0] if len(left) == 1 else None
+        if filters.vendor and filters.account:
+            return filters.vendor, filters.account
+        return None
+
     def _sync_where(self, column) -> list:
         prefix = self.scope.sync_prefix
         if prefix is None:
@@ -262,13 +272,22 @@ class LedgerReader:
         if event_type:
             where.append(deliveries.c.event_type == event_type)
         d = deliveries.c
+        pinned = self._pinned(filters)
+        if pinned:
+            # One account: newest first by id, through (vendor, account, state, id). By updated_at,
+            # PostgreSQL walks every row of the state backwards for the account's: 0.9 s on 10M
+            # when the account has none.
+            where += [d.vendor == pinned[0], d.account == pinned[1]]
+            newest_first = (d.id.desc(),)
+        else:
+            newest_first = (d.updated_at.desc(), d.id.desc())
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(deliveries).where(*where)).scalar()
             rows = conn.execute(
                 select(d.id, d.vendor, d.account, d.event_type, d.entity_id, d.method, d.endpoint, d.payload,
                        d.attempts, d.error_class, d.http_status, d.vendor_code, d.vendor_error, d.sync_name,
                        d.last_run_id, d.updated_at, d.occurred_at)
-                .where(*where).order_by(d.updated_at.desc(), d.id.desc()).limit(limit).offset(offset)).all()
+                .where(*where).order_by(*newest_first).limit(limit).offset(offset)).all()
             since = datetime.combine((self.clock() - timedelta(days=filters.days - 1)).date(), datetime.min.time())
             by_error = conn.execute(
                 select(d.vendor, d.event_type, d.error_class, func.count().label("n"))
