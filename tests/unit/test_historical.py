@@ -456,3 +456,30 @@ def test_a_day_is_done_only_once_its_deliveries_are_settled(env, account_id):
     placed = Counter(str(r["entity_id"]) for r in emulator.requests(vendor="sendlane",
                                                                     endpoint="/tracking/order-placed"))
     assert set(placed) == orders_changed_on(settings, [DAY1]) and max(placed.values()) == 1
+
+
+def test_a_corrected_credential_finishes_the_day_once_with_no_command(env):
+    """A mistyped Sendlane token: the day fails on auth. Corrected, the retry delivers the day's
+    orders once: the rows planned under the wrong token's key are the corrected key's now."""
+    from dataclasses import replace
+
+    from storesync.core.errors import AuthError
+
+    settings, emulator = env
+    typo = replace(settings, sendlane=replace(settings.sendlane, api_token=settings.sendlane.api_token.reveal() + "x"))
+    with pytest.raises(AuthError):
+        run_historical(typo, request(vendors=("sendlane",), end=DAY1), "orders", run_id_prefix="hist/typo",
+                       client_factories=one_try_clients(), sleep=lambda s: None)
+    ledger = HistoricalLedger(settings.ledger_url)
+    assert set(ledger.open_by_account("sendlane")) == {account_of(typo, "sendlane")}
+    assert not emulator.requests(vendor="sendlane")
+
+    summary = run_historical(settings, request(vendors=("sendlane",), end=DAY1), "orders", run_id_prefix="hist/ok",
+                             client_factories=one_try_clients(), sleep=lambda s: None)
+    assert summary["days"] == 1
+    assert ledger.open_by_account("sendlane") == {}
+    assert {(r["account"], r["status"]) for r in ledger.chunk_rows("orders")} == {(account_of(settings, "sendlane"),
+                                                                                    "done")}
+    placed = Counter(str(r["entity_id"]) for r in emulator.requests(vendor="sendlane",
+                                                                    endpoint="/tracking/order-placed"))
+    assert set(placed) == orders_changed_on(settings, [DAY1]) and max(placed.values()) == 1
