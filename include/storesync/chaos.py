@@ -167,7 +167,8 @@ def _settings(workdir: Path, emu, name: str, vendors: tuple[str, ...]):
         # The emulator records a request before it answers (an injected 502 was never processed), so
         # a lookup finding nothing is final at once; against the vendor the grace is 120 s.
         sailthru=SailthruSettings(base_url=emu.sailthru_url, api_key=emu.sailthru_api_key,
-                                  secret=emu.sailthru_secret, budget_per_minute=EMULATOR_LIMIT, unknown_grace_s=0),
+                                  secret=emu.sailthru_secret, budget_per_minute=EMULATOR_LIMIT,
+                                  unknown_grace_s=0),
     )
 
 
@@ -192,14 +193,16 @@ def _settings_from_spec(spec: dict):
 def _windows(end: datetime, count: int = 3):
     from storesync.core.windows import Window
 
-    return [Window(end - timedelta(days=count - i), end - timedelta(days=count - i - 1)) for i in range(count)]
+    day = timedelta(days=1)
+    return [Window(end - (count - i) * day, end - (count - i - 1) * day) for i in range(count)]
 
 
 def _nightly(settings, window, vendor: str | tuple[str, ...], run_id: str) -> dict:
     from storesync.pipeline.jobs import run_nightly
 
     try:
-        return run_nightly(settings, window, run_id=run_id, vendors=(vendor,) if isinstance(vendor, str) else vendor)
+        vendors = (vendor,) if isinstance(vendor, str) else vendor
+        return run_nightly(settings, window, run_id=run_id, vendors=vendors)
     except Exception as exc:  # noqa: BLE001 - a failed run is what a scheduler sees: it reruns
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
 
@@ -222,8 +225,8 @@ def _worker(spec: dict) -> int:
 
 
 def _spawn(settings, window, vendor: str, run_id: str, sync: str = "nightly", entity: str | None = None):
-    spec = {"settings": _settings_spec(settings), "start": window.start.isoformat(), "end": window.end.isoformat(),
-            "vendor": vendor, "run_id": run_id, "sync": sync, "entity": entity}
+    spec = {"settings": _settings_spec(settings), "start": window.start.isoformat(),
+            "end": window.end.isoformat(), "vendor": vendor, "run_id": run_id, "sync": sync, "entity": entity}
     return subprocess.Popen([sys.executable, "-m", "storesync.chaos", "--worker", json.dumps(spec)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -232,7 +235,8 @@ def _recorded(emu, vendor: str) -> int:
     return len(emu.requests(vendor=vendor, method="POST"))
 
 
-def _kill_mid_delivery(emu, settings, window, vendor: str, owed_in_window: int, timeout_s: float = 300) -> bool:
+def _kill_mid_delivery(emu, settings, window, vendor: str, owed_in_window: int,
+                       timeout_s: float = 300) -> bool:
     """Sync ``window`` in a subprocess and SIGKILL it once the vendor recorded part of it (event
     driven: the emulator's own count, not a timer). True when it died mid-delivery."""
     before = _recorded(emu, vendor)
@@ -289,9 +293,10 @@ def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 
     spans = _windows(end, windows)
     storm = {"storm": {"requests": storm_requests, "reset_s": 1}}
     limits = {"sendlane_rate_limit": EMULATOR_LIMIT,
-              "sailthru_rate_limits": {"POST": EMULATOR_LIMIT, "GET": EMULATOR_LIMIT, "DELETE": EMULATOR_LIMIT}}
+              "sailthru_rate_limits": {method: EMULATOR_LIMIT for method in ("POST", "GET", "DELETE")}}
     figures: dict[str, VendorFigures] = {}
-    with start_emulator(in_process=False, **limits) as reference, start_emulator(in_process=False, **limits) as emu:
+    with start_emulator(in_process=False, **limits) as reference, \
+            start_emulator(in_process=False, **limits) as emu:
         log("what the warehouse owes: the windows synced into a second emulator, without faults")
         ref_settings = _settings(workdir, reference, "reference", vendors)
         owed_in_last = {}
@@ -318,10 +323,11 @@ def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 
             emu.clear_faults()
             failed_windows = {i for i, result in enumerate(runs) if "error" in result}
             log(f"[{vendor}] window {windows}: kill -9 of the sending process mid-delivery")
-            figure.killed_mid_delivery = _kill_mid_delivery(emu, settings, spans[-1], vendor, owed_in_last[vendor])
+            figure.killed_mid_delivery = _kill_mid_delivery(emu, settings, spans[-1], vendor,
+                                                            owed_in_last[vendor])
             failed_windows.add(len(spans) - 1)  # the killed run failed, as its scheduler saw it
-            log(f"[{vendor}] window {windows}: two syncs sending at once on one account, under the same faults")
-            _concurrent_syncs(emu, settings, spans[-1], vendor, seed)  # a failed one: its window is retried anyway
+            log(f"[{vendor}] window {windows}: two syncs at once on one account, under the same faults")
+            _concurrent_syncs(emu, settings, spans[-1], vendor, seed)  # its window is retried below anyway
             figure.faults_injected = emu.summary()["faults"]["injected_by_vendor"].get(vendor, {})
             ledger = Ledger(settings.ledger_url)
             # What a scheduler does next: retry the runs that failed (the killed one at least), then
@@ -332,13 +338,15 @@ def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 
                     "night's run; no faults")
                 for window in failed:
                     _nightly(settings, window, vendor, f"chaos-{vendor}-retry{rerun}-{window.start:%d}")
-                night = Window(spans[-1].end + timedelta(days=rerun - 1), spans[-1].end + timedelta(days=rerun))
+                night_end = spans[-1].end + timedelta(days=rerun)
+                night = Window(night_end - timedelta(days=1), night_end)
                 result = _nightly(settings, night, vendor, f"chaos-{vendor}-night{rerun}")
                 failed = [night] if "error" in result else []
                 figure.reruns = rerun
                 open_rows = ledger.counts(vendor=vendor, states=OPEN_STATES)
                 unknown = ledger.in_state(UNKNOWN, vendor=vendor)
-                if not failed and sum(open_rows.values()) == sum(1 for d in unknown if classify_unknown(d) == HELD):
+                held = sum(1 for d in unknown if classify_unknown(d) == HELD)
+                if not failed and sum(open_rows.values()) == held:
                     break
             _judge(figure, emu, ledger, vendor, owed_changes, owed_latest)
             figures[vendor] = figure
@@ -379,7 +387,8 @@ def _judge(figure: VendorFigures, emu, ledger, vendor: str, owed_changes: set, o
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m storesync.chaos", description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=2000, help="demo store orders (default 2000: ~430 in 72 h)")
+    parser.add_argument("--orders", type=int, default=2000,
+                        help="demo store orders (default 2000: ~430 in the 72 h synced)")
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--vendors", nargs="+", choices=VENDORS, default=list(VENDORS))
@@ -400,10 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(args.workdir or tmp)
         began = time.monotonic()
         report = run_chaos(workdir, orders=args.orders, days=args.days, seed=args.seed,
-                           vendors=tuple(args.vendors), storm_requests=args.storm_requests, windows=args.windows,
-                           log=lambda m: print(f"{time.monotonic() - began:6.1f}s {m}", file=sys.stderr, flush=True))
+                           vendors=tuple(args.vendors), storm_requests=args.storm_requests,
+                           windows=args.windows,
+                           log=lambda m: print(f"{time.monotonic() - began:6.1f}s {m}", file=sys.stderr,
+                                               flush=True))
     if args.json:
-        print(json.dumps({v: {**asdict(f), "ok": f.ok} for v, f in report.figures.items()}, indent=2, default=str))
+        figures = {v: {**asdict(f), "ok": f.ok} for v, f in report.figures.items()}
+        print(json.dumps(figures, indent=2, default=str))
     else:
         print(report.text())
     return 0 if report.ok else 1

@@ -56,15 +56,18 @@ class Reconciler:
 
     def unknown(self, vendor: str | None = None, event_type: str | None = None) -> list[tuple[Delivery, str]]:
         """Every ``unknown`` row (of ``vendor``, ``event_type``) with its kind (``remedies``)."""
-        rows = [d for d in self.ledger.in_state(UNKNOWN, vendor=vendor) if not event_type or d.event_type == event_type]
+        rows = [d for d in self.ledger.in_state(UNKNOWN, vendor=vendor)
+                if not event_type or d.event_type == event_type]
         return [(d, classify_unknown(d, **self.policy)) for d in rows]
 
     def from_export(self, found: Sequence[tuple[str, str, str | None]], *, vendor: str | None = None,
-                    event_type: str | None = None, resend_missing: bool = False, source: str = "") -> ReconcileResult:
+                    event_type: str | None = None, resend_missing: bool = False,
+                    source: str = "") -> ReconcileResult:
         rows = self.unknown(vendor, event_type)
         present = match_export(found, [d for d, _ in rows])
         result = ReconcileResult()
-        result.arrived = self.ledger.mark_accepted(sorted(present), reason=f"reconciled from vendor export {source}".strip())
+        reason = f"reconciled from vendor export {source}".strip()
+        result.arrived = self.ledger.mark_accepted(sorted(present), reason=reason)
         missing = [(d, kind) for d, kind in rows if d.id not in present]
         requeue = [d.id for d, kind in missing if kind == HELD] if resend_missing else []
         result.requeued = self.ledger.requeue(requeue, reset_attempts=False)
@@ -77,16 +80,18 @@ class Reconciler:
         result = ReconcileResult()
         unknown_ids = [i for i in ids if i not in rows]
         if unknown_ids:
+            of_vendor = f" of {vendor}" if vendor else ""
             result.refused.append(f"{len(unknown_ids)} id(s) are not deliveries held with an unknown outcome"
-                                  + (f" of {vendor}" if vendor else "") + f": {', '.join(map(str, unknown_ids[:20]))}")
+                                  f"{of_vendor}: {_ids(unknown_ids)}")
         chosen = [rows[i] for i in ids if i in rows]
         if arrived:
-            result.arrived = self.ledger.mark_accepted([d.id for d, _ in chosen], reason="reconciled by hand: arrived")
+            result.arrived = self.ledger.mark_accepted([d.id for d, _ in chosen],
+                                                       reason="reconciled by hand: arrived")
             return result
         waiting = [d.id for d, kind in chosen if kind == AWAITING_LOOKUP]
         if waiting:
-            result.refused.append(f"{len(waiting)} row(s) wait for their own lookup, which the next run makes "
-                                  f"(a resend beside it could count twice): {', '.join(map(str, waiting[:20]))}")
+            result.refused.append(f"{len(waiting)} row(s) wait for their own lookup, which the next run "
+                                  f"makes (a resend beside it could count twice): {_ids(waiting)}")
             result.awaiting_lookup = len(waiting)
         result.requeued = self.ledger.requeue([d.id for d, kind in chosen if kind != AWAITING_LOOKUP],
                                               reset_attempts=False)
@@ -101,6 +106,10 @@ class Reconciler:
                 result.awaiting_lookup += 1
             else:
                 result.awaiting_resend += 1
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
 
 
 def match_export(found: Sequence[tuple[str, str, str | None]], rows: Sequence[Delivery]) -> set[int]:
@@ -119,11 +128,12 @@ def match_export(found: Sequence[tuple[str, str, str | None]], rows: Sequence[De
         elif len(candidates) == 1:
             present.add(candidates[0].id)
         elif candidates:
-            ambiguous.append(f"{event_type} {entity_id} (versions {', '.join(sorted(d.version for d in candidates))})")
+            versions = ", ".join(sorted(d.version for d in candidates))
+            ambiguous.append(f"{event_type} {entity_id} (versions {versions})")
     if ambiguous:
-        raise ValueError("the export does not say which version arrived for: " + "; ".join(ambiguous[:10])
-                         + ". Give lines 'event_type<TAB>entity_id<TAB>version' (`storesync reconcile --list` shows "
-                         "the versions)")
+        raise ValueError("the export does not say which version arrived for: "
+                         + "; ".join(ambiguous[:10]) + ". Give lines 'event_type<TAB>entity_id<TAB>version' (`storesync reconcile --list` "
+                         "shows the versions)")
     return present
 
 

@@ -29,7 +29,8 @@ def classify_unknown(delivery: Delivery, *, sendlane_unknown_outcome: str = "res
     ``AWAITING_RESEND`` (the next run sends it again: the vendor's contract makes a repeat
     harmless) for an ``unknown`` ledger row."""
     if delivery.vendor == "sendlane":
-        if sendlane_unknown_outcome == "resend" and sendlane_resend_is_safe(delivery.event_type, delivery.endpoint):
+        safe = sendlane_resend_is_safe(delivery.event_type, delivery.endpoint)
+        if sendlane_unknown_outcome == "resend" and safe:
             return AWAITING_RESEND
         return HELD
     if (delivery.vendor == "sailthru" and sailthru_unknown_outcome == "lookup"
@@ -63,9 +64,10 @@ def held_remedy(vendor: str, held_by_event: Mapping[str, int]) -> str:
         f"answer came back, and {'; '.join(reasons)}. Nothing was resent (that could count it twice).",
         f"  1. list them: storesync reconcile --list --vendor {vendor}",
         f"  2. check each in {vendor.capitalize()} (the contact's activity, the order, the return), then",
-        f"     storesync reconcile --vendor {vendor} --arrived --ids ID ...   # for those {vendor.capitalize()} has",
-        f"     storesync reconcile --vendor {vendor} --resend --ids ID ...    # for those it does not (sent by the "
-        f"next run)",
+        f"     storesync reconcile --vendor {vendor} --arrived --ids ID ...   "
+        f"# for those {vendor.capitalize()} has",
+        f"     storesync reconcile --vendor {vendor} --resend --ids ID ...    "
+        "# for those it does not (sent by the next run)",
     ]
     if vendor == "sailthru":
         lines.append("     or, from an export of what Sailthru holds: storesync reconcile --vendor sailthru "

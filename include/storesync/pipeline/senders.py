@@ -68,13 +68,15 @@ def _grow_pool(client, n: int) -> None:
 
 def _check_choice(vendor: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigurationError(f"{vendor}.unknown_outcome must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigurationError(f"{vendor}.unknown_outcome must be one of {', '.join(choices)}; "
+                                 f"got {value!r}")
 
 
 class SendlaneSender:
     vendor = "sendlane"
 
-    def __init__(self, settings: SendlaneSettings, account: str, client_factory=None, limiter_engine=None) -> None:
+    def __init__(self, settings: SendlaneSettings, account: str, client_factory=None,
+                 limiter_engine=None) -> None:
         _check_choice("sendlane", settings.unknown_outcome, SENDLANE_UNKNOWN_OUTCOMES)
         self.settings = settings
         self.account = account
