@@ -402,3 +402,15 @@ def test_tasks_quiet_great_expectations_import_noise():
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "Skipping registering function" not in quiet.stdout and "INFO:great_expectations" not in quiet.stdout
     assert "still warns" in quiet.stdout
+
+
+def test_a_vendor_connection_without_a_base_url_means_the_real_api_never_the_emulator(monkeypatch):
+    from storesync.provider.connections import ConnectionIds, resolve_settings
+
+    monkeypatch.setenv("STORESYNC_SENDLANE_BASE_URL", "http://127.0.0.1:8765/sendlane/v2")  # a demo's setting
+    set_connection(monkeypatch, "sendlane_live", {"conn_type": "sendlane", "password": "real-token",
+                                                  "extra": {"integration_token": "real-integration"}})
+    set_connection(monkeypatch, "sailthru_live", {"conn_type": "sailthru", "login": "key", "password": "secret"})
+    current = resolve_settings(ConnectionIds(sendlane="sendlane_live", sailthru="sailthru_live"))
+    assert current.sendlane.base_url == "https://api.sendlane.com/v2"
+    assert current.sailthru.base_url == "https://api.sailthru.com"

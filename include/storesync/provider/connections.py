@@ -171,8 +171,12 @@ def database_url(conn_id: str, conn=None) -> str:
 
 
 def _vendor_overrides(base: Settings, conn_ids: ConnectionIds) -> dict:
-    """The vendor settings from the vendor connections that exist; the settings file's otherwise."""
+    """The vendor settings from the vendor connections that exist; the settings file's otherwise.
+    A connection without a Base URL means the vendor's real API, as its form says (never the
+    settings' default, the local emulator: real credentials must not go there)."""
     from storesync.clients.http import base_url_from_parts
+    from storesync.clients.sailthru import SAILTHRU_BASE_URL
+    from storesync.clients.sendlane import SENDLANE_BASE_URL
 
     overrides = {}
     sendlane = get_connection(conn_ids.sendlane)
@@ -186,7 +190,7 @@ def _vendor_overrides(base: Settings, conn_ids: ConnectionIds) -> dict:
         list_id = extra.get("list_id")
         overrides["sendlane"] = replace(
             base.sendlane,
-            base_url=base_url_from_parts(sendlane.host, sendlane.port, sendlane.schema, base.sendlane.base_url),
+            base_url=base_url_from_parts(sendlane.host, sendlane.port, sendlane.schema, SENDLANE_BASE_URL),
             api_token=sendlane.password or "",
             integration_token=extra.get("integration_token") or "",
             budget_per_minute=budget,
@@ -197,7 +201,7 @@ def _vendor_overrides(base: Settings, conn_ids: ConnectionIds) -> dict:
     if sailthru is not None:
         overrides["sailthru"] = replace(
             base.sailthru,
-            base_url=base_url_from_parts(sailthru.host, sailthru.port, sailthru.schema, base.sailthru.base_url),
+            base_url=base_url_from_parts(sailthru.host, sailthru.port, sailthru.schema, SAILTHRU_BASE_URL),
             api_key=sailthru.login or "", secret=sailthru.password or "",
             account_id=_account_id(sailthru.extra_dejson, base.sailthru.account_id),
         )
