@@ -24,7 +24,7 @@ from airflow.sdk import Context
 from storesync.provider.connections import SAILTHRU_CONN_ID, SENDLANE_CONN_ID
 from storesync.provider.operators.base import StoresyncBaseOperator
 
-PLANNABLE = ("orders", "customers", "products", "checkouts", "ltv_profiles")
+PLANNABLE = ("orders", "customers", "products", "checkouts", "ltv_profiles", "site_events")
 
 
 def as_flag(value) -> bool:
@@ -56,8 +56,8 @@ class StoresyncPlanOperator(StoresyncBaseOperator):
     """Extract the window's rows, pass them through the quality gate and plan each vendor's
     deliveries in the ledger (nothing is sent: the deliver operators send).
 
-    :param entity: ``orders``, ``customers``, ``products``, ``checkouts`` or ``ltv_profiles`` (the
-        newest LTV day's profiles; nothing for an older day).
+    :param entity: ``orders``, ``customers``, ``products``, ``checkouts``, ``site_events`` or
+        ``ltv_profiles`` (the newest LTV day's profiles; nothing for an older day).
     :param sync_name: the ledger's name for this sync: its watermark and window settlement
         (templated). Two accounts of one vendor need two sync names.
     :param sendlane_conn_id: the Sendlane account to plan for; None: not Sendlane.
@@ -74,8 +74,8 @@ class StoresyncPlanOperator(StoresyncBaseOperator):
                  sailthru_conn_id: str | None = SAILTHRU_CONN_ID, full_catalog: bool = False,
                  options: dict[str, Any] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if entity not in PLANNABLE and not entity.isidentifier():
-            raise ValueError(f"entity must be one of {PLANNABLE}, not {entity!r}")
+        if not isinstance(entity, str) or not entity.isidentifier():
+            raise ValueError(f"entity must be one of {PLANNABLE} (or another sync's entity), not {entity!r}")
         self.entity = entity
         self.sync_name = sync_name
         self.sendlane_conn_id = sendlane_conn_id
