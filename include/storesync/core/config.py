@@ -117,7 +117,7 @@ SENDLANE_UNKNOWN_OUTCOMES = ("resend", "hold")
 SAILTHRU_UNKNOWN_OUTCOMES = ("lookup", "hold")
 # Entities of the quality gate (``storesync.quality.checks.ENTITIES``; kept here so reading the
 # settings imports no pandas) and "*", the default for the rest.
-QUARANTINE_ENTITIES = ("orders", "order_lines", "products", "customers", "checkouts")
+QUARANTINE_ENTITIES = ("orders", "order_lines", "products", "customers", "checkouts", "site_events")
 BUDGET_ALLOWED = "a whole number >= 0 (requests per window; 0 = no client-side budget, only for a sandbox without limits)"
 
 
