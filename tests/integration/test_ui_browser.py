@@ -260,6 +260,17 @@ def test_the_view_in_a_browser(airflow_with_plugin, playwright):
             assert "storesync_orders" in docs.content()
             assert admin.errors == [] and admin.blocked == [], (admin.errors, admin.blocked)
             admin.screenshot("data-docs-offline", page=docs)
+            # The validation's page, as a reader opens it (bootstrap-table's row click), then the suite's.
+            docs.get_by_role("cell", name="run-1", exact=True).click()
+            docs.wait_for_url(re.compile(r".*/data-docs/validations/.*\.html"))
+            docs.wait_for_load_state("networkidle")
+            assert "run-1" in docs.content() and "example.com" not in docs.content()
+            assert admin.errors == [] and admin.blocked == [], (admin.errors, admin.blocked)
+            admin.screenshot("data-docs-validation-offline", page=docs)
+            docs.goto(f"{base}/storesync/data-docs/expectations/storesync_orders.html")
+            docs.wait_for_load_state("networkidle")
+            assert "is a known ISO 4217 currency code" in docs.content()
+            assert admin.errors == [] and admin.blocked == [], (admin.errors, admin.blocked)
         finally:
             admin.close()
 
