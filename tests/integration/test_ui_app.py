@@ -14,7 +14,6 @@ import pytest
 
 from ui_ledger import (
     BUDGET_SLOTS,
-    PERSON,
     SAILTHRU_ACCOUNT,
     SENDLANE_ACCOUNT,
     build_ui_ledger,
@@ -270,3 +269,39 @@ def test_data_docs_are_served_with_local_assets(tmp_path):
     for path in loaded:
         assert client.get(path.removeprefix("/storesync"), headers=ADMIN).status_code == 200, path
     assert client.get("/data-docs/../l.db", headers=ADMIN).status_code == 404
+
+
+def test_stores_come_from_the_stores_file_and_their_connections(tmp_path, monkeypatch):
+    """Inside Airflow: each store of storesync_stores.toml, its ledger from its ledger connection,
+    its accounts and budgets from its vendor connections (as its DAGs resolve them)."""
+    import json
+
+    from storesync.ui.app import stores_from_airflow
+
+    (tmp_path / "storesync_stores.toml").write_text(
+        '[stores.default]\nledger_conn_id = "storesync_ledger"\nsendlane_conn_id = "sendlane_default"\n'
+        'sailthru_conn_id = "sailthru_default"\n'
+        '[stores.outlet]\nledger_conn_id = "storesync_ledger"\nsendlane_conn_id = "sendlane_outlet"\n')
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path))
+    monkeypatch.delenv("STORESYNC_STORES", raising=False)
+    connections = {
+        "STORESYNC_LEDGER": {"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")},
+        "SENDLANE_DEFAULT": {"conn_type": "sendlane", "password": "token-main",
+                             "extra": {"account_id": "sl-main", "budget_per_minute": 120}},
+        "SENDLANE_OUTLET": {"conn_type": "sendlane", "password": "token-outlet", "extra": {"account_id": "sl-outlet"}},
+        "SAILTHRU_DEFAULT": {"conn_type": "sailthru", "login": "key-main", "password": "secret-main",
+                             "extra": {"account_id": "st-main"}},
+    }
+    for name, conn in connections.items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{name}", json.dumps(conn))
+
+    stores = stores_from_airflow()
+    assert list(stores) == ["default", "outlet"]
+    main, outlet = stores["default"], stores["outlet"]
+    assert main.ledger_url == outlet.ledger_url == f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert main.scope.accounts == (("sendlane", "sl-main"), ("sailthru", "st-main")) and main.scope.sync_prefix == ""
+    assert outlet.scope.accounts == (("sendlane", "sl-outlet"),) and outlet.scope.sync_prefix == "outlet."
+    assert main.replay_dag == "storesync_dead_letter_replay"
+    assert outlet.replay_dag == "storesync_outlet_dead_letter_replay"
+    assert main.budgets["sendlane"] == (120, 60.0)
+    assert "token" not in repr(stores) and "secret" not in repr(stores)  # no credential kept
