@@ -18,14 +18,18 @@
    ORM by a child process that reads them from its stdin: no secret on a command line (Airflow's
    audit log keeps ``airflow connections add --conn-extra ...`` unmasked) and none in the
    environment of the services.
-4. api-server, scheduler, dag-processor and triggerer, each in its own session (``setsid``), so
-   ``stop`` ends every process a service started (uvicorn workers, task processes) by process
-   group. ``[core] test_connection`` is on (the connection form's Test button), parallelism 4 (2
-   cores), new DAGs start unpaused (a demo runs them at once).
+4. api-server (waited for: tasks call it), then scheduler, dag-processor and triggerer, each in
+   its own session (``setsid``), so ``stop`` ends every process a service started (uvicorn
+   workers, task processes) by process group. ``[core] test_connection`` is on (the connection
+   form's Test button), parallelism 4 (2 cores), new DAGs start unpaused (a demo runs them at once).
 5. Waits until Airflow is healthy and has parsed the DAGs, then prints the URL and the admin login
    (from the password file the api-server generates).
 
-Settings: ``--port`` / ``$AIRFLOW_PORT`` (8080), ``--emulator-port`` / ``$EMULATOR_PORT`` (8765),
+storesync's own settings: the checkout's ``storesync.toml`` when it has one, else
+``var/airflow/storesync-demo.toml`` (written here: the demo store's deliberate bad rows may be a
+large share of an hourly window, so the demo's quarantine threshold is 50%).
+
+Options: ``--port`` / ``$AIRFLOW_PORT`` (8080), ``--emulator-port`` / ``$EMULATOR_PORT`` (8765),
 ``--var-dir`` / ``$STORESYNC_LOCAL_DIR`` (``var``). Airflow and storesync variables of the calling
 shell (``AIRFLOW_*``, ``STORESYNC_*``) do not reach the services: this Airflow is the checkout's
 own. Service output goes to ``var/airflow/services/<name>.log``.
@@ -61,6 +65,32 @@ EMULATOR_CREDENTIALS = {
     "sailthru_api_key": "test-sailthru-key",
     "sailthru_secret": "test-sailthru-secret",
 }
+
+
+# The demo store has malformed rows on purpose (the quarantine is there to see), and an hourly
+# window holds a handful of orders: one bad row can be 15% of it, past the 5% a production run
+# allows. The demo's settings let half a window be quarantined before a run stops, and raise the
+# client budgets with the emulator's limits (as `make run` does): at the vendors' real 40-240
+# requests a minute the first runs (every product, every customer's profile) would hold every
+# task slot for half an hour.
+DEMO_BUDGET = 6000
+DEMO_SETTINGS = f"""\
+# storesync settings of `make airflow`, written because the checkout has no storesync.toml
+# (create one there to use your own). The demo store's bad rows are deliberate; an hourly window
+# holds a few orders, so one bad row can pass the production threshold (5%): the demo allows 50%.
+[quarantine_thresholds]
+"*" = 0.5
+
+# The local emulator's limits are raised to match (scripts/airflow_local.py); never at a vendor.
+[sendlane]
+budget_per_minute = {DEMO_BUDGET}
+
+[sailthru]
+budget_per_minute = {DEMO_BUDGET}
+"""
+EMULATOR_CONFIG = json.dumps({"sendlane_rate_limit": DEMO_BUDGET,
+                              "sailthru_rate_limits": {"POST": DEMO_BUDGET, "GET": DEMO_BUDGET,
+                                                       "DELETE": DEMO_BUDGET}})
 
 
 class StartError(RuntimeError):
@@ -107,6 +137,9 @@ class Layout:
             "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            # Tasks call the api-server (SQLite behind it) for everything; the 5 s default times out
+            # when the first runs of every DAG start at once on a busy laptop, and the task is killed.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"http://localhost:{self.port}",
@@ -117,12 +150,17 @@ class Layout:
             # storesync's own settings for what is not a connection (the CLI's defaults, the
             # vendor hooks' shared budget), pointing at the same files as the connections.
             "STORESYNC_HOME": str(self.var),
-            "STORESYNC_CONFIG": str(REPO_ROOT / "storesync.toml"),
+            "STORESYNC_CONFIG": str(self.settings_file()),
             "STORESYNC_WAREHOUSE_URL": f"sqlite:///{self.warehouse}",
             "STORESYNC_LEDGER_URL": f"sqlite:///{self.ledger}",
             "PYTHONUNBUFFERED": "1",
         })
         return env
+
+    def settings_file(self) -> Path:
+        """The checkout's storesync.toml when there is one, else the demo's (written by start)."""
+        own = REPO_ROOT / "storesync.toml"
+        return own if own.exists() else self.home / "storesync-demo.toml"
 
     def connections(self) -> list[dict]:
         """The connections ``start`` creates when missing (Airflow connection fields)."""
@@ -137,8 +175,10 @@ class Layout:
              "description": "storesync: the delivery ledger"},
             {"conn_id": "sendlane_default", "conn_type": "sendlane", "port": 0,
              "host": f"{self.emulator_url}/sendlane/v2", "password": creds["sendlane_api_token"],
-             "extra": json.dumps({"integration_token": creds["sendlane_integration_token"]}),
-             "description": "Sendlane: the local emulator (make airflow)"},
+             # The budget matches the emulator's raised limit (a real account allows 240/min).
+             "extra": json.dumps({"integration_token": creds["sendlane_integration_token"],
+                                  "budget_per_minute": DEMO_BUDGET}),
+             "description": "Sendlane: the local emulator (make airflow), its limit raised to 6000/min"},
             {"conn_id": "sailthru_default", "conn_type": "sailthru", "port": 0,
              "host": f"{self.emulator_url}/sailthru", "login": creds["sailthru_api_key"],
              "password": creds["sailthru_secret"],
@@ -365,6 +405,8 @@ def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> d
                              f"choose another port, e.g. `{variable}={port + 1} make airflow`")
     layout.home.mkdir(parents=True, exist_ok=True)
     (REPO_ROOT / "plugins").mkdir(exist_ok=True)
+    if layout.settings_file().parent == layout.home:
+        layout.settings_file().write_text(DEMO_SETTINGS)
     env = layout.env()
     setup_log = layout.services_dir / "setup.log"
     airflow = str(BIN / "airflow")
@@ -390,15 +432,22 @@ def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> d
         print(f"      {line}")
 
     print(f"[4/5] emulator on {layout.emulator_url}; api-server, scheduler, dag-processor, triggerer", flush=True)
-    processes = {"emulator": start_service(layout, env, "emulator", [storesync, "emulator", "--host", "127.0.0.1",
-                                                                    "--port", str(layout.emulator_port)])}
+    emulator = [str(BIN / "python"), "-m", "storesync.emulator.server", "--host", "127.0.0.1",
+                "--port", str(layout.emulator_port), "--config", EMULATOR_CONFIG]
+    processes = {"emulator": start_service(layout, env, "emulator", emulator)}
     processes["api-server"] = start_service(layout, env, "api-server",
                                             [airflow, "api-server", "--host", "127.0.0.1", "--port",
                                              str(layout.port), "--workers", "1"])
-    for name in ("scheduler", "dag-processor", "triggerer"):
-        processes[name] = start_service(layout, env, name, [airflow, name])
-
     try:
+        # The api-server first: tasks talk to it (the Execution API) from their first second, and
+        # the DAGs start unpaused, so a scheduler started beside it runs tasks that cannot reach it.
+        wait_for("the api-server", lambda: http_json("GET", f"{layout.base_url}/api/v2/version", timeout=10)[0] == 200,
+                 timeout, processes, layout)
+        wait_for("the emulator", lambda: http_json("GET", f"{layout.emulator_url}/_emulator/health")[0] == 200,
+                 60, processes, layout, interval=0.3)
+        for name in ("scheduler", "dag-processor", "triggerer"):
+            processes[name] = start_service(layout, env, name, [airflow, name])
+
         print("[5/5] waiting for Airflow to be healthy and to parse the DAGs ...", flush=True)
 
         def healthy():
@@ -407,8 +456,6 @@ def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> d
             return status == 200 and isinstance(health, dict) and \
                 all((health.get(c) or {}).get("status") == "healthy" for c in components)
 
-        wait_for("the emulator", lambda: http_json("GET", f"{layout.emulator_url}/_emulator/health")[0] == 200,
-                 30, processes, layout, interval=0.3)
         wait_for("Airflow's health (/api/v2/monitor/health)", healthy, timeout, processes, layout)
         password = wait_for("the admin password file", lambda: admin_password(layout), 30, processes, layout)
         token = login(layout, password)
@@ -437,6 +484,7 @@ def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> d
     for error in dags["import_errors"]:
         print(f"  DAG import error in {error.get('filename')}: {str(error.get('stack_trace', ''))[-300:]}")
     print(f"  connections: Admin -> Connections (the Test button works); logs: {layout.services_dir}")
+    print(f"  storesync settings: {layout.settings_file()}")
     print(f"  ready in {time.monotonic() - started:.0f} s; stop with `make airflow-stop`")
     print(f"  the airflow CLI against it: AIRFLOW_HOME={layout.home} "
           f"AIRFLOW__CORE__DAGS_FOLDER={REPO_ROOT / 'dags'} .venv/bin/airflow dags list")
