@@ -305,3 +305,23 @@ def test_stores_come_from_the_stores_file_and_their_connections(tmp_path, monkey
     assert outlet.replay_dag == "storesync_outlet_dead_letter_replay"
     assert main.budgets["sendlane"] == (120, 60.0)
     assert "token" not in repr(stores) and "secret" not in repr(stores)  # no credential kept
+
+
+def test_an_unreachable_ledger_or_a_bad_stores_file_is_a_clear_503(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from storesync.core.errors import ConfigurationError
+    from storesync.ui.app import StoreConfig, UIConfig, create_app
+
+    down = StoreConfig("shop", "postgresql+psycopg://nobody:pw-not-shown@127.0.0.1:1/ledger")
+    client = TestClient(create_app(UIConfig(stores={"shop": down}, static_dir=STATIC), auth=FakeAuth()))
+    answer = client.get("/api/overview", headers=ADMIN)
+    assert answer.status_code == 503 and answer.json()["detail"].startswith("the ledger database did not answer")
+    assert "pw-not-shown" not in answer.text and "SELECT" not in answer.text
+
+    def broken():
+        raise ConfigurationError("dags/storesync_stores.toml: [stores.outlet]: unknown keys ['ledger']")
+
+    client = TestClient(create_app(UIConfig(load_stores=broken, static_dir=STATIC), auth=FakeAuth()))
+    answer = client.get("/api/overview", headers=ADMIN)
+    assert answer.status_code == 503 and "[stores.outlet]: unknown keys" in answer.json()["detail"]

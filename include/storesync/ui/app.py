@@ -36,12 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from urllib.parse import quote
+from sqlalchemy.exc import DBAPIError
 
+from storesync.core.errors import ConfigurationError
 from storesync.ui.datadocs import DataDocsSite, ExternalAsset, rewrite_offline, site_root_for
 from storesync.ui.filters import BadRequest, Filters, StoreScope
 
@@ -266,6 +268,18 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, exc: BadRequest):
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(ConfigurationError)
+    async def _misconfigured(_request: Request, exc: ConfigurationError):
+        # A stores file or a connection that is wrong: its message names the file, store and key.
+        return JSONResponse({"detail": f"storesync is misconfigured: {exc}"}, status_code=503)
+
+    @app.exception_handler(DBAPIError)
+    async def _ledger_down(_request: Request, exc: DBAPIError):
+        # Not the statement or its parameters (payloads): the driver's first line says what failed.
+        first_line = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
+        log.warning("the ledger database failed: %s", first_line)
+        return JSONResponse({"detail": f"the ledger database did not answer: {first_line}"}, status_code=503)
 
     def filters(vendor: str | None = None, account: str | None = None,
                 days: int = Query(14, ge=1, le=92)) -> Filters:
