@@ -1,0 +1,94 @@
+"""Task processes forked from a warmed scheduler (``StoresyncLocalExecutor``) reuse its Great
+Expectations context and suites, and quarantine exactly what a context built in the task would."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from test_quality import NOW, corpus
+
+from storesync.quality import gate
+from storesync.quality.checks import REGISTRY
+
+
+def _quarantine_by_entity() -> dict:
+    result = {}
+    for entity in REGISTRY:
+        outcome = gate.validate_batch(entity, corpus(entity), run_id="run-1", batch_id=f"{entity}-0", now=NOW)
+        result[entity] = sorted([str(q.entity_id), q.reasons] for q in outcome.quarantined)
+        assert outcome.rows_quarantined, f"{entity}: the corpus has bad rows; none quarantined"
+    return result
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork: what Airflow's LocalExecutor does on Linux")
+def test_a_task_forked_after_warming_builds_nothing_and_quarantines_the_same_rows():
+    from storesync.provider.executors import warm_task_processes
+
+    timings = warm_task_processes()
+    assert set(timings) == {"imports", "quality_gate"}
+    runtime = gate.gx_runtime()
+    assert set(runtime._suites) == set(REGISTRY) and set(runtime._batch_definitions) == set(REGISTRY)
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the task process: building a GX context here would be the cost warming saves
+        status = 1
+        try:
+            os.close(read_end)
+
+            def refuse(self):
+                raise AssertionError("the forked task built its own Great Expectations context")
+
+            gate._GXRuntime.__init__ = refuse
+            payload = json.dumps({"runtime_id": id(gate.gx_runtime()), "quarantine": _quarantine_by_entity()})
+            with os.fdopen(write_end, "w") as out:
+                out.write(payload)
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent through the pipe
+            with os.fdopen(write_end, "w") as out:
+                out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as incoming:
+        child = json.loads(incoming.read() or "{}")
+    _, status = os.waitpid(pid, 0)
+    assert "error" not in child, child["error"]
+    assert os.WEXITSTATUS(status) == 0
+    assert child["runtime_id"] == id(runtime)  # the scheduler's context, inherited
+
+    gate.gx_runtime.cache_clear()  # a context built on first use, as a cold task does
+    try:
+        assert _quarantine_by_entity() == child["quarantine"]
+    finally:
+        gate.gx_runtime.cache_clear()
+
+
+def test_the_executor_warms_before_its_workers_fork_and_starts_even_if_warming_fails(monkeypatch):
+    from airflow.executors.local_executor import LocalExecutor
+
+    from storesync.provider import executors
+
+    calls = []
+    monkeypatch.setattr(LocalExecutor, "start", lambda self: calls.append("workers forked"))
+    monkeypatch.setattr(executors, "warm_task_processes", lambda: calls.append("warmed") or {"imports": 0.1})
+    executor = executors.StoresyncLocalExecutor(parallelism=1)
+    executor.is_mp_using_fork = True
+    executor.start()
+    assert calls == ["warmed", "workers forked"]
+
+    def broken():
+        raise ImportError("no great_expectations")
+
+    calls.clear()
+    monkeypatch.setattr(executors, "warm_task_processes", broken)
+    executor.start()
+    assert calls == ["workers forked"]
+
+    calls.clear()
+    executor.is_mp_using_fork = False  # spawn: nothing would be inherited, so nothing is warmed
+    monkeypatch.setattr(executors, "warm_task_processes", lambda: calls.append("warmed") or {})
+    executor.start()
+    assert calls == ["workers forked"]
