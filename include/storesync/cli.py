@@ -140,6 +140,16 @@ def _database_error_text(exc, args) -> str:
     return f"database error: {detail} ({where}); {hint}"
 
 
+def _has_orders_table(url: str) -> bool:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        return inspect(engine).has_table("orders")
+    finally:
+        engine.dispose()
+
+
 def cmd_demo_store(args) -> int:
     from sqlalchemy.engine import make_url
 
@@ -151,6 +161,10 @@ def cmd_demo_store(args) -> int:
         from pathlib import Path
 
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "if_missing", False) and _has_orders_table(url):
+        print(f"demo store at {_shown_url(url)}: kept (it has an orders table; without --if-missing it is "
+              "made again, replacing it)")
+        return 0
     spec = DemoStoreSpec(orders=args.orders, seed=args.seed, days=args.days, bad_share=args.bad_share,
                          **({"end": args.end} if args.end else {}))
     stats = generate_demo_store(url, spec)
@@ -368,6 +382,11 @@ def cmd_ltv(args) -> int:
     return run(args, _settings(args))
 
 
+def cmd_privacy(args) -> int:
+    """``erase`` and ``retention``: bodies in storesync.privacy.cli."""
+    return args.func_with_settings(args, _settings(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storesync", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="settings file (default: storesync.toml or $STORESYNC_CONFIG)")
@@ -389,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=_positive_int, default=60)
     p.add_argument("--bad-share", type=_share, default=0.005, help="share of orders made malformed (0-1)")
     p.add_argument("--end", type=_iso_time, help="the store's 'now', ISO 8601 UTC (default: this hour)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="keep a warehouse that already has an orders table (the demo store replaces the "
+                        "warehouse's demo tables otherwise)")
     p.add_argument("--warehouse-url")
     p.set_defaults(func=cmd_demo_store)
 
@@ -469,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--to", dest="new", required=True, help="the account key the deliveries are sent with now")
     q.add_argument("--ledger-url")
     q.set_defaults(func=cmd_ledger_move_account)
+    from storesync.privacy.cli import add_commands as add_privacy_commands
+
+    add_privacy_commands(sub, _positive_int)
+    for name in ("erase", "retention"):
+        sub.choices[name].set_defaults(func=cmd_privacy)
+
     return parser
 
 

@@ -424,6 +424,8 @@ def test_the_init_and_the_demo_run_outside_containers(tmp_path, pg_url, postgres
                                           "STORESYNC_WAREHOUSE_URL": f"sqlite:///{demo_dir / 'store.db'}"}}
         filled = run_service(store, demo_dir, demo_db)
         assert filled.returncode == 0 and "orders 150" in filled.stdout, filled.stderr[-3000:]
+        kept = run_service(store, demo_dir, demo_db)  # every `up` of the demo profile runs it again
+        assert kept.returncode == 0 and "kept" in kept.stdout, kept.stderr[-3000:]
     finally:
         conftest.drop_pg_database(postgres_admin_url, demo_db)
 

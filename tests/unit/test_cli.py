@@ -215,3 +215,21 @@ def test_a_demo_store_url_that_fails_is_the_one_named(tmp_path, capsys):
                  "--url", "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/store"]) == 2
     err = capsys.readouterr().err
     assert "database postgresql+psycopg://nobody:***@127.0.0.1:1/store" in err and "hunter2" not in err
+
+
+def test_demo_store_if_missing_keeps_a_warehouse_that_has_one(tmp_path, capsys):
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    args = ["--config", _empty_config(tmp_path), "demo-store", "--if-missing", "--orders", "40", "--days", "2",
+            "--url", url]
+    assert main(args) == 0
+    assert "orders 40" in capsys.readouterr().out
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM orders WHERE order_id IN (SELECT order_id FROM orders LIMIT 5)"))
+    assert main(args) == 0
+    assert "kept (it has an orders table" in capsys.readouterr().out
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM orders")).scalar() == 35  # untouched
+    engine.dispose()
