@@ -904,6 +904,7 @@ def test_an_index_added_to_a_postgresql_ledger_is_built_concurrently_and_a_faile
     with engine.begin() as conn:
         conn.execute(text("DROP INDEX ix_deliveries_state_updated"))
         conn.execute(text("DROP INDEX ix_deliveries_last_run"))
+        conn.execute(text("DELETE FROM storesync_ledger_schema"))  # an older storesync recorded none
         conn.execute(text(f"INSERT INTO {deliveries.name} (delivery_key, vendor, account, event_type, entity_id, "
                           "version, ordering_key, seq, method, endpoint, payload, historical, state, attempts, "
                           "planned_at, updated_at) SELECT 'k' || n, 'v', 'a', 'e', 'x' || n, '1', 'x' || n, 0, "
