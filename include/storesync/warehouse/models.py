@@ -68,6 +68,14 @@ def _to_bool(value):
     return None if value is None else bool(value)
 
 
+def _id_from_float(value):
+    """An integer id column holding a NULL reaches the frame as floats (431.0, NaN): the ids are
+    integers again (a vendor refuses 431.0 as a variant id), NaN is None."""
+    if value is None or value != value:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
 _CONVERTERS = {contract.MONEY: _to_decimal, contract.DATETIME: _to_datetime, contract.BOOL: _to_bool}
 
 
@@ -79,6 +87,8 @@ def normalise(frame: pd.DataFrame, model: str | None = None) -> pd.DataFrame:
     for column in frame.columns:
         if model:
             convert = _CONVERTERS.get(types.get(column))
+            if types.get(column) == contract.ID and frame[column].dtype.kind == "f":
+                convert = _id_from_float  # only float columns: ids of other dtypes stay as read
         elif column in MONEY_COLUMNS:
             convert = _to_decimal
         elif column in DATETIME_COLUMNS:
