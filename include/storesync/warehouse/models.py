@@ -335,17 +335,18 @@ class Warehouse:
         return frame
 
     def stream_order_changes(self, window: Window, chunk_size: int) -> Iterator[pd.DataFrame]:
-        """Order changes in chunks that never split one order's changes across two chunks."""
-        carry = None
+        """Order changes in chunks that never split one order's changes across two chunks.
+
+        A frame's last order is held back only when another frame follows (its changes may go on
+        there): the last frame goes whole, so a window smaller than a chunk is one chunk, one
+        gate batch (each costs ~0.5 s of GX whatever its size), not two."""
+        pending = None
         for frame in self.stream("order_changes", window, chunk_size):
-            if carry is not None:
-                frame = pd.concat([carry, frame], ignore_index=True)
-            last_order = frame["order_id"].iloc[-1]
-            tail = frame["order_id"] == last_order
-            if tail.all():
-                carry = frame
-                continue
-            carry = frame[tail]
-            yield frame[~tail].reset_index(drop=True)
-        if carry is not None and len(carry):
-            yield carry.reset_index(drop=True)
+            if pending is not None:
+                tail = pending["order_id"] == pending["order_id"].iloc[-1]
+                if not tail.all():
+                    yield pending[~tail].reset_index(drop=True)
+                frame = pd.concat([pending[tail], frame], ignore_index=True)
+            pending = frame
+        if pending is not None and len(pending):
+            yield pending.reset_index(drop=True)
