@@ -16,6 +16,7 @@ incremental_cost   an hourly run (~1k changes) on a 100k- and a 10M-order wareho
 ltv                in-warehouse LTV SQL vs pandas/lifetimes on 10M orders, SQLite and PostgreSQL
 parse              DAG file parse time, per file and as a DagBag
 ui                 the Storesync view's page and JSON on a 10M-delivery ledger (PostgreSQL), with plans
+airflow_backfill   a REST backfill of 720 (quick: 12) hourly order-events runs in Airflow vs a no-op DAG
 =================  ==========================================================================
 
 ``results.json``: ``{"meta": {...}, "measurements": [{"name", "description", "sizes", "figures",
@@ -38,7 +39,8 @@ from datetime import datetime
 
 from bench.common import RESULTS, Measurement, log
 
-ORDER = ("parse", "delivery", "budget", "bulk_backfill", "incremental_cost", "pipeline_memory", "ltv", "ui")
+ORDER = ("parse", "delivery", "budget", "bulk_backfill", "incremental_cost", "pipeline_memory", "ltv", "ui",
+         "airflow_backfill")
 
 
 def _measure(name: str, args) -> Measurement:
@@ -75,6 +77,10 @@ def _measure(name: str, args) -> Measurement:
         from bench.ui import measure_ui
 
         return measure_ui(args.quick)
+    if name == "airflow_backfill":
+        from bench.airflow_backfill import measure_airflow_backfill
+
+        return measure_airflow_backfill(args.quick)
     raise ValueError(f"unknown measurement {name!r}; known: {', '.join(ORDER)}")
 
 
