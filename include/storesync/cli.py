@@ -506,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        # GX sets some of its loggers' levels when it is imported (after this): filter at the handler.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.levelno >= logging.WARNING
+                              or not record.name.startswith("great_expectations"))
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError
 
     from storesync.core.errors import ConfigurationError
@@ -517,9 +521,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"storesync: {exc}", file=sys.stderr)
         return 2
     except QualityGateError as exc:
-        entity = getattr(exc, "entity", "<entity>")
+        import math
+
+        entity, share = getattr(exc, "entity", "<entity>"), getattr(exc, "share", None)
+        # A threshold that would have let this run through: the share rounded up to the next 5%.
+        allowed = math.ceil(share * 20 + 1e-9) / 20 if share is not None else 0.1
         print(f"storesync: {exc}. Fix those rows in the warehouse, or, if that share is acceptable, raise "
-              f"the threshold in storesync.toml ([quarantine_thresholds] {entity} = 0.1)", file=sys.stderr)
+              f"the threshold in storesync.toml ([quarantine_thresholds] {entity} = {allowed:g})", file=sys.stderr)
         return 1
     except StoresyncError as exc:
         print(f"storesync: {exc}", file=sys.stderr)
