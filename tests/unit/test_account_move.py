@@ -156,6 +156,7 @@ def wrong_then_right(tmp_path, emulator):
     return settings, end
 
 
+@pytest.mark.slow
 def test_a_corrected_credential_delivers_everything_once_with_no_command(wrong_then_right, emulator):
     """Wrong token and key -> the run fails on auth -> both corrected in the settings (the
     connection) -> the next scheduled run delivers every order of both windows, each once, to

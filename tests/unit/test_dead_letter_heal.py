@@ -250,6 +250,7 @@ def owed_purchases(settings) -> set[str]:
                                                    "WHERE changed_at < :e", e=END)}
 
 
+@pytest.mark.slow
 def test_a_fixed_product_heals_its_orders_on_the_next_scheduled_run(env):
     settings, emulator = env
     product_id, url, broken, everywhere = break_a_product(settings)
@@ -297,6 +298,7 @@ def test_a_fixed_product_heals_its_orders_on_the_next_scheduled_run(env):
     assert len(emulator.requests()) == before
 
 
+@pytest.mark.slow
 def test_replay_remaps_from_the_warehouse_instead_of_resending_the_frozen_payload(env, capsys, tmp_path):
     from storesync.pipeline.jobs import replay_dead_letters
 
