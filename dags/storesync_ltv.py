@@ -1,8 +1,10 @@
 """
 ### Customer lifetime value, daily, and the profiles that carry it
 
-1. **compute_ltv**: `run_ltv(warehouse, as_of=<the interval's date>)`, inside the warehouse in
-   SQL: order count, gross/net revenue, average order value, first/last order, tenure, then the
+1. **compute_ltv**: the LTV job (`storesync ltv --as-of <the interval's date>` does the same),
+   from the LTV models in `models_dir` and the `[ltv]` settings, on gated orders only (open
+   quarantine records, duplicates, negative totals, unknown statuses and currencies left out), in
+   the `[ltv]` reporting currency, inside the warehouse in SQL: order count, gross/net revenue, average order value, first/last order, tenure, then the
    BG/NBD + Gamma-Gamma predictions (expected purchases, probability alive, predicted CLV) into
    `storesync_customer_ltv` (a view: a day writes only the customers whose figures moved), with
    as-of order statuses, so any day can be rerun or backfilled and gives the same numbers. A store without repeat
@@ -10,7 +12,7 @@
    computed, only the customers with news since are touched (see `compute_historic_ltv`);
    trigger with `full_recompute` to recompute everyone (e.g. after correcting old orders).
 2. **push_profiles**: for the newest LTV day only, every customer's profile with its LTV fields
-   (`ltv_order_count`, `ltv_net_revenue`, `ltv_predicted_clv`, `ltv_p_alive`) is planned:
+   (`ltv_order_count`, `ltv_net_revenue`, `ltv_predicted_clv`, `ltv_p_alive`, `ltv_currency`) is planned:
    Sailthru user `vars` and, with a Sendlane list configured, Sendlane contact custom fields.
    Content-hash versions send only the profiles whose figures changed. A backfilled (older) day
    recomputes its numbers but pushes nothing, so newer figures are never overwritten.
