@@ -225,8 +225,9 @@ class SailthruClient:
             try:
                 response = self.session.request(
                     method, url,
-                    params=params if method == "GET" else None,
-                    data=params if method != "GET" else None,
+                    # GET and DELETE carry their signed parameters in the query, as Sailthru's clients do.
+                    params=params if method in ("GET", "DELETE") else None,
+                    data=params if method not in ("GET", "DELETE") else None,
                     files=files, headers={"Accept": "application/json"},
                     timeout=self.timeout, allow_redirects=False,
                 )
@@ -291,6 +292,17 @@ class SailthruClient:
     def user(self, payload: dict) -> dict:
         """Upsert one user profile."""
         return self.post("user", payload)
+
+    def delete_user(self, id_value: str, key: str = "email") -> bool:
+        """``DELETE /user``: delete a profile (GDPR/CCPA). True when deleted, False on Sailthru's
+        documented not-found (nothing to delete); any other error raises."""
+        try:
+            self._request("DELETE", "user", {"id": str(id_value), "key": key})
+        except PermanentError as error:
+            if is_documented_not_found(error):
+                return False
+            raise
+        return True
 
     def submit_job(self, job: str, *, rows: Iterable[dict] | None = None, **data) -> str:
         """Start an asynchronous job (``purchase_import``, ``content_update``…) and return its id.

@@ -225,6 +225,18 @@ class SendlaneClient:
                 raise
         return answers
 
+    def delete_contact(self, email: str) -> bool:
+        """Delete a contact from the account (GDPR/CCPA): ``DELETE /contacts`` with its email.
+        True when deleted, False when Sendlane answers 404 (no such contact). The endpoint's shape
+        is not confirmed against Sendlane's public reference (docs/privacy.md)."""
+        try:
+            self._request("DELETE", "/contacts", json_body={"email": email})
+        except DeliveryError as error:
+            if getattr(error, "http_status", None) == 404:
+                return False
+            raise
+        return True
+
     def iter_unsubscribed(self, list_id: str | int | None = None, page_size: int = 100) -> Iterator[dict]:
         """Every unsubscribed contact, of one list or of the whole account, page by page."""
         path = f"/lists/{list_id}/unsubscribed" if list_id is not None else "/contacts/unsubscribed"

@@ -211,6 +211,19 @@ class SailthruSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """[retention]: how long personal data is kept (storesync.privacy.retention)."""
+
+    # Payloads of deliveries accepted this many days ago, and quarantine rows resolved this many
+    # days ago, are scrubbed of personal data by `storesync retention` (the maintenance DAG).
+    days: int = 30
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "days", _number("retention", "days", self.days, whole=True, low=1,
+                                                 allowed="a whole number of days >= 1"))
+
+
+@dataclass(frozen=True)
 class Settings:
     warehouse_url: str = ""
     ledger_url: str = ""
@@ -235,6 +248,7 @@ class Settings:
     sendlane: SendlaneSettings = field(default_factory=SendlaneSettings)
     sailthru: SailthruSettings = field(default_factory=SailthruSettings)
     ltv: LtvSettings = field(default_factory=LtvSettings)  # [ltv]: see core/ltv_settings.py
+    retention: RetentionSettings = field(default_factory=RetentionSettings)  # [retention]
 
     def __post_init__(self) -> None:
         data_dir = Path(self.data_dir)
@@ -333,7 +347,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{config_path}: not valid TOML: {exc}") from exc
     origin = str(config_path) if config_path.exists() else "the defaults"
-    for name in ("sendlane", "sailthru", "ltv"):
+    for name in ("sendlane", "sailthru", "ltv", "retention"):
         if name in raw and not isinstance(raw[name], dict):
             raise SettingError(name, raw[name], f"a [{name}] table").came_from(origin)
     sendlane_raw = dict(raw.pop("sendlane", {}))
@@ -344,12 +358,14 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     sailthru = _coerce(SailthruSettings, raw.pop("sailthru", {}), "STORESYNC_SAILTHRU_", section="sailthru",
                        origin=f"{origin} [sailthru]")
     ltv = _coerce(LtvSettings, raw.pop("ltv", {}), "STORESYNC_LTV_", section="ltv", origin=f"{origin} [ltv]")
+    retention = _coerce(RetentionSettings, raw.pop("retention", {}), "STORESYNC_RETENTION_", section="retention",
+                        origin=f"{origin} [retention]")
     base = _coerce(
         Settings,
         {k: v for k, v in raw.items() if k not in ("sendlane", "sailthru")},
         "STORESYNC_", origin=origin,
     )
-    return replace(base, sendlane=sendlane, sailthru=sailthru, ltv=ltv)
+    return replace(base, sendlane=sendlane, sailthru=sailthru, ltv=ltv, retention=retention)
 
 
 MAX_ACCOUNT_ID_LENGTH = 40  # the ledger's account column

@@ -203,6 +203,29 @@ watermarks = Table(
 )
 
 
+# Erased people (storesync.privacy): a salted hash per email or customer id, never the value, so
+# the audit keeps no personal data and every later plan can still recognise them (_insert_new).
+erasures = Table(
+    "storesync_erasures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(12), nullable=False),  # email | customer_id
+    Column("source", String(40), nullable=False),  # cli | model
+    Column("requested_at", DateTime, nullable=False),
+    Column("erased_at", DateTime),
+    Column("vendors", Text),  # JSON: each vendor's answer (deleted, not found, failed: why)
+    Column("scrubbed", Text),  # JSON: rows scrubbed per table
+)
+# The salt of those hashes: one row, made by the first erasure (random, never logged).
+privacy_salt = Table(
+    "storesync_privacy_salt",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("salt", String(64), nullable=False),
+)
+
+
 class LedgerConflict(StoresyncError):
     """The ledger cannot do what was asked without losing or doubling a delivery."""
 
@@ -451,6 +474,12 @@ class Ledger:
         }
 
     def _insert_new(self, rows: list[dict]) -> int:
+        # Every plan passes here: an erased person's deliveries are never planned again.
+        from storesync.privacy.subjects import without_erased
+
+        rows = without_erased(self.engine, rows)
+        if not rows:
+            return 0
         # Duplicates within the batch too: the first wins, as it would across batches.
         unique: dict[str, dict] = {}
         for row in rows:

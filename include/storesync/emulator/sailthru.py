@@ -553,6 +553,27 @@ def get_user(state, account, data, files, now):
     return 200, _user_view(state.users[sid])
 
 
+def delete_user(state, account, data, files, now):
+    """``DELETE /user`` (a GDPR/CCPA deletion): the profile and what the account holds of it
+    (its purchases, returns and logged requests). A profile it does not know: the documented
+    not-found, error 99 with HTTP 404."""
+    id_value = str(_require(data, "id"))
+    key = data.get("key", "sid")
+    if key not in ("email", "extid", "sid"):
+        raise Err(2, "key must be one of email, extid, sid")
+    sid = _find_user(state, account, key, id_value)
+    if sid is None:
+        # Purchases make a user of their email at Sailthru: with no profile stored here, what the
+        # account holds under the email is still that user's.
+        if key != "email" or not state.forget_person(VENDOR, account, id_value):
+            raise Err(99, f"User not found: {key}={id_value}", http=404)
+    else:
+        keys = dict(state.users[sid]["keys"])
+        state.forget_person(VENDOR, account, keys.get("email"), [keys["extid"]] if "extid" in keys else ())
+    state.stats_for(VENDOR, "DELETE /user").accepted += 1
+    return 200, {"ok": True}
+
+
 # ---- job --------------------------------------------------------------------------------------
 JOB_INPUTS = {"purchase_import": "purchases", "content_update": "content"}
 
@@ -652,7 +673,7 @@ ENDPOINTS = {
     "purchase": {"POST": post_purchase, "GET": get_purchase},
     "return": {"POST": post_return},
     "content": {"POST": post_content, "GET": get_content},
-    "user": {"POST": post_user, "GET": get_user},
+    "user": {"POST": post_user, "GET": get_user, "DELETE": delete_user},
     "job": {"POST": post_job, "GET": get_job},
 }
 

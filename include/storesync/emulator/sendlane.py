@@ -580,6 +580,23 @@ def _derived(kind: str):
 
 
 # (method, regex, endpoint template, handler)
+def delete_contact(state: EmulatorState, account: str, req: Request, params: dict, now: float) -> Response:
+    """``DELETE /contacts`` with ``{"email": ...}``: the contact is deleted from every list of the
+    account, with its unsubscribe and the logged requests that carry its email. NOT confirmed
+    against Sendlane's public API v2 reference (docs/privacy.md): the shape storesync calls."""
+    body, error = _json_body(req)
+    if error is not None:
+        return error
+    email = body.get("email")
+    if not isinstance(email, str) or not is_email(email):
+        return json_response(422, {"message": "The given data was invalid.",
+                                   "errors": {"email": ["The email must be a valid email address."]}})
+    if not state.forget_person(VENDOR, account, email):
+        return json_response(404, {"message": "Contact not found."})
+    state.stats_for(VENDOR, "DELETE /contacts").accepted += 1
+    return json_response(200, {"data": {"message": "Contact deleted"}})
+
+
 ROUTES = [
     ("POST", re.compile(r"^/tracking/(?P<slug>[^/]+)/?$"), None, tracking),
     ("POST", re.compile(r"^/lists/(?P<list_id>[^/]+)/contacts/?$"), "/lists/{list_id}/contacts",
@@ -587,6 +604,7 @@ ROUTES = [
     ("GET", re.compile(r"^/lists/(?P<list_id>[^/]+)/unsubscribed/?$"), "/lists/{list_id}/unsubscribed",
      get_unsubscribed),
     ("GET", re.compile(r"^/contacts/unsubscribed/?$"), "/contacts/unsubscribed", get_unsubscribed),
+    ("DELETE", re.compile(r"^/contacts/?$"), "/contacts", delete_contact),
     ("GET", re.compile(r"^/lists/?$"), "/lists", get_lists),
     ("GET", re.compile(r"^/tags/?$"), "/tags", _derived("tags")),
     ("GET", re.compile(r"^/custom-fields/?$"), "/custom-fields", _derived("custom-fields")),

@@ -542,6 +542,54 @@ class EmulatorState:
         elif existing["list_ids"] is not None:
             existing["list_ids"].add(str(list_id))
 
+    # ---- erasure (storesync erase) -----------------------------------------------------------
+    def forget_person(self, vendor: str, account: str, email: str | None, extids=()) -> int:
+        """Delete everything ``vendor``'s ``account`` holds of one person (a vendor's deletion of a
+        user or contact): profiles, contacts, purchases, returns, unsubscribes and the logged
+        requests that carry their email or extid. Returns how many objects went."""
+        email = (email or "").strip().lower()
+        extids = {str(e) for e in extids}
+
+        def mentions(obj) -> bool:
+            text = json.dumps(obj, default=str).lower()
+            return bool(email) and email in text
+
+        gone = 0
+        if vendor == "sailthru":
+            for sid, profile in list(self.users.items()):
+                keys = profile["keys"]
+                if profile["account"] == account and ((email and keys.get("email", "").lower() == email)
+                                                      or keys.get("extid") in extids):
+                    del self.users[sid]
+                    for key in ("email", "extid"):
+                        if key in keys:
+                            index_value = keys[key].lower() if key == "email" else keys[key]
+                            self.user_index[key].pop((account, index_value), None)
+                    gone += 1
+            for pid, purchase in list(self.purchases.items()):
+                if purchase["account"] == account and mentions(purchase):
+                    del self.purchases[pid]
+                    ids = self.purchases_by_extid.get((account, purchase["extid"]), [])
+                    if pid in ids:
+                        ids.remove(pid)
+                    gone += 1
+            kept = [r for r in self.returns if not (r["account"] == account and mentions(r))]
+            gone += len(self.returns) - len(kept)
+            self.returns = kept
+        else:
+            for (contact_account, _list_id), book in self.contacts.items():
+                if contact_account == account and book.pop(email, None) is not None:
+                    gone += 1
+            if self.unsubscribed.get(account, {}).pop(email, None) is not None:
+                gone += 1
+        kept = [r for r in self.records if not (r["vendor"] == vendor and r["account"] == account
+                                                and (mentions(r.get("body")) or mentions(r.get("entity_ids"))
+                                                     or (r.get("entity_type") == "user"
+                                                         and set(r.get("entity_ids") or ()) & extids)))]
+        gone += len(self.records) - len(kept)
+        self.records = kept
+        return gone
+
     # ---- records ------------------------------------------------------------------------------
     def new_id(self) -> str:
         """A 24-hex id, like the vendors' object ids."""

@@ -146,6 +146,9 @@ class QuarantineStore:
         failed, say). Returns how many were stored."""
         self.ensure_table()
         now = self.clock()
+        from storesync.privacy.subjects import ErasedSet
+
+        erased = ErasedSet.load_if_present(self.engine)  # an erased person's rows are not kept again
         records = [
             {
                 "run_id": run_id,
@@ -159,6 +162,7 @@ class QuarantineStore:
                 "resolved_run_id": None,
             }
             for q in rows
+            if not erased.names_erased(q.row)
         ]
         if records:
             with self.engine.begin() as conn:

@@ -318,6 +318,18 @@ register(ModelContract(
     ), optional=True, group="ltv", owner="storesync.ltv"))
 
 
+# ---------------------------------------------------------------------------- privacy's model
+# People to erase (storesync.privacy; `storesync erase --from-model`, the maintenance DAG). A plain
+# SELECT without binds, every open request each time: one already erased is not erased again.
+register(ModelContract(
+    "erasure_requests", "person to erase (an email, a customer id, or both)",
+    "erasure (`storesync erase --from-model`, the maintenance DAG)", (
+        opt("email", TEXT, "erased at the vendors and in storesync's tables", personal=True),
+        opt("customer_id", ID, "its emails are looked up in `customers`"),
+        opt("requested_at", DATETIME, "when the person asked (kept in the audit table)"),
+    ), optional=True, group="privacy", owner="storesync.privacy"))
+
+
 # ---------------------------------------------------------------------------- rendering
 _TYPE_NAMES = {ID: "id", TEXT: "text", INTEGER: "int", MONEY: "money", DATETIME: "datetime", BOOL: "bool",
                FLAG: "0/1"}
@@ -328,7 +340,7 @@ def render_markdown(group: str | None = None) -> str:
     out = ["| model | one row per | binds | used by |", "|---|---|---|---|"]
     contracts = [c for c in CONTRACTS.values() if group is None or c.group == group]
     for c in contracts:
-        binds = f"`:{c.id_param}`" if c.id_param else ("none" if c.group == "ltv" else "window")
+        binds = f"`:{c.id_param}`" if c.id_param else ("none" if c.group in ("ltv", "privacy") else "window")
         binds += "".join(f", `:{b}`" for b in c.extra_binds)
         name = f"`{c.filename}`" + (" (optional)" if c.optional else "")
         out.append(f"| {name} | {c.one_row_per} | {binds} | {c.used_by} |")

@@ -1,0 +1,161 @@
+"""Erasure end to end (issue 22): a customer with orders, carts and a profile, synced to both
+vendors through the emulator, with LTV computed, is erased; afterwards no storesync table holds
+their email, name or address in any column, the emulator holds nothing of theirs, and the next
+runs (a changed profile, a rerun and a backfill of their old orders' windows) send nothing for
+them, while everyone else still syncs. The ledger on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
+
+from storesync.core.config import DEFAULT_MODELS_DIR, SailthruSettings, SendlaneSettings, Settings
+from storesync.core.windows import Window
+from storesync.delivery.ledger import Ledger, erasures
+from storesync.pipeline.jobs import run_nightly
+from storesync.privacy.erasure import erase
+from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+END = datetime(2026, 11, 20)
+SPEC = DemoStoreSpec(orders=300, seed=22, end=END, days=8, bad_share=0.02)
+WINDOW = Window(END - timedelta(days=9), END)
+
+
+def _settings(warehouse_url, ledger_url, emulator, tmp_path) -> Settings:
+    return Settings(
+        warehouse_url=warehouse_url, ledger_url=ledger_url, models_dir=DEFAULT_MODELS_DIR, data_dir=tmp_path,
+        sendlane=SendlaneSettings(base_url=emulator.sendlane_url, api_token=emulator.sendlane_api_token,
+                                  integration_token=emulator.sendlane_integration_token, budget_per_minute=0,
+                                  list_id=emulator.sendlane_list_id),
+        sailthru=SailthruSettings(base_url=emulator.sailthru_url, api_key=emulator.sailthru_api_key,
+                                  secret=emulator.sailthru_secret, budget_per_minute=0),
+        quarantine_thresholds={"*": 0.5},  # the demo's bad rows in a short backfill window are not this test's
+    )
+
+
+def _person(warehouse_url) -> dict:
+    """The customer with the most orders who also has a cart and a street address."""
+    engine = create_engine(warehouse_url)
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "SELECT c.customer_id, c.email, c.first_name, c.last_name, c.address_1, c.phone, COUNT(o.order_id) n"
+            "  FROM customers c JOIN orders o ON o.customer_id = c.customer_id"
+            " WHERE c.address_1 IS NOT NULL AND c.email LIKE '%@%'"
+            "   AND EXISTS (SELECT 1 FROM checkouts k WHERE k.customer_id = c.customer_id)"
+            " GROUP BY c.customer_id, c.email, c.first_name, c.last_name, c.address_1, c.phone"
+            " ORDER BY n DESC, c.customer_id LIMIT 1")).mappings().one()
+    engine.dispose()
+    return dict(row)
+
+
+def _storesync_cells(url: str):
+    """(table, column, text) of every non-null cell of every storesync table in a database."""
+    engine = create_engine(url)
+    try:
+        names = [n for n in inspect(engine).get_table_names() if n.startswith("storesync_")]
+        with engine.connect() as conn:
+            for name in names:
+                columns = [c["name"] for c in inspect(engine).get_columns(name)]
+                for row in conn.execute(text(f'SELECT * FROM "{name}"')):
+                    for column, value in zip(columns, row):
+                        if value is not None:
+                            yield name, column, str(value)
+    finally:
+        engine.dispose()
+
+
+def _traces(urls, person) -> list[tuple[str, str, str]]:
+    """Cells that hold the person's email, street address or phone, or their first and last name."""
+    email, address, phone = person["email"].lower(), person["address_1"].lower(), (person["phone"] or "").lower()
+    first, last = person["first_name"].lower(), person["last_name"].lower()
+    found = []
+    for url in urls:
+        for table, column, value in _storesync_cells(url):
+            low = value.lower()
+            if email in low or address in low or (phone and phone in low) or (first in low and last in low):
+                found.append((table, column, value[:60]))
+    return found
+
+
+def _emulator_holds(emulator, person) -> list[str]:
+    state = emulator.server.state
+    email, cid = person["email"].lower(), str(person["customer_id"])
+    with state.lock:
+        held = {"users": list(state.users.values()), "purchases": list(state.purchases.values()),
+                "returns": state.returns, "contacts": [list(b.values()) for b in state.contacts.values()],
+                "unsubscribed": [list(b.values()) for b in state.unsubscribed.values()],
+                "records": state.records}
+        blob = {k: json.dumps(v, default=str).lower() for k, v in held.items()}
+        extids = [u["keys"].get("extid") for u in state.users.values()]
+    return [k for k, v in blob.items() if email in v] + (["users (extid)"] if cid in extids else [])
+
+
+def _sent_for(emulator, person, since_seq: int) -> list[dict]:
+    email, cid = person["email"].lower(), str(person["customer_id"])
+    return [r for r in emulator.requests(since_seq=since_seq, recorded=None)
+            if email in json.dumps(r.get("body"), default=str).lower()
+            or (r["endpoint"] == "/user" and cid in r["entity_ids"])]
+
+
+@pytest.mark.slow
+def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulator, tmp_path):
+    from storesync.ltv.job import run_ltv_job
+
+    emulator.configure(rate_limits_enabled=False)
+    warehouse_url = f"sqlite:///{tmp_path / 'store.db'}"
+    generate_demo_store(warehouse_url, SPEC)
+    settings = _settings(warehouse_url, db_url, emulator, tmp_path)
+    person = _person(warehouse_url)
+
+    run_nightly(settings, WINDOW, run_id="before")
+    run_ltv_job(settings, END.date())
+    # Preconditions: everything below would fail without the erasure.
+    assert _traces([db_url], person), "the ledger should hold the customer's payloads before the erasure"
+    held = _emulator_holds(emulator, person)
+    assert {"users", "purchases", "records"} <= set(held), held
+    ledger_before = Ledger(db_url)
+    with create_engine(warehouse_url).connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM storesync_customer_ltv_versions WHERE customer_id = :c"),
+                            {"c": person["customer_id"]}).scalar() > 0
+
+    report = erase(settings, customer_ids=[str(person["customer_id"])], ledger=ledger_before)
+
+    assert report.ok, report.failures
+    assert report.vendors["sailthru"]["deleted"] == 1 and report.vendors["sendlane"]["deleted"] == 1
+    assert report.scrubbed["storesync_deliveries"] > 0
+    assert report.scrubbed["storesync_customer_ltv_versions"] > 0
+    assert _traces([db_url, warehouse_url], person) == []
+    assert _emulator_holds(emulator, person) == []
+    with ledger_before.engine.connect() as conn:
+        audit = conn.execute(select(erasures)).mappings().all()
+    assert {a["kind"] for a in audit} == {"email", "customer_id"}
+    assert all(a["erased_at"] is not None and json.loads(a["vendors"]) == {"sailthru": "deleted",
+                                                                           "sendlane": "deleted"} for a in audit)
+
+    # Their profile changes in the warehouse (a new content version would be owed), then the
+    # nightly window runs again and a backfill of every old window: nothing of theirs is sent.
+    with create_engine(warehouse_url).begin() as conn:
+        conn.execute(text("UPDATE customers SET last_name = last_name || 'son', updated_at = :t WHERE customer_id = :c"),
+                     {"t": END - timedelta(hours=1), "c": person["customer_id"]})
+    since = max((r["seq"] for r in emulator.requests(recorded=None)), default=0)
+    run_nightly(settings, Window(END - timedelta(days=1), END), run_id="after")
+    for part in range(3):
+        start = WINDOW.start + timedelta(days=3 * part)
+        run_nightly(settings, Window(start, start + timedelta(days=3)), run_id=f"backfill-{part}")
+    assert _sent_for(emulator, person, since) == []
+    assert _emulator_holds(emulator, person) == []
+    person["last_name"] += "son"
+    assert _traces([db_url], person) == []
+    # Everyone else still syncs: the changed profile of another customer goes out.
+    with create_engine(warehouse_url).begin() as conn:
+        other = conn.execute(text("SELECT customer_id FROM customers WHERE customer_id <> :c AND email LIKE '%@%' "
+                                  "ORDER BY customer_id LIMIT 1"), {"c": person["customer_id"]}).scalar()
+        conn.execute(text("UPDATE customers SET last_name = last_name || 'x', updated_at = :t WHERE customer_id = :c"),
+                     {"t": END - timedelta(minutes=30), "c": other})
+    since = max(r["seq"] for r in emulator.requests(recorded=None))
+    run_nightly(settings, Window(END - timedelta(days=1), END), run_id="other")
+    assert any(r["endpoint"] == "/user" and str(other) in r["entity_ids"]
+               for r in emulator.requests(since_seq=since, recorded=None))
