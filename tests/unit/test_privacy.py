@@ -1,0 +1,187 @@
+"""Personal data (issue 22): who counts as erased, suppression at planning, retention's scrub,
+[retention] settings and the erase command's input errors. The end-to-end erasure against the
+emulator is tests/integration/test_erasure.py."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from storesync.cli import main
+from storesync.core.config import RetentionSettings, load_settings
+from storesync.core.errors import ConfigurationError
+from storesync.delivery.ledger import (
+    ACCEPTED,
+    DEAD,
+    CONTENT,
+    Ledger,
+    Outcome,
+    PlannedDelivery,
+    deliveries,
+    erasures,
+)
+from storesync.privacy.erasure import Person, _audit, scrub_people
+from storesync.privacy.retention import SCRUBBED_PAYLOAD, scrub_expired
+from storesync.privacy.subjects import ErasedSet, identifiers, salt_of
+
+ANA = "Ana.Lima@example.com"
+
+
+def _order(entity: str, email: str, customer_id: int, version: str = "1") -> PlannedDelivery:
+    return PlannedDelivery(vendor="sendlane", account="acct", event_type="order_placed", entity_id=entity,
+                           version=version, endpoint="/tracking/order-placed", ordering_key=f"order:{entity}",
+                           payload={"order_id": entity, "email": email, "customer_id": customer_id,
+                                    "billing_address": {"first_name": "Ana", "address1": "1 Rua Nova"}})
+
+
+def _profile(customer_id: int, email: str, name: str) -> PlannedDelivery:
+    payload = {"id": str(customer_id), "key": "extid", "keys": {"email": email}, "vars": {"first_name": name}}
+    return PlannedDelivery(vendor="sailthru", account="acct", event_type="profile", entity_id=str(customer_id),
+                           version=hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16], endpoint="/user", payload=payload,
+                           versioning=CONTENT)
+
+
+def _erase_locally(ledger: Ledger, person: Person) -> None:
+    salt = salt_of(ledger.engine, create=True)
+    _audit(ledger.engine, salt, person, "cli", datetime(2026, 12, 1), vendors_result=None, scrubbed=None)
+
+
+def _send_all(ledger: Ledger, run_id: str, state: str = ACCEPTED) -> None:
+    ledger.promote(run_id)
+    for vendor in ("sendlane", "sailthru"):
+        claimed = ledger.claim(vendor, "acct", 100, "test")
+        ledger.record([(d, Outcome(state)) for d in claimed], run_id=run_id)
+
+
+def test_identifiers_are_emails_anywhere_and_customer_ids_where_they_name_a_person():
+    payload = {"email": "a@x.io", "billing_address": {"email": "b@x.io"}, "customer_id": 7,
+               "purchase_keys": {"extid": "order-9"}, "items": [{"title": "mug"}]}
+    assert sorted(identifiers(payload)) == [("customer_id", "7"), ("email", "a@x.io"), ("email", "b@x.io")]
+    # Sailthru's profile: id + key "extid" is the customer id; a purchase's extid is an order id.
+    assert sorted(identifiers({"id": "7", "key": "extid", "keys": {"email": "a@x.io"}})) == [
+        ("customer_id", "7"), ("email", "a@x.io")]
+
+
+def test_planning_drops_every_delivery_naming_an_erased_person(db_url):
+    ledger = Ledger(db_url)
+    _erase_locally(ledger, Person(emails={ANA.lower()}, customer_ids={"42"}))
+
+    planned = ledger.plan([
+        _order("o1", ANA.upper(), 42),       # her email, in any case
+        _order("o2", "other@example.com", 42),  # a guest order under her customer id
+        _profile(42, "new-address@example.com", "Ana"),  # her profile, by extid
+        _order("o3", "bob@example.com", 7),
+    ], sync_name="nightly", run_id="r1")
+
+    assert planned == 1
+    with ledger.engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.entity_id)).scalars().all() == ["o3"]
+        audit = conn.execute(select(erasures)).mappings().all()
+    # The audit holds hashes, never the email or the id.
+    assert len(audit) == 2 and all(len(a["subject_hash"]) == 64 for a in audit)
+    cells = [str(v).lower() for a in audit for k, v in a.items() if k not in ("id", "subject_hash")]
+    assert not any("ana" in c or c == "42" for c in cells)
+
+
+def test_the_audit_hash_is_salted_per_ledger(tmp_path):
+    one, two = Ledger(f"sqlite:///{tmp_path / 'a.db'}"), Ledger(f"sqlite:///{tmp_path / 'b.db'}")
+    for ledger in (one, two):
+        _erase_locally(ledger, Person(emails={"ana@example.com"}))
+    hashes = [ErasedSet.load(ledger.engine).hashes for ledger in (one, two)]
+    assert len(hashes[0]) == 1 and hashes[0] != hashes[1]
+
+
+def test_scrubbing_a_person_keeps_identity_and_suppresses_what_was_still_owed(db_url):
+    ledger = Ledger(db_url)
+    ledger.plan([_order("o1", ANA, 42), _profile(42, ANA, "Ana")], sync_name="nightly", run_id="r1")
+    _send_all(ledger, "r1")
+    ledger.plan([_order("o1", ANA, 42, version="2"), _order("o9", "bob@example.com", 7)],
+                sync_name="nightly", run_id="r2")
+    ledger.promote("r2")  # planned, not sent yet
+
+    counts = scrub_people(ledger, [Person(emails={ANA.lower()}, customer_ids={"42"})])
+
+    assert counts["storesync_deliveries"] == 3
+    with ledger.engine.connect() as conn:
+        rows = {(r.entity_id, r.version): r for r in conn.execute(select(deliveries))}
+    assert rows[("o1", "1")].state == ACCEPTED and rows[("o1", "1")].payload == '{"erased": true}'
+    assert rows[("o1", "2")].state == "suppressed" and rows[("o1", "2")].error_class == "erased"
+    assert "bob@example.com" in rows[("o9", "1")].payload and rows[("o9", "1")].state == "planned"
+    assert not any("ana" in (r.payload + (r.vendor_error or "")).lower() for r in rows.values()
+                   if r.entity_id != "o9")
+
+
+def test_retention_scrubs_old_accepted_payloads_and_a_rerun_plans_nothing(db_url):
+    ledger = Ledger(db_url)
+    first = [_order("o1", ANA, 42), _profile(42, ANA, "Ana")]
+    ledger.plan(first, sync_name="nightly", run_id="r1", window_start=datetime(2026, 1, 1),
+                window_end=datetime(2026, 1, 2))
+    _send_all(ledger, "r1")
+    ledger.plan([_order("o2", "dead@example.com", 8)], sync_name="nightly", run_id="r2")
+    _send_all(ledger, "r2", state=DEAD)
+    ledger.plan([_order("o3", "open@example.com", 9)], sync_name="nightly", run_id="r3")
+
+    too_soon = scrub_expired(ledger, days=30, now=datetime.utcnow() + timedelta(days=29))
+    assert too_soon.deliveries == 0
+    report = scrub_expired(ledger, days=30, now=datetime.utcnow() + timedelta(days=31))
+    assert report.deliveries == 2
+    assert scrub_expired(ledger, days=30, now=datetime.utcnow() + timedelta(days=31)).deliveries == 0
+    with ledger.engine.connect() as conn:
+        rows = {r.entity_id: r for r in conn.execute(select(deliveries))}
+    assert rows["o1"].payload == SCRUBBED_PAYLOAD and rows["42"].payload == SCRUBBED_PAYLOAD
+    assert "dead@example.com" in rows["o2"].payload and "open@example.com" in rows["o3"].payload
+
+    # The rerun of the window and a backfill plan the same events: nothing new is owed.
+    assert ledger.plan(first, sync_name="nightly", run_id="rerun", window_start=datetime(2026, 1, 1),
+                       window_end=datetime(2026, 1, 2)) == 0
+    assert ledger.plan(first, sync_name="historical", run_id="backfill") == 0
+    ledger.promote("rerun")
+    ledger.promote("backfill")
+    assert ledger.claim("sendlane", "acct", 10, "t") == [] and ledger.claim("sailthru", "acct", 10, "t") == []
+
+
+def test_retention_scrubs_resolved_quarantine_rows_only(db_url):
+    from storesync.quality import QuarantineStore
+    from storesync.quality.gate import QuarantinedRow
+
+    ledger = Ledger(db_url)
+    store = QuarantineStore(ledger.engine)
+    rows = [QuarantinedRow(entity="orders", entity_id=i, row={"order_id": i, "email": f"p{i}@example.com"},
+                           reasons=(f"email_well_formed: p{i}@example.com is odd",)) for i in (1, 2)]
+    store.record_rows(rows, run_id="r1", batch_id="b1")
+    store.resolve_passed("orders", [1], "r2")
+
+    report = scrub_expired(ledger, days=30, now=datetime.utcnow() + timedelta(days=31))
+
+    assert report.quarantine == 1
+    history = {str(r["entity_id"]): r for r in store.open_rows("orders")}
+    assert "2" in history and history["2"]["row"]["email"] == "p2@example.com"
+    resolved = store.history("orders", 1)[0]
+    assert resolved["row"] == {"scrubbed": "retention"} and resolved["reasons"] == ["email_well_formed"]
+
+
+def test_retention_days_default_and_validation(tmp_path, monkeypatch):
+    assert RetentionSettings().days == 30
+    config = tmp_path / "storesync.toml"
+    config.write_text("[retention]\ndays = 90\n")
+    assert load_settings(config).retention.days == 90
+    config.write_text("[retention]\ndays = 0\n")
+    with pytest.raises(ConfigurationError, match=r"retention\.days.*>= 1"):
+        load_settings(config)
+    monkeypatch.setenv("STORESYNC_RETENTION_DAYS", "7")
+    config.write_text("")
+    assert load_settings(config).retention.days == 7
+
+
+def test_erase_command_refuses_bad_input_without_echoing_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STORESYNC_CONFIG", str(tmp_path / "none.toml"))
+    assert main(["erase"]) == 2
+    assert "--email" in capsys.readouterr().err
+    assert main(["erase", "--email", "ana.lima-at-example.com", "--ledger-url",
+                 f"sqlite:///{tmp_path / 'l.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert "not emails" in err and "ana.lima" not in err
