@@ -97,7 +97,9 @@ orders = Table(
     Index("ix_orders_updated_at", "updated_at"),
     # Leads with customer_id (per-customer lookups) and covers the LTV query, which then reads
     # each customer's orders in order from the index alone: no sort, no table reads.
-    Index("ix_orders_customer_ltv", "customer_id", "created_at", "status", "total"),
+    # currency: LTV converts each order by its currency before summing; without it here every
+    # order of a recomputed customer is a table read.
+    Index("ix_orders_customer_ltv", "customer_id", "created_at", "status", "total", "currency"),
 )
 
 order_lines = Table(
