@@ -185,3 +185,34 @@ def test_erase_command_refuses_bad_input_without_echoing_it(tmp_path, capsys, mo
                  f"sqlite:///{tmp_path / 'l.db'}"]) == 2
     err = capsys.readouterr().err
     assert "not emails" in err and "ana.lima" not in err
+
+
+def test_erase_command_end_to_end_against_the_emulator(tmp_path, capsys, monkeypatch, emulator):
+    """The command as a user runs it: vendors from STORESYNC_* settings, JSON out, the profile
+    gone from the emulator's Sailthru, the ledger row scrubbed, exit 0; a second run is harmless."""
+    from storesync.clients.sailthru import SailthruClient
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    warehouse = f"sqlite:///{tmp_path / 'store.db'}"
+    generate_demo_store(warehouse, DemoStoreSpec(orders=20, seed=4, end=datetime(2026, 11, 20), days=2))
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for key, value in {"STORESYNC_CONFIG": str(tmp_path / "none.toml"), "STORESYNC_WAREHOUSE_URL": warehouse,
+                       "STORESYNC_LEDGER_URL": ledger_url, "STORESYNC_SENDLANE_BASE_URL": emulator.sendlane_url,
+                       "STORESYNC_SENDLANE_API_TOKEN": emulator.sendlane_api_token,
+                       "STORESYNC_SAILTHRU_BASE_URL": emulator.sailthru_url,
+                       "STORESYNC_SAILTHRU_API_KEY": emulator.sailthru_api_key,
+                       "STORESYNC_SAILTHRU_SECRET": emulator.sailthru_secret}.items():
+        monkeypatch.setenv(key, value)
+    sailthru = SailthruClient(emulator.sailthru_url, emulator.sailthru_api_key, emulator.sailthru_secret)
+    sailthru.user({"id": "9001", "key": "extid", "keys": {"email": ANA}, "vars": {"first_name": "Ana"}})
+    Ledger(ledger_url).plan([_profile(9001, ANA, "Ana")], sync_name="customers", run_id="r")
+    assert emulator.users(email=ANA.lower())
+
+    assert main(["erase", "--email", ANA, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] and result["vendors"]["sailthru"]["deleted"] == 1
+    assert result["vendors"]["sendlane"] == {"deleted": 0, "not found": 1, "failed": 0}
+    assert result["scrubbed"]["storesync_deliveries"] == 1
+    assert emulator.users(email=ANA.lower()) == [] and sailthru.lookup("user", {"id": "9001", "key": "extid"}) is None
+    assert main(["erase", "--email", ANA, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["vendors"]["sailthru"]["not found"] == 1

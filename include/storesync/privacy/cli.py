@@ -16,7 +16,8 @@ def cmd_erase(args, settings) -> int:
         emails += model_emails
         ids += model_ids
     elif not emails and not ids:
-        raise ConfigurationError("say whom to erase: --email ADDRESS and/or --customer-id ID (each may repeat), "
+        raise ConfigurationError("say whom to erase: --email ADDRESS and/or --customer-id ID "
+                                 "(each may repeat), "
                                  "or --from-model to erase the erasure_requests model's people")
     bad = [e for e in args.email or () if "@" not in e]
     if bad:

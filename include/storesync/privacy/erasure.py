@@ -2,8 +2,8 @@
 
 ``erase(settings, emails=..., customer_ids=...)``:
 
-1. **Who.** A customer id's emails are read from the warehouse's ``customers`` model (and the
-   ledger's own profile payloads); an email's customer ids the same way. All of them are erased.
+1. **Who.** A customer id's emails are read from the warehouse's ``customers`` model, and an
+   email's customer ids the same way. All of them are erased.
 2. **Vendors.** Sailthru ``DELETE /user`` (by email, and by extid = customer id): the profile and
    what Sailthru keeps of it. Sendlane: ``DELETE /contacts`` by email (docs/privacy.md says what
    is and is not confirmed of Sendlane's API). A vendor without credentials, or one that fails,
@@ -58,7 +58,8 @@ class Person:
     customer_ids: set[str] = field(default_factory=set)
 
     def subjects(self) -> list[tuple[str, str]]:
-        return [(EMAIL, e) for e in sorted(self.emails)] + [(CUSTOMER_ID, c) for c in sorted(self.customer_ids)]
+        return ([(EMAIL, e) for e in sorted(self.emails)]
+                + [(CUSTOMER_ID, c) for c in sorted(self.customer_ids)])
 
     def named_in(self, payload) -> bool:
         return any(normalise(kind, value) in (self.emails if kind == EMAIL else self.customer_ids)
@@ -82,7 +83,7 @@ class ErasureReport:
 
 
 # ------------------------------------------------------------------------------------ who
-def find_people(settings, ledger: Ledger, emails=(), customer_ids=()) -> list[Person]:
+def find_people(settings, emails=(), customer_ids=()) -> list[Person]:
     """Group the requested emails and customer ids into people, completed from the warehouse's
     customers (every customer read once: an erasure is rare, a lookup index is not needed)."""
     emails = {normalise(EMAIL, e) for e in emails if e and str(e).strip()}
@@ -112,7 +113,8 @@ def _warehouse_customers(settings):
     warehouse = Warehouse(settings.warehouse_url, settings.models_dir, require_models=False)
     if not warehouse.has("customers"):
         return
-    for frame in warehouse.stream("customers", Window.everything_before(datetime(9999, 1, 1)), settings.chunk_size):
+    everything = Window.everything_before(datetime(9999, 1, 1))
+    for frame in warehouse.stream("customers", everything, settings.chunk_size):
         for cid, email in zip(frame["customer_id"], frame["email"]):
             if cid is not None and isinstance(email, str) and email.strip():
                 yield normalise(CUSTOMER_ID, cid), normalise(EMAIL, email)
@@ -138,7 +140,7 @@ def erase(settings, *, emails=(), customer_ids=(), source: str = "cli", vendors=
     """Erase these people everywhere (module docstring). ``skip_done``: leave out people whose
     every subject was already erased at every vendor (the model's requests, run after run)."""
     ledger = ledger or Ledger(settings.ledger_url)
-    people = find_people(settings, ledger, emails, customer_ids)
+    people = find_people(settings, emails, customer_ids)
     salt = salt_of(ledger.engine, create=True)
     if skip_done:
         people = [p for p in people if not _already_done(ledger.engine, salt, p)]
@@ -304,7 +306,8 @@ def _scrub_quarantine(engine: Engine, schema: str | None, person: Person, needle
     scrubbed = 0
     now = utcnow()
     with engine.begin() as conn:
-        rows = conn.execute(select(quarantine.c.id, quarantine.c.row, quarantine.c.reasons, quarantine.c.resolved_at)
+        rows = conn.execute(select(quarantine.c.id, quarantine.c.row, quarantine.c.reasons,
+                                   quarantine.c.resolved_at)
                             .where(or_(_contains_any(quarantine.c.row, needles),
                                        _contains_any(quarantine.c.reasons, needles)))).all()
         for row in rows:
@@ -331,7 +334,8 @@ def _delete_ltv(engine: Engine, schema: str | None, customer_ids: list[str]) -> 
             python_type = column.type.python_type
         except NotImplementedError:
             python_type = str
-        values = [python_type(c) if python_type is int and c.lstrip("-").isdigit() else c for c in customer_ids]
+        values = [python_type(c) if python_type is int and c.lstrip("-").isdigit() else c
+                  for c in customer_ids]
         values = [v for v in values if isinstance(v, python_type)]
         with engine.begin() as conn:
             counts[name] = conn.execute(delete(table).where(column.in_(values))).rowcount if values else 0

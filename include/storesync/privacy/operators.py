@@ -31,16 +31,18 @@ class StoresyncErasureOperator(StoresyncBaseOperator):
         from storesync.provider.failures import StoresyncTaskFailure
 
         emails, ids = requests_from_model(run.settings)
-        vendors = tuple(v for v, conn in (("sailthru", self.sailthru_conn_id), ("sendlane", self.sendlane_conn_id))
-                        if conn)
+        conns = (("sailthru", self.sailthru_conn_id), ("sendlane", self.sendlane_conn_id))
+        vendors = tuple(vendor for vendor, conn in conns if conn)
         report = erase(run.settings, emails=emails, customer_ids=ids, source="model", vendors=vendors,
                        skip_done=True)
         result = report.as_dict()
-        self.log.info("erasure: %d people; vendors %s; scrubbed %s", report.people, report.vendors, report.scrubbed)
+        self.log.info("erasure: %d people; vendors %s; scrubbed %s", report.people, report.vendors,
+                      report.scrubbed)
         if not report.ok:
             raise StoresyncTaskFailure(
                 f"erasure incomplete: {'; '.join(report.failures)}", kind="other",
-                next_step="fix the vendor connection named above; the next run erases the rest (it is safe to repeat)",
+                next_step="fix the vendor connection named above; the next run erases the rest "
+                          "(it is safe to repeat)",
                 counts={"people": report.people})
         return result
 

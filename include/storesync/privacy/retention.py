@@ -4,10 +4,10 @@ What exactly-once needs of a delivery is its identity (vendor, account, event ty
 version), its state and, for content versions, the version itself (a hash of the payload): never
 the payload. So once a delivery has been ``accepted`` for ``days`` days, its payload becomes
 ``{"scrubbed": "retention"}`` and its vendor error says so (which also keeps it out of the
-Sailthru lookup evidence, ``delivery/lookup_proofs.py``, that needs real payloads); a rerun or a backfill of its
-window finds the same identity and plans nothing. Quarantine records resolved ``days`` days ago
-keep their entity, id, times and the names of their failed checks (the details, which quote
-values, go) and lose the row. Open rows (in the ledger or the quarantine) are never scrubbed:
+Sailthru lookup evidence, ``delivery/lookup_proofs.py``, that needs real payloads); a rerun or a
+backfill of its window finds the same identity and plans nothing. Quarantine records resolved
+``days`` days ago keep their entity, id, times and the names of their failed checks (the
+details, which quote values, go) and lose the row. Open rows (in the ledger or the quarantine) are never scrubbed:
 they are still owed or still to be fixed; dead letters neither (``storesync replay`` needs them).
 """
 
@@ -58,10 +58,12 @@ def _scrub_deliveries(ledger: Ledger, cutoff: datetime) -> int:
     total = 0
     while True:
         with ledger.engine.begin() as conn:
-            ids = conn.execute(select(deliveries.c.id).where(due).order_by(deliveries.c.id).limit(_BATCH)).scalars().all()
+            ids = conn.execute(select(deliveries.c.id).where(due).order_by(deliveries.c.id)
+                               .limit(_BATCH)).scalars().all()
             if not ids:
                 return total
-            total += conn.execute(update(deliveries).where(deliveries.c.id.in_(ids), deliveries.c.state == ACCEPTED)
+            total += conn.execute(update(deliveries)
+                                  .where(deliveries.c.id.in_(ids), deliveries.c.state == ACCEPTED)
                                   .values(payload=SCRUBBED_PAYLOAD, vendor_error=SCRUBBED_NOTE)).rowcount
 
 

@@ -110,7 +110,8 @@ class ErasedSet:
     def names_erased(self, payload) -> bool:
         if not self.hashes:
             return False
-        return any(subject_hash(self.salt, kind, value) in self.hashes for kind, value in identifiers(payload))
+        return any(subject_hash(self.salt, kind, value) in self.hashes
+                   for kind, value in identifiers(payload))
 
 
 def without_erased(engine: Engine, rows: list[dict]) -> list[dict]:
