@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -186,6 +187,7 @@ def measure_airflow_backfill(quick: bool, windows: int | None = None) -> Measure
     finally:
         for url in urls.values():
             _drop_database(admin, url)
+    shutil.rmtree(workdir, ignore_errors=True)  # kept only after a failure: its logs explain it
 
     owed = {v: sum(n for (w, _, _), n in expected.items() if w == v) for v in ("sendlane", "sailthru")}
     accepted = {v: int(summary[v]["accepted"]) for v in owed}
