@@ -20,8 +20,8 @@ from storesync.privacy.erasure import erase
 from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
 
 END = datetime(2026, 11, 20)
-SPEC = DemoStoreSpec(orders=300, seed=22, end=END, days=8, bad_share=0.02)
-WINDOW = Window(END - timedelta(days=9), END)
+SPEC = DemoStoreSpec(orders=150, seed=22, end=END, days=6, bad_share=0.02)
+WINDOW = Window(END - timedelta(days=7), END)
 
 
 def _settings(warehouse_url, ledger_url, emulator, tmp_path) -> Settings:
