@@ -13,6 +13,15 @@ Params:
 - `dry_run` (default **on**): list what would be replayed, by vendor and event type, and change
   nothing. Turn it off to replay.
 
+Resolving held rows (deliveries with an unknown outcome no lookup can settle; the Storesync view's
+"Mark arrived" / "Resend"), instead of replaying dead letters:
+- `held_ids`: ledger delivery ids of this store's held rows (`storesync reconcile --list`);
+- `resolution`: `arrived` (you found them at the vendor: recorded accepted, nothing is sent) or
+  `resend` (you found them missing: sent again now; if one did arrive after all, the vendor gets it
+  twice). This is `storesync reconcile --ids ... --arrived|--resend`: a row still awaiting its own
+  lookup is never resent (the next scheduled run settles it), and ids that are not this store's
+  held rows fail the run before anything changes. `dry_run` applies here too.
+
 A replayed delivery keeps its identity: if it was accepted meanwhile by another path, it is not
 among the dead letters and is not sent again. A dead letter blocks what follows it for the same
 order or cart (a return never reaches a vendor before its purchase); replaying it releases them.
@@ -49,12 +58,17 @@ def build(store):
             "ids": Param([], type="array", items={"type": "integer"},
                          description="Only these ledger delivery ids (empty: all that match)"),
             "dry_run": Param(True, type="boolean", description="List what would be replayed; change nothing"),
+            "held_ids": Param([], type="array", items={"type": "integer"},
+                              description="Held rows to resolve instead (ledger delivery ids); needs resolution"),
+            "resolution": Param(None, type=["null", "string"], enum=[None, "arrived", "resend"],
+                                description="For held_ids: arrived (the vendor has them) or resend (it does not)"),
         },
         doc_md=__doc__,
     ) as dag:
         StoresyncReplayOperator(
             task_id="replay", vendor_filter="{{ params.vendor }}", event_type="{{ params.event_type }}",
-            ids="{{ params.ids }}", dry_run="{{ params.dry_run }}", sendlane_conn_id=store.sendlane_conn_id,
+            ids="{{ params.ids }}", dry_run="{{ params.dry_run }}", held_ids="{{ params.held_ids }}",
+            resolution="{{ params.resolution }}", sendlane_conn_id=store.sendlane_conn_id,
             sailthru_conn_id=store.sailthru_conn_id, outlets=[Asset(f"storesync://ledger/{store.sync_name('replay')}")],
             **store.conn_kwargs)
     return dag

@@ -337,6 +337,79 @@ def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = 
     return {"dry_run": False, **selection, **result}
 
 
+RESOLUTIONS = ("arrived", "resend")
+
+
+def resolve_held(run: SyncRun, *, ids, resolution: str, dry_run: bool = True) -> dict:
+    """Resolve held deliveries a person checked at the vendor (the view's "Mark arrived" and
+    "Resend"): ``storesync reconcile --ids ... --arrived|--resend``'s own path
+    (``Reconciler.by_hand``), limited to this store's accounts. ``arrived`` marks them accepted
+    (nothing is sent); ``resend`` requeues them and sends them now. Ids that are not deliveries of
+    this store with an unknown outcome fail the task before anything changes; rows the reconciler
+    refuses (a resend of a row still awaiting its own lookup) fail it after the rest were resolved,
+    with what was done in the message."""
+    from collections import Counter
+
+    from storesync.delivery.ledger import Ledger
+    from storesync.delivery.reconcile import Reconciler
+    from storesync.provider.failures import HELD, StoresyncTaskFailure
+
+    if resolution not in RESOLUTIONS:
+        raise StoresyncTaskFailure(
+            f"resolution must be 'arrived' (the vendor has them) or 'resend' (it does not), not {resolution!r}",
+            kind=HELD, next_step="trigger again with resolution 'arrived' or 'resend'")
+    ids = list(dict.fromkeys(int(i) for i in ids))
+    current = run.settings
+    ledger = Ledger(current.ledger_url)
+    reconciler = Reconciler.from_settings(ledger, current)
+    # This store's accounts only: another store's rows (a shared ledger) are its own to resolve.
+    accounts = {("sendlane", current.sendlane.account), ("sailthru", current.sailthru.account)}
+    ours = {d.id: (d, kind) for d, kind in reconciler.unknown() if (d.vendor, d.account) in accounts}
+    foreign = [i for i in ids if i not in ours]
+    if foreign:
+        raise StoresyncTaskFailure(
+            f"{len(foreign)} of the {len(ids)} ids are not deliveries of this store held with an unknown "
+            f"outcome (resolved already, never held, or another store's): {', '.join(map(str, foreign[:20]))}. "
+            "Nothing was changed.",
+            kind=HELD, next_step="choose ids among the held rows the Storesync view or `storesync reconcile "
+            "--list` shows")
+    chosen = [ours[i][0] for i in ids]
+    selection = {"resolution": resolution, "ids": ids,
+                 "by_event": dict(Counter(f"{d.vendor}:{d.event_type}" for d in chosen)),
+                 "kinds": dict(Counter(ours[i][1] for i in ids))}
+    if dry_run:
+        log.info("dry run: would resolve %s", selection)
+        return {"dry_run": True, **selection}
+    result = reconciler.by_hand(ids, arrived=resolution == "arrived")
+    log.info("%s", result.text())
+    resolved = {"dry_run": False, **selection, "arrived": result.arrived, "requeued": result.requeued,
+                "refused": result.refused, "deliveries": {}}
+    if result.requeued:
+        from storesync.pipeline.jobs import deliver_vendor, open_context
+
+        vendors = sorted({d.vendor for d in chosen})
+        ctx = open_context(current, run_id=run.ledger_run_id, sync_name="replay", vendors=vendors)
+        ctx.ledger.start_run(run.ledger_run_id, "replay")
+        for vendor in vendors:
+            resolved["deliveries"][vendor] = deliver_vendor(ctx, vendor)
+        ctx.ledger.finish_run(run.ledger_run_id, "success", counts={
+            "arrived": result.arrived, "requeued": result.requeued})
+    if result.refused:
+        raise StoresyncTaskFailure(
+            f"{result.text()}", kind=HELD, counts={"arrived": result.arrived, "requeued": result.requeued},
+            next_step="leave the refused rows to the next scheduled run (their lookup settles them)")
+    # Only the rows resent here can fail this run: other held rows wait for their own decision.
+    from storesync.delivery.ledger import UNKNOWN
+
+    again = [d.id for d in ledger.in_state(UNKNOWN) if d.id in set(ids)] if result.requeued else []
+    if again:
+        raise StoresyncTaskFailure(
+            f"{len(again)} resent deliveries got no answer again and are held: {', '.join(map(str, again[:20]))}",
+            kind=HELD, counts={"arrived": result.arrived, "requeued": result.requeued},
+            next_step="check them at the vendor again, then resolve them from the Storesync view")
+    return resolved
+
+
 # ---------------------------------------------------------------------------- monitor
 EXPECTED_INTERVALS_HOURS = {
     # sync name (ledger watermark) -> its schedule interval, for the monitor's "no progress" check

@@ -136,15 +136,20 @@ class StoresyncLtvOperator(StoresyncBaseOperator):
 
 
 class StoresyncReplayOperator(StoresyncBaseOperator):
-    """Replay dead letters once their cause is fixed (a dry run lists them and changes nothing).
+    """Replay dead letters once their cause is fixed (a dry run lists them and changes nothing), or
+    resolve held rows a person checked at the vendor (``held_ids`` with ``resolution``: the path of
+    ``storesync reconcile --ids ... --arrived|--resend``).
 
     :param vendor, event_type, ids, dry_run: which dead letters (templated).
+    :param held_ids, resolution: held delivery ids and ``arrived`` or ``resend`` (templated); with
+        ``held_ids`` no dead letter is replayed.
     """
 
     template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "vendor_filter", "event_type",
-                                      "ids", "dry_run")
+                                      "ids", "dry_run", "held_ids", "resolution")
 
     def __init__(self, *, vendor_filter: Any = None, event_type: Any = None, ids: Any = None, dry_run: Any = True,
+                 held_ids: Any = None, resolution: Any = None,
                  sendlane_conn_id: str | None = SENDLANE_CONN_ID, sailthru_conn_id: str | None = SAILTHRU_CONN_ID,
                  **kwargs) -> None:
         kwargs.setdefault("window_start", None)
@@ -154,6 +159,8 @@ class StoresyncReplayOperator(StoresyncBaseOperator):
         self.event_type = event_type
         self.ids = ids
         self.dry_run = dry_run
+        self.held_ids = held_ids
+        self.resolution = resolution
         self.sendlane_conn_id = sendlane_conn_id
         self.sailthru_conn_id = sailthru_conn_id
 
@@ -163,11 +170,24 @@ class StoresyncReplayOperator(StoresyncBaseOperator):
         def blank(value):
             return None if value in (None, "", "None") else value
 
-        ids = self.ids
-        if isinstance(ids, str):  # rendered from a list param: "[1, 2]"
-            ids = [int(i) for i in ids.strip("[]").replace(" ", "").split(",") if i]
+        ids, held_ids = _id_list(self.ids), _id_list(self.held_ids)
+        if held_ids:
+            if ids:
+                from storesync.core.errors import ConfigurationError
+
+                raise ConfigurationError("give either ids (dead letters to replay) or held_ids (held rows to "
+                                         "resolve), not both in one run")
+            return tasks.resolve_held(run, ids=held_ids, resolution=blank(self.resolution),
+                                      dry_run=as_flag(self.dry_run))
         return tasks.replay(run, vendor=blank(self.vendor_filter), event_type=blank(self.event_type),
                             ids=ids or [], dry_run=as_flag(self.dry_run))
+
+
+def _id_list(value) -> list[int]:
+    """A templated list of ids: rendered Jinja gives "[1, 2]" (or "None", "")."""
+    if isinstance(value, str):
+        return [int(i) for i in value.strip("[]").replace(" ", "").split(",") if i and i != "None"]
+    return [int(i) for i in value or []]
 
 
 class StoresyncMonitorOperator(StoresyncBaseOperator):
