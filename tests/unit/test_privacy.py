@@ -23,6 +23,7 @@ from storesync.delivery.ledger import (
     PlannedDelivery,
     deliveries,
     erasures,
+    record_log,
 )
 from storesync.privacy.erasure import Person, _audit, scrub_people
 from storesync.privacy.retention import SCRUBBED_PAYLOAD, scrub_expired
@@ -121,6 +122,11 @@ def test_retention_scrubs_old_accepted_payloads_and_a_rerun_plans_nothing(db_url
     ledger.plan(first, sync_name="nightly", run_id="r1", window_start=datetime(2026, 1, 1),
                 window_end=datetime(2026, 1, 2))
     _send_all(ledger, "r1")
+    with ledger.engine.begin() as conn:  # an earlier attempt's answer quoting her email
+        o1 = conn.execute(select(deliveries.c.id).where(deliveries.c.entity_id == "o1")).scalar()
+        conn.execute(record_log.insert().values(run_id="r0", delivery_id=o1, vendor="sendlane", operation="x",
+                                                entity_id="o1", status="retry", error=f"422: {ANA} bounced",
+                                                logged_at=datetime(2026, 1, 1)))
     ledger.plan([_order("o2", "dead@example.com", 8)], sync_name="nightly", run_id="r2")
     _send_all(ledger, "r2", state=DEAD)
     ledger.plan([_order("o3", "open@example.com", 9)], sync_name="nightly", run_id="r3")
@@ -134,6 +140,10 @@ def test_retention_scrubs_old_accepted_payloads_and_a_rerun_plans_nothing(db_url
         rows = {r.entity_id: r for r in conn.execute(select(deliveries))}
     assert rows["o1"].payload == SCRUBBED_PAYLOAD and rows["42"].payload == SCRUBBED_PAYLOAD
     assert "dead@example.com" in rows["o2"].payload and "open@example.com" in rows["o3"].payload
+    with ledger.engine.connect() as conn:
+        o1_errors = [r.error for r in conn.execute(select(record_log).where(record_log.c.entity_id == "o1"))]
+    assert o1_errors.count("payload scrubbed (retention)") == 1 and not any("ana" in (e or "").lower()
+                                                                           for e in o1_errors)
 
     # The rerun of the window and a backfill plan the same events: nothing new is owed.
     assert ledger.plan(first, sync_name="nightly", run_id="rerun", window_start=datetime(2026, 1, 1),

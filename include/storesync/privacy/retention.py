@@ -3,12 +3,13 @@
 What exactly-once needs of a delivery is its identity (vendor, account, event type, entity id,
 version), its state and, for content versions, the version itself (a hash of the payload): never
 the payload. So once a delivery has been ``accepted`` for ``days`` days, its payload becomes
-``{"scrubbed": "retention"}`` and its vendor error says so (which also keeps it out of the
-Sailthru lookup evidence, ``delivery/lookup_proofs.py``, that needs real payloads); a rerun or a
-backfill of its window finds the same identity and plans nothing. Quarantine records resolved
-``days`` days ago keep their entity, id, times and the names of their failed checks (the
-details, which quote values, go) and lose the row. Open rows (in the ledger or the quarantine) are never scrubbed:
-they are still owed or still to be fixed; dead letters neither (``storesync replay`` needs them).
+``{"scrubbed": "retention"}``, and its vendor error and its record-log lines' errors say so
+(which also keeps it out of the Sailthru lookup evidence, ``delivery/lookup_proofs.py``, that
+needs real payloads); a rerun or a backfill of its window finds the same identity and plans
+nothing. Quarantine records resolved ``days`` days ago keep their entity, id, times and the
+names of their failed checks (the details, which quote values, go) and lose the row. Open rows
+(in the ledger or the quarantine) are never scrubbed: they are still owed or still to be fixed;
+dead letters neither (``storesync replay`` needs them).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, inspect, select, update
 
-from storesync.delivery.ledger import ACCEPTED, Ledger, deliveries, utcnow
+from storesync.delivery.ledger import ACCEPTED, Ledger, deliveries, record_log, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ def _scrub_deliveries(ledger: Ledger, cutoff: datetime) -> int:
             total += conn.execute(update(deliveries)
                                   .where(deliveries.c.id.in_(ids), deliveries.c.state == ACCEPTED)
                                   .values(payload=SCRUBBED_PAYLOAD, vendor_error=SCRUBBED_NOTE)).rowcount
+            # Their record-log lines' error texts (earlier retries' answers can quote an email).
+            conn.execute(update(record_log)
+                         .where(record_log.c.delivery_id.in_(ids), record_log.c.error.is_not(None))
+                         .values(error=SCRUBBED_NOTE))
 
 
 def _scrub_quarantine(ledger: Ledger, cutoff: datetime) -> int:
