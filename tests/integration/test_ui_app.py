@@ -165,6 +165,38 @@ def test_replay_needs_the_right_to_trigger_and_a_clear_choice(view):
     assert view.triggered == []
 
 
+def test_resolving_held_rows_triggers_the_dag_with_held_ids_and_the_callers_token(view):
+    held_ids = sorted(r["id"] for r in view.get("/api/deliveries/held", headers=ADMIN).json()["rows"])
+    assert len(held_ids) == 2
+    page = view.get("/", headers=ADMIN).text
+    assert "data-action='mark-arrived'" in page and "data-action='resend'" in page
+    assert all(f"class='pick' value='{i}'" in page for i in held_ids)  # each held row can be chosen
+
+    arrived = view.post("/api/actions/resolve", json={"ids": [held_ids[1], held_ids[0], held_ids[1]],
+                                                      "resolution": "arrived"}, headers=ADMIN)
+    assert arrived.status_code == 201, arrived.text
+    [call] = view.triggered
+    assert call["token"] == "admin-token" and call["dag_id"] == "storesync_dead_letter_replay"
+    assert call["conf"] == {"held_ids": held_ids, "resolution": "arrived", "dry_run": False}
+    assert "2 held deliveries marked arrived" in call["note"]
+
+    resend = view.post("/api/actions/resolve", json={"ids": [held_ids[0]], "resolution": "resend"}, headers=ADMIN)
+    assert resend.status_code == 201 and resend.json()["dag_run_id"] == "manual__2"
+    assert view.triggered[-1]["conf"] == {"held_ids": held_ids[:1], "resolution": "resend", "dry_run": False}
+
+
+def test_resolving_held_rows_needs_the_right_to_trigger_and_a_clear_choice(view):
+    refused = view.post("/api/actions/resolve", json={"ids": [1], "resolution": "arrived"}, headers=VIEWER)
+    assert refused.status_code == 403 and "trigger" in refused.json()["detail"]
+    page = view.get("/", headers=VIEWER).text
+    assert "Mark arrived" not in page and "class='pick'" not in page.split("id='held'")[1]
+    assert view.post("/api/actions/resolve", json={"ids": [1], "resolution": "arrived"}).status_code == 401
+    for bad in ({"ids": [], "resolution": "arrived"}, {"ids": [1]}, {"ids": [1], "resolution": "delete"},
+                {"ids": ["1; DROP TABLE"], "resolution": "resend"}):
+        assert view.post("/api/actions/resolve", json=bad, headers=ADMIN).status_code == 422, bad
+    assert view.triggered == []
+
+
 def test_bad_filters_get_clear_errors(view):
     assert view.get("/api/overview", params={"vendor": "mailchimp"}, headers=ADMIN).json() == {
         "detail": "vendor must be sendlane or sailthru, not 'mailchimp'"}

@@ -7,7 +7,7 @@ needs the right to read DAG runs of the replay DAG, an action the right to trigg
 (``is_authorized_dag`` with GET / POST on ``DagAccessEntity.RUN``). Anonymous page requests are
 sent to Airflow's login page; anonymous API requests get 401.
 
-An action (replay dead letters) triggers ``storesync_dead_letter_replay`` through Airflow's own
+An action (replay dead letters, resolve held rows) triggers ``storesync_dead_letter_replay`` through Airflow's own
 REST API *with the caller's token*, so Airflow checks the caller again, the run is theirs in the
 audit log, and the plugin holds no credentials of its own.
 
@@ -20,6 +20,7 @@ Routes (under the mount, ``/storesync`` by default)::
     GET  /api/ltv                  LTV buckets
     GET  /api/stores               the stores this view reads
     POST /api/actions/replay       trigger the replay DAG ({"ids": [...], "dry_run": bool, ...})
+    POST /api/actions/resolve      trigger it to resolve held rows ({"ids": [...], "resolution": "arrived"|"resend"})
     GET  /data-docs/{path}         the GX Data Docs, CDN links rewritten to the vendored copies
     GET  /static/{path}            the page's own script, style sheet and the vendored assets
 """
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -206,6 +207,14 @@ class ReplayRequest(BaseModel):
     all_matching: bool = False  # no ids: every dead letter of the vendor / event type
 
 
+class ResolveRequest(BaseModel):
+    """Held rows a person checked at the vendor: ``arrived`` (it has them) or ``resend`` (it does not)."""
+
+    store: str | None = None
+    ids: list[int] = Field(min_length=1, max_length=MAX_REPLAY_IDS)
+    resolution: Literal["arrived", "resend"]
+
+
 def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
                trigger: Callable[[str, str, str, dict, str], tuple[int, dict]] = trigger_dag_run) -> FastAPI:
     auth = auth or AirflowAuth()
@@ -343,6 +352,23 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
                 "dry_run": body.dry_run}
         what = f"{len(conf['ids'])} chosen" if conf["ids"] else "all matching"
         note = f"From the Storesync view: {'dry run of ' if body.dry_run else ''}replay of {what} dead letters"
+        return start_run(request, who, dag_id, conf, note)
+
+    @app.post("/api/actions/resolve")
+    def resolve(body: ResolveRequest, request: Request, who: Caller = Depends(caller)) -> JSONResponse:
+        """Resolve held rows through the replay DAG (``held_ids``): ``storesync reconcile --ids``'s
+        path, which refuses ids that are not this store's held rows and never resends a row still
+        awaiting its own lookup."""
+        chosen, _ = store_for(request, who, body.store)
+        dag_id = chosen.replay_dag
+        if not auth.can_trigger(who.user, dag_id):
+            raise HTTPException(403, f"Resolving held rows needs the right to trigger runs of {dag_id}")
+        conf = {"held_ids": sorted(set(body.ids)), "resolution": body.resolution, "dry_run": False}
+        what = {"arrived": "marked arrived", "resend": "resent"}[body.resolution]
+        note = f"From the Storesync view: {len(conf['held_ids'])} held deliveries {what}"
+        return start_run(request, who, dag_id, conf, note)
+
+    def start_run(request: Request, who: Caller, dag_id: str, conf: dict, note: str) -> JSONResponse:
         api_base = _api_base(config, request)
         status, answer = trigger(api_base, who.token, dag_id, conf, note)
         if status not in (200, 201):

@@ -171,7 +171,7 @@ def render_page(*, base: str, store: str, stores: list[str], filters: Filters, o
     # ---- dead letters and held rows ----
     parts.append(_problems_section("dead", "Dead letters", dead, can_trigger=can_trigger, filters=filters,
                                    replay_dag=replay_dag))
-    parts.append(_problems_section("held", "Held: outcome unknown", held, can_trigger=False, filters=filters,
+    parts.append(_problems_section("held", "Held: outcome unknown", held, can_trigger=can_trigger, filters=filters,
                                    replay_dag=replay_dag))
 
     # ---- quarantine ----
@@ -240,8 +240,18 @@ def _problems_section(kind: str, title: str, data: dict, *, can_trigger: bool, f
         parts.append(f"<p><span class='muted'>last {filters.days} days:</span> " + " · ".join(f"{_e(b['vendor'])} {_e(b['event_type'])}: {_e(b['error_class'] or '?')} "
                                         f"×{b['count']:,}" for b in data["by_error"]) + "</p>")
     if kind == "held" and data["total"]:
-        parts.append("<p class='muted'>A held delivery may have reached the vendor: resolve it with "
-                     "<code>storesync reconcile --list</code>, then <code>--found-file</code> (never resend blindly).</p>")
+        parts.append("<p class='muted'>A held delivery may have reached the vendor: check each at the vendor, then "
+                     "mark those it has <b>arrived</b> and <b>resend</b> those it does not (or use "
+                     "<code>storesync reconcile</code>). Rows still awaiting their own lookup are never resent: "
+                     "the next run settles them.</p>")
+        if can_trigger:
+            parts.append("<div class='actions' data-kind='held'>"
+                         "<button type='button' data-action='mark-arrived'>Mark arrived (selected)</button>"
+                         "<button type='button' data-action='resend'>Resend (selected)</button>"
+                         "<output class='action-result' aria-live='polite'></output></div>")
+        else:
+            parts.append(f"<p class='muted'>Resolving held rows needs the right to trigger runs of "
+                         f"<code>{_e(replay_dag)}</code>.</p>")
     if kind == "dead" and data["total"]:
         if can_trigger:
             parts.append("<div class='actions' data-kind='dead'>"
@@ -253,13 +263,14 @@ def _problems_section(kind: str, title: str, data: dict, *, can_trigger: bool, f
             parts.append(f"<p class='muted'>Replaying needs the right to trigger runs of <code>{_e(replay_dag)}</code>."
                          "</p>")
     if data["rows"]:
-        select_all = "<th><input type='checkbox' class='select-all' aria-label='select all'></th>" if kind == "dead" else ""
+        pickable = kind == "dead" or can_trigger  # held rows: only where they can be resolved
+        select_all = "<th><input type='checkbox' class='select-all' aria-label='select all'></th>" if pickable else ""
         parts.append(f"<table class='problems'><thead><tr>{select_all}<th>id</th><th>vendor · account</th>"
                      "<th>event</th><th>request</th><th>error</th><th>payload (masked)</th><th>updated</th>"
                      "</tr></thead><tbody>")
         for r in data["rows"]:
             box = (f"<td><input type='checkbox' class='pick' value='{r['id']}' aria-label='delivery {r['id']}'></td>"
-                   if kind == "dead" else "")
+                   if pickable else "")
             error = " ".join(_e(x) for x in (r["error_class"], r["http_status"], r["vendor_code"]) if x)
             parts.append(f"<tr data-delivery='{r['id']}'>{box}<td class='mono'>{r['id']}</td>"
                          f"<td>{_e(r['vendor'])} · {_e(r['account'])}</td><td>{_e(r['event_type'])}<br>"

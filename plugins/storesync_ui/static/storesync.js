@@ -1,14 +1,30 @@
-// The Storesync view's only script: the replay actions. Posts to the plugin's own API (which
-// triggers the replay DAG through Airflow's REST API as the logged-in user) and shows the run.
+// The Storesync view's only script: the replay and resolve actions. Posts to the plugin's own API
+// (which triggers the replay DAG through Airflow's REST API as the logged-in user) and shows the run.
 "use strict";
 
 (function () {
   const body = document.body;
   const base = body.dataset.base;
 
-  function picked() {
-    return Array.from(document.querySelectorAll("#dead input.pick:checked")).map((box) => Number(box.value));
+  function picked(kind) {
+    return Array.from(document.querySelectorAll("#" + kind + " input.pick:checked")).map((box) => Number(box.value));
   }
+
+  // What each resolution means, said before it happens: a resend of a row that did arrive duplicates it.
+  const RESOLUTIONS = {
+    "mark-arrived": {
+      resolution: "arrived",
+      confirm: (n) => "Mark " + n + " held deliveries as arrived?\n\nOnly if you found them at the vendor: " +
+        "they are recorded accepted and never sent again.",
+      started: "Marking arrived: ",
+    },
+    resend: {
+      resolution: "resend",
+      confirm: (n) => "Resend " + n + " held deliveries?\n\nOnly if you checked the vendor does not have them: " +
+        "any that did arrive will be there twice. Rows still awaiting their own lookup are not resent.",
+      started: "Resending: ",
+    },
+  };
 
   function show(output, message, link, failed) {
     output.textContent = message;
@@ -22,8 +38,43 @@
     }
   }
 
+  async function post(path, request, output, started) {
+    show(output, "Triggering…");
+    try {
+      const response = await fetch(base + path, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(request),
+      });
+      const answer = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        show(output, "Refused (" + response.status + "): " + JSON.stringify(answer.detail || answer), null, true);
+        return;
+      }
+      show(output, started + answer.dag_run_id, answer.url);
+      output.dataset.runId = answer.dag_run_id;
+    } catch (error) {
+      show(output, "Could not reach the server: " + error, null, true);
+    }
+  }
+
+  function resolve(action, output) {
+    const ids = picked("held");
+    if (ids.length === 0) {
+      show(output, "Choose the held deliveries first.", null, true);
+      return;
+    }
+    const meaning = RESOLUTIONS[action];
+    if (!window.confirm(meaning.confirm(ids.length))) {
+      return;
+    }
+    post("api/actions/resolve", { store: body.dataset.store, ids: ids, resolution: meaning.resolution },
+      output, meaning.started);
+  }
+
   async function replay(action, output) {
-    const ids = picked();
+    const ids = picked("dead");
     if (action === "replay-selected" && ids.length === 0) {
       show(output, "Choose the dead letters to replay first.", null, true);
       return;
@@ -39,29 +90,17 @@
     if (action === "replay-all" && !window.confirm("Replay every dead letter these filters show?")) {
       return;
     }
-    show(output, "Triggering…");
-    try {
-      const response = await fetch(base + "api/actions/replay", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(request),
-      });
-      const answer = await response.json().catch(() => ({}));
-      if (!response.ok) {
-        show(output, "Refused (" + response.status + "): " + JSON.stringify(answer.detail || answer), null, true);
-        return;
-      }
-      show(output, (request.dry_run ? "Dry run started: " : "Replay started: ") + answer.dag_run_id, answer.url);
-      output.dataset.runId = answer.dag_run_id;
-    } catch (error) {
-      show(output, "Could not reach the server: " + error, null, true);
-    }
+    post("api/actions/replay", request, output, request.dry_run ? "Dry run started: " : "Replay started: ");
   }
 
   document.querySelectorAll(".actions button[data-action]").forEach((button) => {
     button.addEventListener("click", () => {
-      replay(button.dataset.action, button.closest(".actions").querySelector(".action-result"));
+      const output = button.closest(".actions").querySelector(".action-result");
+      if (button.closest(".actions").dataset.kind === "held") {
+        resolve(button.dataset.action, output);
+      } else {
+        replay(button.dataset.action, output);
+      }
     });
   });
   document.querySelectorAll("input.select-all").forEach((all) => {
