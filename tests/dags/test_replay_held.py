@@ -35,7 +35,7 @@ def resolve(dag, hour: int, **conf):
     return dag.test(logical_date=datetime(2026, 11, 23, hour, tzinfo=UTC), run_conf={"dry_run": False, **conf})
 
 
-def test_held_ids_resolve_exactly_those_rows_and_a_row_awaiting_its_lookup_is_refused(airflow_db, vendors):
+def test_held_ids_resolve_exactly_those_rows_and_a_row_awaiting_its_lookup_is_refused(airflow_db, vendors, capfd):
     emulator = vendors["emulator"]
     hour_end = busiest_hour(vendors, "SELECT updated_at FROM checkouts WHERE status = 'open' AND order_id IS NULL")
     assert load_dag("storesync_checkouts").test(
@@ -51,8 +51,11 @@ def test_held_ids_resolve_exactly_those_rows_and_a_row_awaiting_its_lookup_is_re
     accepted = next(iter(rows(vendors, "vendor = 'sailthru' AND state = 'accepted'")))
     before = rows(vendors, "1 = 1")
     requests_before = len(emulator.requests(recorded=None))
+    capfd.readouterr()
     run = resolve(replay, 1, held_ids=[arrived[0], accepted], resolution="arrived")
     assert run.state == "failed"
+    assert "1 of the 2 ids are not deliveries of this store held with an unknown outcome" in "".join(
+        capfd.readouterr())
     assert rows(vendors, "1 = 1") == before
 
     # A dry run lists them and changes nothing.
@@ -79,7 +82,9 @@ def test_held_ids_resolve_exactly_those_rows_and_a_row_awaiting_its_lookup_is_re
                                                   "AND event_type = 'incomplete_purchase'").items())
     set_unknown(vendors, [lookup_row], since=datetime.utcnow())
     requests_before = len(emulator.requests(recorded=None))
+    capfd.readouterr()
     run = resolve(replay, 5, held_ids=[lookup_row], resolution="resend")
     assert run.state == "failed"
+    assert "1 row(s) wait for their own lookup" in "".join(capfd.readouterr())
     assert rows(vendors, f"id = {lookup_row}")[lookup_row][0] == "unknown"
     assert len(emulator.requests(recorded=None)) == requests_before
