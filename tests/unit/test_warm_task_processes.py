@@ -29,7 +29,8 @@ def test_a_task_forked_after_warming_builds_nothing_and_quarantines_the_same_row
     timings = warm_task_processes()
     assert set(timings) == {"imports", "quality_gate"}
     runtime = gate.gx_runtime()
-    assert set(runtime._suites) == set(REGISTRY) and set(runtime._batch_definitions) == set(REGISTRY)
+    # Every shipped suite built (a suite another test registered for itself may be there too).
+    assert set(REGISTRY) <= set(runtime._suites) and set(REGISTRY) <= set(runtime._batch_definitions)
 
     read_end, write_end = os.pipe()
     pid = os.fork()
