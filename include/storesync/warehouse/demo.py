@@ -389,17 +389,15 @@ def _write_orders(writer, spec: DemoStoreSpec, pools: _NamePools, customer_weigh
         })
         if spec.bad_share > 0:
             # One orphan line per chunk, made with no random draw (the rest of the store stays as
-            # it was): a copy of the chunk's middle line, for an order that was never written. The
-            # middle, not the last: the newest hour is what a first run reads, and one orphan in
-            # an hour of a few lines would stop a demo's first run at the quality gate.
+            # it was): a copy of the chunk's last line, for an order that was never written.
             line_id += 1
-            last = n_total // 2
+            last = n_total - 1
             writer.write_columns(schema.order_lines, {
                 "line_id": [line_id], "order_id": [spec.orders + ORPHAN_ORDER_OFFSET + chunk_index],
-                "product_id": line_product_id[last:last + 1], "variant_id": [None],
-                "sku": sku[product[last:last + 1]], "product_name": product_name[product[last:last + 1]],
-                "quantity": qty[last:last + 1], "unit_price": _units(unit[last:last + 1]),
-                "line_total": _units(line_total[last:last + 1]), "created_at": c_at[line_order[last:last + 1]],
+                "product_id": line_product_id[last:], "variant_id": [None], "sku": sku[product[last:]],
+                "product_name": product_name[product[last:]], "quantity": qty[last:],
+                "unit_price": _units(unit[last:]), "line_total": _units(line_total[last:]),
+                "created_at": c_at[line_order[last:]],
             })
             stats.orphan_lines += 1
 
