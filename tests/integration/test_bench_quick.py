@@ -33,7 +33,7 @@ def test_bench_quick_writes_every_measurement(tmp_path, request):
         env["STORESYNC_BENCH_PG_URL"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # SQLite only
         have_postgres = False
     proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--output", str(output)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     # 1 without PostgreSQL: airflow_backfill could not run (each measurement's error is checked below)
     assert proc.returncode == (0 if have_postgres else 1), proc.stderr[-4000:]
     document = json.loads(output.read_text())
