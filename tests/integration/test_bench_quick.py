@@ -23,6 +23,7 @@ KEYS = {"name", "description", "sizes", "figures", "baseline", "ratio", "target"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2000)  # every measurement, the Airflow backfill included: past the 600 s default
 def test_bench_quick_writes_every_measurement(tmp_path, request):
     output = tmp_path / "results.json"
     env = dict(os.environ)
