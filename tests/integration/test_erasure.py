@@ -10,7 +10,8 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, inspect, select, text
+from personal_data import traces
+from sqlalchemy import create_engine, select, text
 
 from storesync.core.config import DEFAULT_MODELS_DIR, SailthruSettings, SendlaneSettings, Settings
 from storesync.core.windows import Window
@@ -51,35 +52,6 @@ def _person(warehouse_url) -> dict:
     return dict(row)
 
 
-def _storesync_cells(url: str):
-    """(table, column, text) of every non-null cell of every storesync table in a database."""
-    engine = create_engine(url)
-    try:
-        names = [n for n in inspect(engine).get_table_names() if n.startswith("storesync_")]
-        with engine.connect() as conn:
-            for name in names:
-                columns = [c["name"] for c in inspect(engine).get_columns(name)]
-                for row in conn.execute(text(f'SELECT * FROM "{name}"')):
-                    for column, value in zip(columns, row):
-                        if value is not None:
-                            yield name, column, str(value)
-    finally:
-        engine.dispose()
-
-
-def _traces(urls, person) -> list[tuple[str, str, str]]:
-    """Cells that hold the person's email, street address or phone, or their first and last name."""
-    email, address, phone = person["email"].lower(), person["address_1"].lower(), (person["phone"] or "").lower()
-    first, last = person["first_name"].lower(), person["last_name"].lower()
-    found = []
-    for url in urls:
-        for table, column, value in _storesync_cells(url):
-            low = value.lower()
-            if email in low or address in low or (phone and phone in low) or (first in low and last in low):
-                found.append((table, column, value[:60]))
-    return found
-
-
 def _emulator_holds(emulator, person) -> list[str]:
     state = emulator.server.state
     email, cid = person["email"].lower(), str(person["customer_id"])
@@ -113,7 +85,7 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     run_nightly(settings, WINDOW, run_id="before")
     run_ltv_job(settings, END.date())
     # Preconditions: everything below would fail without the erasure.
-    assert _traces([db_url], person), "the ledger should hold the customer's payloads before the erasure"
+    assert traces([db_url], [person]), "the ledger should hold the customer's payloads before the erasure"
     held = _emulator_holds(emulator, person)
     assert {"users", "purchases", "records"} <= set(held), held
     ledger_before = Ledger(db_url)
@@ -127,7 +99,7 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     assert report.vendors["sailthru"]["deleted"] == 1 and report.vendors["sendlane"]["deleted"] == 1
     assert report.scrubbed["storesync_deliveries"] > 0
     assert report.scrubbed["storesync_customer_ltv_versions"] > 0
-    assert _traces([db_url, warehouse_url], person) == []
+    assert traces([db_url, warehouse_url], [person]) == []
     assert _emulator_holds(emulator, person) == []
     with ledger_before.engine.connect() as conn:
         audit = conn.execute(select(erasures)).mappings().all()
@@ -152,4 +124,4 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     assert _sent_for(emulator, person, since) == []
     assert _emulator_holds(emulator, person) == []
     person["last_name"] += "son"
-    assert _traces([db_url], person) == []
+    assert traces([db_url], [person]) == []
