@@ -879,3 +879,87 @@ def test_sailthru_drop_after_accept_then_resend_is_a_recorded_duplicate(emulator
     assert st_post(emulator, "content", {"url": "https://s.example/1", "title": "T"}).status_code == 200
     assert st_post(emulator, "content", {"url": "https://s.example/1", "title": "T"}).status_code == 200
     assert emulator.duplicates() == {"sailthru": {"/purchase": {"count": 1, "entities": ["ord-20"]}}}
+
+
+# --------------------------------------------------------------------------------------------
+# Sendlane: contact reads and deletion (undocumented; the shapes public clients use)
+# --------------------------------------------------------------------------------------------
+def sl_search(emu, email: str):
+    return requests.get(emu.sendlane_url + "/contacts/search", params={"email": email},
+                        headers=sl_headers(), timeout=TIMEOUT)
+
+
+def assert_contact_not_found(response):
+    assert response.status_code == 422
+    assert response.json() == {"message": "The selected email is invalid.",
+                               "errors": {"email": ["The selected email is invalid."]}}
+
+
+def test_sendlane_events_and_list_upserts_make_contacts_a_search_finds(emulator):
+    assert_contact_not_found(sl_search(emulator, "ann@example.com"))
+    added = {"customer_id": "c-1", "email": "Ann@Example.com", "first_name": "Ann"}
+    assert sl_post(emulator, "/tracking/customer-added", added).status_code == 200
+    found = sl_search(emulator, "ann@example.com")
+    assert found.status_code == 200
+    contact = found.json()["data"]
+    assert contact["email"] == "ann@example.com" and contact["first_name"] == "Ann"
+    by_id = sl_get(emulator, f"/contacts/{contact['id']}")
+    assert by_id.status_code == 200 and by_id.json()["data"] == contact
+    # A list upsert makes one too; an order event with its email updates the same contact.
+    assert sl_contacts(emulator, [{"email": "bob@example.com"}], emulator.sendlane_list_id).status_code == 202
+    assert sl_search(emulator, "bob@example.com").status_code == 200
+    order = {"order_id": 7, "email": "ann@example.com", "total": 5.0}
+    assert sl_post(emulator, "/tracking/order-placed", order).status_code == 200
+    (ann,) = emulator.people(email="ann@example.com")
+    assert ann["id"] == contact["id"] and ann["sources"] == ["customer-added", "order-placed"]
+    # An event without an email makes no contact; a bad query is a validation error, not "not found".
+    assert sl_post(emulator, "/tracking/checkout-started", {"checkout_id": 3}).status_code == 200
+    assert len(emulator.people()) == 2
+    assert sl_search(emulator, "not-an-email").json()["errors"]["email"] == [
+        "The email must be a valid email address."]
+    assert sl_get(emulator, "/contacts/999999").status_code == 404
+
+
+def test_sendlane_contact_is_found_only_once_processed(emulator, emulator_clock):
+    emulator.configure(sendlane_contact_delay_s=30.0)
+    assert sl_post(emulator, "/tracking/customer-added", {"customer_id": 1, "email": "c@example.com"}).ok
+    assert_contact_not_found(sl_search(emulator, "c@example.com"))  # accepted, not processed yet
+    emulator_clock.advance(31)
+    assert sl_search(emulator, "c@example.com").status_code == 200
+
+
+def test_sendlane_delete_contact_by_id_forgets_the_person(emulator):
+    assert sl_post(emulator, "/tracking/customer-added", {"customer_id": 1, "email": "d@example.com"}).ok
+    assert sl_contacts(emulator, [{"email": "d@example.com"}], emulator.sendlane_list_id).status_code == 202
+    contact_id = sl_search(emulator, "d@example.com").json()["data"]["id"]
+    deleted = requests.delete(f"{emulator.sendlane_url}/contacts/{contact_id}", headers=sl_headers(),
+                              timeout=TIMEOUT)
+    assert deleted.status_code == 200
+    assert_contact_not_found(sl_search(emulator, "d@example.com"))
+    assert emulator.contacts(email="d@example.com") == []
+    assert emulator.requests(vendor="sendlane", endpoint="/tracking/customer-added") == []  # kept simple
+    again = requests.delete(f"{emulator.sendlane_url}/contacts/{contact_id}", headers=sl_headers(),
+                            timeout=TIMEOUT)
+    assert again.status_code == 404
+
+
+@pytest.mark.parametrize("answer", ["json_404", "html_404", "not_found_422"])
+def test_sendlane_unrouted_contact_search_never_finds_a_contact_that_exists(emulator, answer):
+    assert sl_post(emulator, "/tracking/customer-added", {"customer_id": 1, "email": "e@example.com"}).ok
+    found = sl_search(emulator, "e@example.com")
+    assert found.status_code == 200
+    emulator.configure(sendlane_unrouted_gets=["contacts/search", "contacts/{id}"],
+                       sendlane_unrouted_answer=answer)
+    unrouted = sl_search(emulator, "e@example.com")
+    if answer == "html_404":
+        assert unrouted.status_code == 404 and unrouted.headers["Content-Type"].startswith("text/html")
+    elif answer == "json_404":
+        assert unrouted.status_code == 404 and unrouted.json() == {"message": "Not Found"}
+    else:  # the not-found's very shape, for a contact that exists
+        assert_contact_not_found(unrouted)
+    assert sl_get(emulator, f"/contacts/{found.json()['data']['id']}").status_code in (404, 422)
+    # Only the listed reads: the unsubscribed list and every write still work.
+    assert sl_get(emulator, "/contacts/unsubscribed").status_code == 200
+    assert sl_post(emulator, "/tracking/customer-added", {"customer_id": 2, "email": "f@example.com"}).ok
+    with pytest.raises(EmulatorControlError):
+        emulator.configure(sendlane_unrouted_gets=["lists"])

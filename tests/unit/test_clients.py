@@ -299,7 +299,7 @@ class ScriptedHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = _serve
+    do_GET = do_POST = do_DELETE = _serve
 
 
 @pytest.fixture
@@ -496,6 +496,58 @@ def test_iter_unsubscribed_pages_until_next_is_null(server):
 def test_track_refuses_a_non_tracking_path():
     with pytest.raises(ConfigurationError):
         sendlane("http://127.0.0.1:9").track("/lists/1/contacts", {})
+
+
+CONTACT_NOT_FOUND = (422, {"message": "The selected email is invalid.",
+                            "errors": {"email": ["The selected email is invalid."]}}, None)
+
+
+def test_find_contact_reads_the_search_answer(server):
+    server.script.then((200, {"data": {"id": 812, "email": "ann@example.com"}}, None))
+    contact = sendlane(url_of(server)).find_contact("ann@example.com")
+    assert contact == {"id": 812, "email": "ann@example.com"}
+    sent = server.script.requests[0]
+    assert sent["method"] == "GET" and urlsplit(sent["path"]).path == "/contacts/search"
+    assert parse_qs(urlsplit(sent["path"]).query) == {"email": ["ann@example.com"]}
+
+
+def test_find_contact_none_only_on_the_observed_not_found(server):
+    server.script.then(CONTACT_NOT_FOUND)
+    assert sendlane(url_of(server)).find_contact("nobody@example.com") is None
+
+
+@pytest.mark.parametrize("answer", [
+    (404, {"message": "Not Found"}, None),                        # a path nobody routes
+    (404, b"<html><h1>404 Not Found</h1></html>", None),           # a gateway's page
+    (422, {"message": "The email must be a valid email address."}, None),  # another 422
+    (200, {"data": []}, None),                                     # not the shape clients read
+])
+def test_find_contact_raises_on_anything_else(server, answer):
+    server.script.then(answer)
+    with pytest.raises(PermanentError):
+        sendlane(url_of(server)).find_contact("ann@example.com")
+
+
+def test_delete_contact_searches_then_deletes_by_id(server):
+    server.script.then((200, {"data": {"id": 812, "email": "ann@example.com"}}, None))
+    server.script.then((200, {"data": {"message": "Contact deleted"}}, None))
+    assert sendlane(url_of(server)).delete_contact("ann@example.com") is True
+    search, delete = server.script.requests
+    assert urlsplit(search["path"]).path == "/contacts/search"
+    assert (delete["method"], delete["path"]) == ("DELETE", "/contacts/812")
+
+
+def test_delete_contact_of_nobody_deletes_nothing(server):
+    server.script.then(CONTACT_NOT_FOUND)
+    assert sendlane(url_of(server)).delete_contact("nobody@example.com") is False
+    assert [r["method"] for r in server.script.requests] == ["GET"]
+
+
+def test_delete_contact_through_an_unrouted_search_raises(server):
+    server.script.then((404, {"message": "Not Found"}, None))
+    with pytest.raises(PermanentError):
+        sendlane(url_of(server)).delete_contact("ann@example.com")
+    assert [r["method"] for r in server.script.requests] == ["GET"]  # no guessed delete
 
 
 def test_sendlane_test_connection_reports_instead_of_raising(server):

@@ -19,7 +19,8 @@ Error classification (``classify_sendlane_response``; network failures by the ru
 | 3xx                                           | ``PermanentError``    | redirects are not followed (a POST would turn into a GET): the base URL is wrong |
 | other 4xx (404 for an unknown tracking path…) | ``PermanentError``    | resending the same request cannot help   |
 | connect error / connect timeout / write failed | ``RetryableError``   | the request never left                   |
-| read timeout, reset or close after sending    | ``UnknownOutcomeError`` | Sendlane may have recorded it; it has no lookup, so the engine holds it |
+| read timeout, reset or close after sending    | ``UnknownOutcomeError`` | Sendlane may have recorded it; it has no lookup of events, so the engine holds it or settles it by a rule (``storesync.delivery.settle``) |
+| 422 "The selected email is invalid." to ``GET /contacts/search`` | ``None`` from ``find_contact`` | the not-found public clients observe (``is_contact_not_found``); a 404 or any other answer raises |
 
 Secrets never appear in exceptions, logs or ``repr``: messages pass through a redactor that
 blanks both tokens (the bearer token and the body ``token``).
@@ -89,6 +90,18 @@ def classify_sendlane_response(response: requests.Response) -> DeliveryError | N
         return PermanentError(f"Sendlane redirected (HTTP {status}) to {location}: check the base URL",
                               **fields)
     return PermanentError(f"Sendlane rejected the request (HTTP {status}): {detail}", **fields)
+
+
+CONTACT_NOT_FOUND_MESSAGE = "The selected email is invalid."
+
+
+def is_contact_not_found(error: DeliveryError) -> bool:
+    """Is this the answer public clients treat as "no contact with that email" from
+    ``GET /contacts/search``: HTTP 422 whose message is Laravel's ``exists`` failure, "The selected
+    email is invalid." (WP Fusion's Sendlane module). A 404, a gateway page or any other 422 (a
+    malformed email) is not: it says nothing about the contact."""
+    message = (error.vendor_message or "").strip()
+    return error.http_status == 422 and message.startswith(CONTACT_NOT_FOUND_MESSAGE)
 
 
 def _error_detail(body: object) -> str:
@@ -225,12 +238,51 @@ class SendlaneClient:
                 raise
         return answers
 
-    def delete_contact(self, email: str) -> bool:
-        """Delete a contact from the account (GDPR/CCPA): ``DELETE /contacts`` with its email.
-        True when deleted, False when Sendlane answers 404 (no such contact). The endpoint's shape
-        is not confirmed against Sendlane's public reference (docs/privacy.md)."""
+    # Contact reads and deletion. NOT in Sendlane's public API v2 reference nor in our shared
+    # vendor documents: the shapes are those public clients use (the Laravel client
+    # arindam/sendlane-apis, WP Fusion's Sendlane CRM module); see docs/vendors-and-errors.md.
+    def find_contact(self, email: str) -> dict | None:
+        """The account's contact with this email (``GET /contacts/search?email=``, answered
+        ``{"data": {"id", "email", ...}}``), or None on the not-found answer public clients
+        observe (``is_contact_not_found``: 422 "The selected email is invalid."). Any other failure,
+        a generic 404 included, raises: it says nothing about the contact. Sendlane processes
+        writes asynchronously, so a contact it just accepted may not be found yet."""
+        if not isinstance(email, str) or "@" not in email:
+            raise ValueError("find_contact needs an email address")
         try:
-            self._request("DELETE", "/contacts", json_body={"email": email})
+            body = self._request("GET", "/contacts/search", params={"email": email.strip()})
+        except PermanentError as error:
+            if is_contact_not_found(error):
+                return None
+            raise
+        contact = body.get("data")
+        if not isinstance(contact, dict) or contact.get("id") in (None, ""):
+            raise PermanentError("Sendlane answered a contact search without data.id: not the shape "
+                                 "public clients read; the search path may not be routed",
+                                 http_status=200, vendor_message=str(body)[:500])
+        return contact
+
+    def get_contact(self, contact_id: str | int) -> dict:
+        """One contact by Sendlane id (``GET /contacts/{id}``, ``{"data": {...}}``). Undocumented
+        like ``find_contact``; every failure raises (a 404 here is not read as "no contact": only
+        the search's answer is, see ``is_contact_not_found``)."""
+        body = self._request("GET", f"/contacts/{contact_id}")
+        contact = body.get("data")
+        if not isinstance(contact, dict):
+            raise PermanentError("Sendlane answered a contact read without data",
+                                 http_status=200, vendor_message=str(body)[:500])
+        return contact
+
+    def delete_contact(self, email: str) -> bool:
+        """Delete a contact from the account (GDPR/CCPA): find it by email, then
+        ``DELETE /contacts/{id}`` (how the Laravel client deletes by email). True when deleted,
+        False when no contact has that email (the search's not-found, or the contact went between
+        the search and the delete). Any other failure raises."""
+        contact = self.find_contact(email)
+        if contact is None:
+            return False
+        try:
+            self._request("DELETE", f"/contacts/{contact['id']}")
         except DeliveryError as error:
             if getattr(error, "http_status", None) == 404:
                 return False
@@ -263,4 +315,7 @@ class SendlaneClient:
         return True, f"Connected to Sendlane at {self.base_url}: API token accepted, {lists}"
 
 
-__all__ = ["MAX_CONTACTS_PER_REQUEST", "SENDLANE_BASE_URL", "SendlaneClient", "classify_sendlane_response"]
+__all__ = [
+    "CONTACT_NOT_FOUND_MESSAGE", "MAX_CONTACTS_PER_REQUEST", "SENDLANE_BASE_URL", "SendlaneClient",
+    "classify_sendlane_response", "is_contact_not_found",
+]

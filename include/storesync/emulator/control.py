@@ -73,6 +73,17 @@ def contacts(state, req):
     return json_response(200, {"count": len(rows), "contacts": rows})
 
 
+def people(state, req):
+    """Sendlane's account contacts (what ``GET /contacts/search`` reads), with the writes that
+    made them (``sources``) and when a search first finds them (``visible_at``)."""
+    email = _q(req, "email")
+    with state.lock:
+        rows = [dict(p, account=account, lists=list(p["lists"]), sources=list(p["sources"]))
+                for account, book in state.sendlane_people.items() for p in book.values()
+                if not email or p["email"] == email.strip().lower()]
+    return json_response(200, {"count": len(rows), "people": rows})
+
+
 def unsubscribed(state, req):
     with state.lock:
         rows = [{"account": account, "email": e["email"], "unsubscribed_at": e["unsubscribed_at"],
@@ -162,6 +173,7 @@ ROUTES = {
     ("GET", "/summary"): summary,
     ("GET", "/duplicates"): duplicates,
     ("GET", "/contacts"): contacts,
+    ("GET", "/people"): people,
     ("GET", "/unsubscribed"): unsubscribed,
     ("GET", "/users"): users,
     ("GET", "/content"): content,

@@ -284,8 +284,8 @@ def validate_tracking(slug: str, body: dict, *, strict_initial_sync: bool, now: 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-def _invalid(errors: dict) -> Response:
-    return json_response(422, {"message": INVALID, "errors": errors})
+def _invalid(errors: dict, message: str = INVALID) -> Response:
+    return json_response(422, {"message": message, "errors": errors})
 
 
 def _json_body(req: Request) -> tuple[dict | None, Response | None]:
@@ -408,6 +408,10 @@ def tracking(state: EmulatorState, account: str, req: Request, params: dict, now
     rec = state.record(
         VENDOR, account, "POST", f"/tracking/{slug}", entity_type, [body[id_field]], _redact(body)
     )
+    # An event with an email adds the contact to the account (the seed guide's "contacts added to
+    # Sendlane" by events); only the top-level email, the one the event is about.
+    if isinstance(body.get("email"), str) and is_email(body["email"]):
+        state.upsert_sendlane_person(account, body["email"], body, now, source=slug)
     # Consent side effects the seed guide documents: accepts_marketing=false unsubscribes.
     marketing = body.get("accepts_marketing")
     if isinstance(marketing, bool):
@@ -504,6 +508,7 @@ def post_contacts(state: EmulatorState, account: str, req: Request, params: dict
             stored["custom_fields"][cf["key"]] = cf["value"]
         stored["upserts"] += 1
         stored["updated_at"] = iso_utc(now)
+        state.upsert_sendlane_person(account, email, contact, now, source="list", list_id=list_id)
         if contact.get("email_consent") is True:
             if _is_unsubscribed(state, account, email, list_id):
                 detail = "contact upsert sent email_consent=true for an unsubscribed contact"
@@ -579,22 +584,78 @@ def _derived(kind: str):
     return handler
 
 
-# (method, regex, endpoint template, handler)
-def delete_contact(state: EmulatorState, account: str, req: Request, params: dict, now: float) -> Response:
-    """``DELETE /contacts`` with ``{"email": ...}``: the contact is deleted from every list of the
-    account, with its unsubscribe and the logged requests that carry its email. NOT confirmed
-    against Sendlane's public API v2 reference (docs/privacy.md): the shape storesync calls."""
-    body, error = _json_body(req)
-    if error is not None:
-        return error
-    email = body.get("email")
-    if not isinstance(email, str) or not is_email(email):
-        return json_response(422, {"message": "The given data was invalid.",
-                                   "errors": {"email": ["The email must be a valid email address."]}})
-    if not state.forget_person(VENDOR, account, email):
+# --------------------------------------------------------------------------------------------
+# Contact reads and deletion. NOT in Sendlane's public API v2 reference nor in /work/shared: the
+# shapes public clients use (the Laravel client arindam/sendlane-apis, WP Fusion's Sendlane CRM
+# module). The not-found answer is the one WP Fusion treats as "no such contact": 422 "The selected
+# email is invalid." (Laravel's ``exists`` rule). A deletion forgets the person the way
+# ``EmulatorState.forget_person`` does: the contact, its list memberships and unsubscribes, and the
+# logged requests that carry its email (so what the vendor "recorded" of them is gone too).
+# --------------------------------------------------------------------------------------------
+CONTACT_NOT_FOUND = "The selected email is invalid."
+
+
+def _contact_view(person: dict) -> dict:
+    return {key: person[key] for key in ("id", "email", "first_name", "last_name", "phone",
+                                          "created_at", "updated_at")}
+
+
+def search_contacts(state: EmulatorState, account: str, req: Request, params: dict, now: float) -> Response:
+    email = req.query_value("email")
+    if email is None or not email.strip():
+        return _invalid({"email": ["The email field is required."]})
+    if not is_email(email.strip()):
+        return _invalid({"email": ["The email must be a valid email address."]})
+    person = state.sendlane_people.get(account, {}).get(email.strip().lower())
+    if person is None or person["visible_at"] > now:  # not created, or not processed yet
+        return _invalid({"email": [CONTACT_NOT_FOUND]}, message=CONTACT_NOT_FOUND)
+    state.record(VENDOR, account, "GET", "/contacts/search", "contact", [person["id"]], None)
+    return json_response(200, {"data": _contact_view(person)}, accepted=True)
+
+
+def get_contact(state: EmulatorState, account: str, req: Request, params: dict, now: float) -> Response:
+    person = state.sendlane_person_by_id(account, params["contact_id"])
+    if person is None or person["visible_at"] > now:
         return json_response(404, {"message": "Contact not found."})
-    state.stats_for(VENDOR, "DELETE /contacts").accepted += 1
+    state.record(VENDOR, account, "GET", "/contacts/{id}", "contact", [person["id"]], None)
+    return json_response(200, {"data": _contact_view(person)}, accepted=True)
+
+
+def delete_contact(state: EmulatorState, account: str, req: Request, params: dict, now: float) -> Response:
+    person = state.sendlane_person_by_id(account, params["contact_id"])
+    if person is None:
+        return json_response(404, {"message": "Contact not found."})
+    state.forget_person(VENDOR, account, person["email"])
+    state.stats_for(VENDOR, "DELETE /contacts/{id}").accepted += 1
     return json_response(200, {"data": {"message": "Contact deleted"}})
+
+
+def unrouted_response(state: EmulatorState, method: str, sub: str) -> Response | None:
+    """The answer to a contact read the account or a gateway does not route (config
+    ``sendlane_unrouted_gets``), or None when it is routed. Such a GET never reaches Sendlane: no
+    budget used, no lock-out count, never a contact found."""
+    if method != "GET":
+        return None
+    path = sub.strip("/")
+    if path == "contacts/search":
+        endpoint = "contacts/search"
+    elif re.fullmatch(r"contacts/[^/]+", path) and path != "contacts/unsubscribed":
+        endpoint = "contacts/{id}"
+    else:
+        return None
+    cfg = state.config
+    if endpoint not in cfg["sendlane_unrouted_gets"]:
+        return None
+    answer = cfg["sendlane_unrouted_answer"]
+    state.reject(VENDOR, f"GET /{endpoint}", 404 if answer != "not_found_422" else 422)
+    if answer == "html_404":
+        page = "<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1></body></html>"
+        return text_response(404, page, content_type="text/html; charset=utf-8")
+    if answer == "not_found_422":
+        # Indistinguishable from the observed not-found: only a search for a contact known to
+        # exist tells this path apart.
+        return _invalid({"email": [CONTACT_NOT_FOUND]}, message=CONTACT_NOT_FOUND)
+    return json_response(404, {"message": "Not Found"})
 
 
 ROUTES = [
@@ -604,7 +665,9 @@ ROUTES = [
     ("GET", re.compile(r"^/lists/(?P<list_id>[^/]+)/unsubscribed/?$"), "/lists/{list_id}/unsubscribed",
      get_unsubscribed),
     ("GET", re.compile(r"^/contacts/unsubscribed/?$"), "/contacts/unsubscribed", get_unsubscribed),
-    ("DELETE", re.compile(r"^/contacts/?$"), "/contacts", delete_contact),
+    ("GET", re.compile(r"^/contacts/search/?$"), "/contacts/search", search_contacts),
+    ("GET", re.compile(r"^/contacts/(?P<contact_id>[^/]+)/?$"), "/contacts/{id}", get_contact),
+    ("DELETE", re.compile(r"^/contacts/(?P<contact_id>[^/]+)/?$"), "/contacts/{id}", delete_contact),
     ("GET", re.compile(r"^/lists/?$"), "/lists", get_lists),
     ("GET", re.compile(r"^/tags/?$"), "/tags", _derived("tags")),
     ("GET", re.compile(r"^/custom-fields/?$"), "/custom-fields", _derived("custom-fields")),
@@ -644,6 +707,10 @@ def _register_error(state: EmulatorState, account: str, now: float) -> None:
 def handle(state: EmulatorState, req: Request) -> Response:
     sub = req.path[len(PREFIX):] or "/"
     method = req.method
+    with state.lock:
+        unrouted = unrouted_response(state, method, sub)
+    if unrouted is not None:
+        return unrouted
     handler, params, endpoint, allowed = _route(method, sub)
     key = f"{method} {endpoint}"
     auth = req.header("Authorization").strip()

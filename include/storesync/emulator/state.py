@@ -79,6 +79,13 @@ def default_config() -> dict:
         # such a GET is answered: the lookups a client relies on may not work everywhere.
         "sailthru_unrouted_gets": [],
         "sailthru_unrouted_answer": "json_404",
+        # Sendlane's contact reads (undocumented; the shapes public clients use): which of them the
+        # account or a gateway does not route, and how such a GET is answered.
+        "sendlane_unrouted_gets": [],
+        "sendlane_unrouted_answer": "json_404",
+        # Sendlane processes asynchronously ("a 200 means accepted, not processed"): a contact an
+        # accepted write creates is found by a search only this long after.
+        "sendlane_contact_delay_s": 0.0,
     }
 
 
@@ -148,6 +155,20 @@ def _unrouted_answer(v):
     return v in UNROUTED_ANSWERS
 
 
+# The same for Sendlane's contact reads; "not_found_422" answers every search with the very shape
+# of the not-found public clients observe (422 "The selected email is invalid.").
+SENDLANE_UNROUTED_ANSWERS = ("json_404", "html_404", "not_found_422")
+SENDLANE_UNROUTABLE_GETS = ("contacts/search", "contacts/{id}")
+
+
+def _sendlane_unrouted_gets(v):
+    return isinstance(v, list) and all(x in SENDLANE_UNROUTABLE_GETS for x in v)
+
+
+def _sendlane_unrouted_answer(v):
+    return v in SENDLANE_UNROUTED_ANSWERS
+
+
 CONFIG_SPEC = {
     "sendlane_accounts": (_sendlane_accounts, "{account: {api_token, integration_token}}"),
     "sailthru_accounts": (_sailthru_accounts, "{account: {api_key, secret}}"),
@@ -171,6 +192,9 @@ CONFIG_SPEC = {
     "record_bodies": (_bool, "bool"),
     "sailthru_unrouted_gets": (_unrouted_gets, 'a list of "purchase", "content", "user", "job"'),
     "sailthru_unrouted_answer": (_unrouted_answer, f"one of {sorted(UNROUTED_ANSWERS)}"),
+    "sendlane_unrouted_gets": (_sendlane_unrouted_gets, 'a list of "contacts/search", "contacts/{id}"'),
+    "sendlane_unrouted_answer": (_sendlane_unrouted_answer, f"one of {sorted(SENDLANE_UNROUTED_ANSWERS)}"),
+    "sendlane_contact_delay_s": (_nonneg_number, "number >= 0"),
 }
 
 
@@ -446,8 +470,11 @@ class EmulatorState:
             self.sendlane_locked_until: dict[str, float] = {}
             self.sendlane_lockouts: Counter = Counter()
             self.sendlane_locked_rejections: Counter = Counter()
-            # (account, list_id) -> email -> contact
+            # (account, list_id) -> email -> contact (list membership, as the list upserts left it)
             self.contacts: dict[tuple[str, str], dict[str, dict]] = {}
+            # account -> email -> the account's contact (id, fields, visible_at): what
+            # ``GET /contacts/search`` and ``/contacts/{id}`` read; made by accepted writes with an email
+            self.sendlane_people: dict[str, dict[str, dict]] = {}
             self.unsubscribed: dict[str, dict[str, dict]] = {}  # account -> email -> entry
             # (account, event path, order id) of the order events recorded: the repeats are skipped
             self.sendlane_order_events: set[tuple[str, str, str]] = set()
@@ -463,6 +490,7 @@ class EmulatorState:
             self.user_index: dict[str, dict[str, str]] = {"email": {}, "extid": {}}
             self.jobs: dict[str, dict] = {}
             self._ids = itertools.count(1)
+            self._sendlane_contact_ids = itertools.count(1001)
             self._reindex()
             if self._base_config:
                 self.configure(copy.deepcopy(self._base_config))
@@ -582,6 +610,8 @@ class EmulatorState:
                     gone += 1
             if self.unsubscribed.get(account, {}).pop(email, None) is not None:
                 gone += 1
+            if self.sendlane_people.get(account, {}).pop(email, None) is not None:
+                gone += 1
         kept = [r for r in self.records if not (r["vendor"] == vendor and r["account"] == account
                                                 and (mentions(r.get("body")) or mentions(r.get("entity_ids"))
                                                      or (r.get("entity_type") == "user"
@@ -589,6 +619,37 @@ class EmulatorState:
         gone += len(self.records) - len(kept)
         self.records = kept
         return gone
+
+    # ---- Sendlane's account contacts ------------------------------------------------------------
+    def upsert_sendlane_person(self, account: str, email: str, fields: dict, now: float, source: str,
+                               list_id: str | None = None) -> dict:
+        """The account's contact for ``email``, created or updated by an accepted write (a tracking
+        event with an email, a list upsert). Found by a search ``sendlane_contact_delay_s`` after
+        it was first created (Sendlane processes asynchronously)."""
+        email = email.strip().lower()
+        book = self.sendlane_people.setdefault(account, {})
+        person = book.get(email)
+        if person is None:
+            person = book[email] = {
+                "id": next(self._sendlane_contact_ids), "email": email, "first_name": None, "last_name": None,
+                "phone": None, "created_at": iso_utc(now), "updated_at": iso_utc(now),
+                "visible_at": now + self.config["sendlane_contact_delay_s"], "lists": [], "sources": [],
+            }
+        for key in ("first_name", "last_name", "phone"):
+            if isinstance(fields.get(key), str) and fields[key]:
+                person[key] = fields[key]
+        if list_id is not None and list_id not in person["lists"]:
+            person["lists"].append(list_id)
+        if source not in person["sources"]:
+            person["sources"].append(source)
+        person["updated_at"] = iso_utc(now)
+        return person
+
+    def sendlane_person_by_id(self, account: str, contact_id: str) -> dict | None:
+        for person in self.sendlane_people.get(account, {}).values():
+            if str(person["id"]) == str(contact_id):
+                return person
+        return None
 
     # ---- records ------------------------------------------------------------------------------
     def new_id(self) -> str:

@@ -134,6 +134,10 @@ class EmulatorHandle:
     def contacts(self, list_id: str | None = None, email: str | None = None) -> list[dict]:
         return self.call("GET", "contacts", query={"list_id": list_id, "email": email})["contacts"]
 
+    def people(self, email: str | None = None) -> list[dict]:
+        """Sendlane's account contacts (what its contact search reads), with the writes that made them."""
+        return self.call("GET", "people", query={"email": email})["people"]
+
     def unsubscribed(self) -> list[dict]:
         return self.call("GET", "unsubscribed")["unsubscribed"]
 
