@@ -1,9 +1,10 @@
-"""Finding personal data in storesync's own tables (the privacy tests, issue 22): every non-null
-cell of every ``storesync_*`` table, searched for a person's email, street address, phone, or
-first and last name together."""
+"""Finding personal data (the privacy tests, issue 22): in every non-null cell of every
+``storesync_*`` table, a person's email, street address, phone, or first and last name together;
+in the emulator's state, their email or customer id."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 
 from sqlalchemy import create_engine, inspect, text
@@ -54,3 +55,17 @@ def traces(urls: Iterable[str], people: Iterable[dict],
                 if value is not None and any(holds(str(value), n) for n in wanted):
                     found.append((table, column, str(value)[:60]))
     return found
+
+
+def emulator_holds(emulator, person) -> list[str]:
+    """What of the emulator's state (both vendors) holds the person's email or customer id."""
+    state = emulator.server.state
+    email, cid = person["email"].lower(), str(person["customer_id"])
+    with state.lock:
+        held = {"users": list(state.users.values()), "purchases": list(state.purchases.values()),
+                "returns": state.returns, "contacts": [list(b.values()) for b in state.contacts.values()],
+                "unsubscribed": [list(b.values()) for b in state.unsubscribed.values()],
+                "records": state.records}
+        blob = {k: json.dumps(v, default=str).lower() for k, v in held.items()}
+        extids = [u["keys"].get("extid") for u in state.users.values()]
+    return [k for k, v in blob.items() if email in v] + (["users (extid)"] if cid in extids else [])

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from personal_data import traces
+from personal_data import emulator_holds, traces
 from sqlalchemy import create_engine, select, text
 
 from storesync.core.config import DEFAULT_MODELS_DIR, SailthruSettings, SendlaneSettings, Settings
@@ -52,19 +52,6 @@ def _person(warehouse_url) -> dict:
     return dict(row)
 
 
-def _emulator_holds(emulator, person) -> list[str]:
-    state = emulator.server.state
-    email, cid = person["email"].lower(), str(person["customer_id"])
-    with state.lock:
-        held = {"users": list(state.users.values()), "purchases": list(state.purchases.values()),
-                "returns": state.returns, "contacts": [list(b.values()) for b in state.contacts.values()],
-                "unsubscribed": [list(b.values()) for b in state.unsubscribed.values()],
-                "records": state.records}
-        blob = {k: json.dumps(v, default=str).lower() for k, v in held.items()}
-        extids = [u["keys"].get("extid") for u in state.users.values()]
-    return [k for k, v in blob.items() if email in v] + (["users (extid)"] if cid in extids else [])
-
-
 def _sent_for(emulator, person, since_seq: int) -> list[dict]:
     email, cid = person["email"].lower(), str(person["customer_id"])
     return [r for r in emulator.requests(since_seq=since_seq, recorded=None)
@@ -86,7 +73,7 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     run_ltv_job(settings, END.date())
     # Preconditions: everything below would fail without the erasure.
     assert traces([db_url], [person]), "the ledger should hold the customer's payloads before the erasure"
-    held = _emulator_holds(emulator, person)
+    held = emulator_holds(emulator, person)
     assert {"users", "purchases", "records"} <= set(held), held
     ledger_before = Ledger(db_url)
     with create_engine(warehouse_url).connect() as conn:
@@ -100,7 +87,7 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     assert report.scrubbed["storesync_deliveries"] > 0
     assert report.scrubbed["storesync_customer_ltv_versions"] > 0
     assert traces([db_url, warehouse_url], [person]) == []
-    assert _emulator_holds(emulator, person) == []
+    assert emulator_holds(emulator, person) == []
     with ledger_before.engine.connect() as conn:
         audit = conn.execute(select(erasures)).mappings().all()
     assert {a["kind"] for a in audit} == {"email", "customer_id"}
@@ -122,6 +109,6 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     assert any(r["endpoint"] == "/user" and str(other) in r["entity_ids"] for r in sent), \
         "everyone else still syncs: the other customer's changed profile goes out"
     assert _sent_for(emulator, person, since) == []
-    assert _emulator_holds(emulator, person) == []
+    assert emulator_holds(emulator, person) == []
     person["last_name"] += "son"
     assert traces([db_url], [person]) == []
