@@ -2,12 +2,18 @@
 vendors through the emulator, with LTV computed, is erased; afterwards no storesync table holds
 their email, name or address in any column, the emulator holds nothing of theirs, and the next
 runs (a changed profile, a rerun and a backfill of their old orders' windows) send nothing for
-them, while everyone else still syncs. The ledger on SQLite and on PostgreSQL."""
+them, while everyone else still syncs. The ledger on SQLite and on PostgreSQL.
+
+And on a warehouse that is not the demo's: a WooCommerce store (the pack's fixture), whose
+erasure requests are WordPress's own (``wp_posts`` of type ``user_request``, read by the pack's
+``erasure_requests.sql``)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from personal_data import emulator_holds, traces
@@ -17,12 +23,13 @@ from storesync.core.config import DEFAULT_MODELS_DIR, SailthruSettings, Sendlane
 from storesync.core.windows import Window
 from storesync.delivery.ledger import Ledger, erasures
 from storesync.pipeline.jobs import run_nightly
-from storesync.privacy.erasure import erase
+from storesync.privacy.erasure import erase, requests_from_model
 from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
 
 END = datetime(2026, 11, 20)
 SPEC = DemoStoreSpec(orders=150, seed=22, end=END, days=6, bad_share=0.02)
 WINDOW = Window(END - timedelta(days=7), END)
+WOOCOMMERCE = Path(__file__).resolve().parents[2] / "include" / "sql" / "packs" / "woocommerce"
 
 
 def _settings(warehouse_url, ledger_url, emulator, tmp_path) -> Settings:
@@ -112,3 +119,55 @@ def test_erased_customer_leaves_no_trace_and_is_never_sent_again(db_url, emulato
     assert emulator_holds(emulator, person) == []
     person["last_name"] += "son"
     assert traces([db_url], [person]) == []
+
+
+def _privacy_request(warehouse_url: str, post_id: int, email: str, status: str) -> None:
+    """A request as WordPress's wp_create_user_request() stores it."""
+    engine = create_engine(warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO wp_posts (id, post_type, post_status, post_title, post_name, post_parent,"
+                          " post_date_gmt, post_modified_gmt) VALUES (:i, 'user_request', :s, :e,"
+                          " 'remove_personal_data', 0, :t, :t)"),
+                     {"i": post_id, "s": status, "e": email, "t": datetime(2026, 11, 12, 9)})
+    engine.dispose()
+
+
+def test_erasure_requests_of_a_woocommerce_store_erase_the_customer_from_its_own_layout(emulator, tmp_path):
+    from fixtures.packs import woocommerce as store
+
+    warehouse_url = f"sqlite:///{tmp_path / 'store.db'}"
+    store.build(warehouse_url)
+    settings = replace(_settings(warehouse_url, f"sqlite:///{tmp_path / 'ledger.db'}", emulator, tmp_path),
+                       models_dir=WOOCOMMERCE)
+    emulator.configure(rate_limits_enabled=False)
+    day = Window(store.DAY, store.DAY + timedelta(days=1))
+    run_nightly(settings, day, run_id="day")
+    # Dan (two orders, a profile) confirmed his request; Cleo's is still pending (not proven hers).
+    dan = {"email": "dan@example.com", "customer_id": store.DAN, "first_name": "Dan", "last_name": "Dare"}
+    cleo = {"email": "cleo@example.com", "customer_id": store.CLEO, "first_name": "Cleo", "last_name": "Patra"}
+    _privacy_request(warehouse_url, 901, "dan@example.com", "request-confirmed")
+    _privacy_request(warehouse_url, 902, "cleo@example.com", "request-pending")
+    assert traces([settings.ledger_url], [dan]) and {"users", "purchases", "records"} <= set(
+        emulator_holds(emulator, dan))
+
+    emails, ids = requests_from_model(settings)
+    assert (emails, ids) == (["dan@example.com"], [])
+    report = erase(settings, emails=emails, customer_ids=ids, source="model", skip_done=True)
+
+    assert report.ok and report.people == 1, report.failures
+    assert report.vendors["sailthru"]["deleted"] == 1 and report.vendors["sendlane"]["deleted"] == 1
+    assert traces([settings.ledger_url], [dan]) == [] and emulator_holds(emulator, dan) == []
+    assert traces([settings.ledger_url], [cleo]) and emulator_holds(emulator, cleo)  # only who asked
+    # Both profiles change (a new content version would be owed); the day runs again.
+    with create_engine(warehouse_url).begin() as conn:
+        conn.execute(text("UPDATE wp_wc_customer_lookup SET last_name = last_name || 'son',"
+                          " date_last_active = :t WHERE user_id IN (:d, :c)"),
+                     {"t": store.DAY + timedelta(hours=23), "d": store.DAN, "c": store.CLEO})
+    since = max(r["seq"] for r in emulator.requests(recorded=None))
+    run_nightly(settings, day, run_id="day-again")
+    sent = emulator.requests(since_seq=since, recorded=None)
+    assert any(r["endpoint"] == "/user" and str(store.CLEO) in r["entity_ids"] for r in sent)
+    assert not any("dan@example.com" in json.dumps(r.get("body"), default=str).lower()
+                   or (r["endpoint"] == "/user" and str(store.DAN) in r["entity_ids"])
+                   for r in sent)
+    assert erase(settings, emails=emails, source="model", skip_done=True).people == 0  # done once
