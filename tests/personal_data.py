@@ -65,6 +65,7 @@ def emulator_holds(emulator, person) -> list[str]:
         held = {"users": list(state.users.values()), "purchases": list(state.purchases.values()),
                 "returns": state.returns, "contacts": [list(b.values()) for b in state.contacts.values()],
                 "unsubscribed": [list(b.values()) for b in state.unsubscribed.values()],
+                "sendlane contacts": [list(b.values()) for b in state.sendlane_people.values()],
                 "records": state.records}
         blob = {k: json.dumps(v, default=str).lower() for k, v in held.items()}
         extids = [u["keys"].get("extid") for u in state.users.values()]

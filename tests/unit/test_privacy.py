@@ -25,7 +25,7 @@ from storesync.delivery.ledger import (
     erasures,
     record_log,
 )
-from storesync.privacy.erasure import Person, _audit, scrub_people
+from storesync.privacy.erasure import Person, _audit, scrub_people, sendlane_contact_erasure
 from storesync.privacy.retention import SCRUBBED_PAYLOAD, scrub_expired
 from storesync.privacy.subjects import ErasedSet, identifiers, salt_of
 
@@ -221,8 +221,73 @@ def test_erase_command_end_to_end_against_the_emulator(tmp_path, capsys, monkeyp
     assert main(["erase", "--email", ANA, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ok"] and result["vendors"]["sailthru"]["deleted"] == 1
-    assert result["vendors"]["sendlane"] == {"deleted": 0, "not found": 1, "failed": 0}
+    assert result["vendors"]["sendlane"] == {"deleted": 0, "not found": 1, "not confirmed": 0, "failed": 0}
     assert result["scrubbed"]["storesync_deliveries"] == 1
     assert emulator.users(email=ANA.lower()) == [] and sailthru.lookup("user", {"id": "9001", "key": "extid"}) is None
     assert main(["erase", "--email", ANA, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["vendors"]["sailthru"]["not found"] == 1
+
+
+def _erase_env(monkeypatch, tmp_path, emulator) -> str:
+    from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
+
+    warehouse = f"sqlite:///{tmp_path / 'store.db'}"
+    generate_demo_store(warehouse, DemoStoreSpec(orders=10, seed=4, end=datetime(2026, 11, 20), days=1))
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for key, value in {"STORESYNC_CONFIG": str(tmp_path / "none.toml"), "STORESYNC_WAREHOUSE_URL": warehouse,
+                       "STORESYNC_LEDGER_URL": ledger_url, "STORESYNC_SENDLANE_BASE_URL": emulator.sendlane_url,
+                       "STORESYNC_SENDLANE_API_TOKEN": emulator.sendlane_api_token}.items():
+        monkeypatch.setenv(key, value)
+    return ledger_url
+
+
+@pytest.mark.parametrize("answer", ["json_404", "html_404"])
+def test_sendlane_deletion_answered_by_a_generic_404_is_not_confirmed_until_it_is(
+        answer, tmp_path, capsys, monkeypatch, emulator):
+    """Sendlane's contact search answered with a 404 that is not its not-found (the path is not
+    routed): nothing is claimed, the audit keeps the person unfinished, exit 1 with what to do;
+    everything else is done. Once the path answers, a rerun deletes the contact and finishes."""
+    from storesync.clients.sendlane import SendlaneClient
+
+    ledger_url = _erase_env(monkeypatch, tmp_path, emulator)
+    SendlaneClient(emulator.sendlane_url, emulator.sendlane_api_token).add_contacts(
+        emulator.sendlane_list_id, [{"email": ANA, "first_name": "Ana"}])
+    Ledger(ledger_url).plan([_order("o1", ANA, 42)], sync_name="orders", run_id="r")
+    emulator.configure(sendlane_unrouted_gets=["contacts/search"], sendlane_unrouted_answer=answer)
+
+    assert main(["erase", "--email", ANA, "--vendor", "sendlane", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["vendors"]["sendlane"] == {"deleted": 0, "not found": 0, "not confirmed": 1, "failed": 0}
+    [failure] = result["failures"]
+    assert "generic 404" in failure and "Sendlane's app" in failure and "ana" not in failure.lower()
+    assert result["scrubbed"]["storesync_deliveries"] == 1  # the rest is done all the same
+    assert emulator.people(email=ANA.lower())  # still at Sendlane, and not claimed otherwise
+    with Ledger(ledger_url).engine.connect() as conn:
+        audit = conn.execute(select(erasures)).mappings().one()
+    assert audit["erased_at"] is None and json.loads(audit["vendors"])["sendlane"].startswith("not confirmed")
+
+    emulator.configure(sendlane_unrouted_gets=[])
+    assert main(["erase", "--email", ANA, "--vendor", "sendlane", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["vendors"]["sendlane"]["deleted"] == 1
+    assert emulator.people(email=ANA.lower()) == [] and emulator.contacts(email=ANA.lower()) == []
+    with Ledger(ledger_url).engine.connect() as conn:
+        assert conn.execute(select(erasures.c.erased_at)).scalar() is not None
+
+
+class _Sendlane:
+    """A Sendlane client whose delete found nothing to delete, and whose search then finds ``left``."""
+
+    def __init__(self, left):
+        self.left = left
+
+    def delete_contact(self, email):
+        return False
+
+    def find_contact(self, email):
+        return self.left
+
+
+def test_a_sendlane_delete_that_answered_404_counts_only_if_the_contact_is_gone():
+    assert sendlane_contact_erasure(_Sendlane(None), ANA) == "not found"
+    status = sendlane_contact_erasure(_Sendlane({"id": 7, "email": ANA}), ANA)
+    assert status.startswith("not confirmed: DELETE /contacts/{id} answered 404")

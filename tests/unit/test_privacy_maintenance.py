@@ -65,7 +65,7 @@ def test_erasure_operator_erases_the_models_people_once(tmp_path, emulator):
 
     # Neither vendor had them (nothing was sent): "not found" is a completed deletion.
     assert first["ok"] and first["people"] == 1 and first["vendors"]["sailthru"] == {
-        "deleted": 0, "not found": 1, "failed": 0}
+        "deleted": 0, "not found": 1, "not confirmed": 0, "failed": 0}
     assert first["scrubbed"]["storesync_deliveries"] == 1
     assert again["people"] == 0
     with ledger.engine.connect() as conn:

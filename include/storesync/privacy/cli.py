@@ -39,7 +39,7 @@ def format_erasure(result: dict) -> str:
         lines.append(f"  {vendor:<9} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for table, n in result["scrubbed"].items():
         lines.append(f"  scrubbed {table}: {n}")
-    lines += [f"  FAILED {f}" for f in result["failures"]]
+    lines += [f"  NOT DONE {f}" for f in result["failures"]]
     return "\n".join(lines)
 
 

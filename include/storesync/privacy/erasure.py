@@ -5,8 +5,11 @@
 1. **Who.** A customer id's emails are read from the warehouse's ``customers`` model, and an
    email's customer ids the same way. All of them are erased.
 2. **Vendors.** Sailthru ``DELETE /user`` (by email, and by extid = customer id): the profile and
-   what Sailthru keeps of it. Sendlane: ``DELETE /contacts`` by email (docs/privacy.md says what
-   is and is not confirmed of Sendlane's API). A vendor without credentials, or one that fails,
+   what Sailthru keeps of it. Sendlane: the contact found by ``GET /contacts/search?email=``, then
+   ``DELETE /contacts/{id}`` (``SendlaneClient.delete_contact``; undocumented calls, as public
+   clients make them: docs/privacy.md). Not found is nothing to delete; a generic 404 (the path
+   not routed), or a contact still found after its delete answered 404, is **not confirmed**:
+   never counted as deleted. A vendor without credentials, one that fails or one not confirmed
    is reported (``ok`` False, exit 1) and tried again by the next erasure of the same person.
 3. **Audit first.** The person's hashes go into ``storesync_erasures`` *before* anything is
    scrubbed: from then on no sync plans anything for them (``subjects.without_erased``).
@@ -43,8 +46,13 @@ from storesync.privacy.subjects import CUSTOMER_ID, EMAIL, identifiers, normalis
 log = logging.getLogger(__name__)
 
 ERASED_PAYLOAD = json.dumps({"erased": True})
-DELETED, NOT_FOUND = "deleted", "not found"
+DELETED, NOT_FOUND, NOT_CONFIRMED = "deleted", "not found", "not confirmed"
 DONE = (DELETED, NOT_FOUND)
+# What to do when Sendlane's deletion could not be confirmed (said without the person's data).
+SENDLANE_NOT_CONFIRMED_NEXT = (
+    "storesync does not count it as deleted: find the contact in Sendlane's app (Contacts, search "
+    "the email) and delete it there, or ask Sendlane whether your account's API serves GET "
+    "/contacts/search and DELETE /contacts/{id}; then run the erasure again (it is safe to repeat)")
 # Customer-keyed LTV tables (storesync.ltv.tables): their rows of an erased customer are deleted.
 LTV_TABLES = ("storesync_customer_ltv_versions", "storesync_ltv_predictions", "storesync_ltv_left_out")
 _CHUNK = 500
@@ -152,7 +160,7 @@ def erase(settings, *, emails=(), customer_ids=(), source: str = "cli", vendors=
         _audit(ledger.engine, salt, person, source, now, vendors_result=None, scrubbed=None)
     results = {person_index: {} for person_index in range(len(people))}
     for vendor in vendors:
-        counts = report.vendors.setdefault(vendor, {DELETED: 0, NOT_FOUND: 0, "failed": 0})
+        counts = report.vendors.setdefault(vendor, {DELETED: 0, NOT_FOUND: 0, NOT_CONFIRMED: 0, "failed": 0})
         try:
             delete_one = _vendor_deleter(settings, vendor, ledger.engine)
         except ConfigurationError as exc:
@@ -164,8 +172,13 @@ def erase(settings, *, emails=(), customer_ids=(), source: str = "cli", vendors=
         for i, person in enumerate(people):
             status = delete_one(person)
             results[i][vendor] = status
-            counts[status if status in DONE else "failed"] += 1
-            if status not in DONE:
+            if status in DONE:
+                counts[status] += 1
+            elif status.startswith(NOT_CONFIRMED):
+                counts[NOT_CONFIRMED] += 1
+                report.failures.append(f"{vendor}: {status}; {SENDLANE_NOT_CONFIRMED_NEXT}")
+            else:
+                counts["failed"] += 1
                 report.failures.append(f"{vendor}: {status}; run the erasure again (it is safe to repeat)")
     scrubbed = scrub_people(ledger, people, ltv_engine=_ltv_engine(settings))
     report.scrubbed = scrubbed
@@ -196,14 +209,34 @@ def _vendor_deleter(settings, vendor: str, engine: Engine):
         client = vendor_clients.default_sendlane_client(settings.sendlane, settings.sendlane.account, engine)
 
         def delete_sendlane(person: Person) -> str:
-            try:
-                found = [client.delete_contact(e) for e in sorted(person.emails)]
-            except DeliveryError as exc:
-                return f"failed: {exc.error_class} (HTTP {exc.http_status})"
-            return DELETED if any(found) else NOT_FOUND
+            statuses = [sendlane_contact_erasure(client, e) for e in sorted(person.emails)]
+            for worst in ("failed", NOT_CONFIRMED, DELETED):
+                found = next((st for st in statuses if st.startswith(worst)), None)
+                if found:
+                    return found
+            return NOT_FOUND
 
         return delete_sendlane
     raise ConfigurationError(f"unknown vendor {vendor!r}: sailthru or sendlane")
+
+
+def sendlane_contact_erasure(client, email: str) -> str:
+    """Delete one email's Sendlane contact: ``deleted``, ``not found`` (nothing to delete),
+    ``not confirmed: ...`` or ``failed: ...``. ``delete_contact`` searches, then deletes by id;
+    its False (the search found nobody, or the delete answered 404) is checked by searching
+    again: a contact still there was not deleted, whatever the 404 said."""
+    try:
+        if client.delete_contact(email):
+            return DELETED
+        if client.find_contact(email) is None:
+            return NOT_FOUND
+        return (f"{NOT_CONFIRMED}: DELETE /contacts/{{id}} answered 404 for a contact the search "
+                "still finds (the path may not be routed for this account)")
+    except DeliveryError as exc:
+        if exc.http_status == 404:  # not the search's not-found (a 422): the path itself
+            return (f"{NOT_CONFIRMED}: GET /contacts/search answered a generic 404 (the path is not "
+                    "routed for this account or API version)")
+        return f"failed: {exc.error_class} (HTTP {exc.http_status})"
 
 
 def _audit(engine: Engine, salt: str, person: Person, source: str, now: datetime, *, vendors_result,

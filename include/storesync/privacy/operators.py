@@ -15,7 +15,8 @@ from storesync.provider.operators.base import StoresyncBaseOperator
 class StoresyncErasureOperator(StoresyncBaseOperator):
     """Erase the people of the ``erasure_requests`` model not erased yet: at Sailthru and
     Sendlane, in every storesync table, and from every later sync (``storesync.privacy.erasure``).
-    Fails (no retry can fix it) when a vendor could not delete someone; the next run tries again.
+    Fails (no retry can fix it) when a vendor could not delete someone, or Sendlane's deletion
+    could not be confirmed; the next run tries again.
     """
 
     def __init__(self, *, sendlane_conn_id: str | None = SENDLANE_CONN_ID,
@@ -41,7 +42,7 @@ class StoresyncErasureOperator(StoresyncBaseOperator):
         if not report.ok:
             raise StoresyncTaskFailure(
                 f"erasure incomplete: {'; '.join(report.failures)}", kind="other",
-                next_step="fix the vendor connection named above; the next run erases the rest "
+                next_step="do what each vendor's line above says; the next run erases the rest "
                           "(it is safe to repeat)",
                 counts={"people": report.people})
         return result
