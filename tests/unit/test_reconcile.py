@@ -104,6 +104,7 @@ def test_held_remedy_says_why_and_the_exact_commands():
     assert text.startswith("3 sendlane deliveries are held with an unknown outcome (checkout_started 2, "
                            "customer_added 1)")
     assert "neither de-duplicates it nor publishes a read or export" in text
+    assert "no rule settled it" in text  # the rules that settle checkouts and customers were tried
     for command in ("storesync reconcile --list --vendor sendlane",
                     "storesync reconcile --vendor sendlane --arrived --ids ID",
                     "storesync reconcile --vendor sendlane --resend --ids ID"):

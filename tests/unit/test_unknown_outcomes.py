@@ -79,8 +79,10 @@ def plan_sendlane(ledger) -> None:
 
 
 def test_sendlane_resends_what_the_vendor_cannot_duplicate_and_holds_the_rest(emulator, ledger):
+    """The contract alone (the rules that settle held checkouts and customers off: see
+    test_held_sendlane_rules.py)."""
     plan_sendlane(ledger)
-    sender = SendlaneSender(sendlane_settings(emulator), "acct")
+    sender = SendlaneSender(sendlane_settings(emulator, supersede_held="off", contact_read="off"), "acct")
     emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])  # every answer lost after the vendor recorded it
     first = DeliveryEngine(ledger, sender, policy=ONE_PASS, concurrency=1).run()
     assert first.held_unknown == 2 and first.states[UNKNOWN] == 2

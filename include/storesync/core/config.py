@@ -115,6 +115,10 @@ def _masked_url(value) -> str:
 # What an unknown outcome may be told to do, per vendor (``pipeline/senders.py`` acts on them).
 SENDLANE_UNKNOWN_OUTCOMES = ("resend", "hold")
 SAILTHRU_UNKNOWN_OUTCOMES = ("lookup", "hold")
+# Rules that settle a held Sendlane event without a person (``storesync.delivery.settle``):
+# superseded by what Sendlane accepted later, and what a contact read may prove.
+SENDLANE_SUPERSEDE_HELD = ("newer_or_order", "off")
+SENDLANE_CONTACT_READS = ("absence", "presence", "off")
 # Entities of the quality gate (``storesync.quality.checks.ENTITIES``; kept here so reading the
 # settings imports no pandas) and "*", the default for the rest.
 QUARANTINE_ENTITIES = ("orders", "order_lines", "products", "customers", "checkouts", "site_events")
@@ -150,6 +154,17 @@ class SendlaneSettings:
     # "resend": send again only what the vendor's contract makes safe (order events by event + id,
     # products, list contacts; pipeline/senders.py), hold the rest; "hold": hold every unknown outcome.
     unknown_outcome: str = "resend"
+    # Held checkout_started / customer_added rows (docs/exactly-once.md): "newer_or_order" settles
+    # one as superseded once Sendlane accepted a newer version of its entity or, for a checkout, an
+    # order of the same contact placed after it; "off" leaves them to a person.
+    supersede_held: str = "newer_or_order"
+    # The contact read (GET /contacts/search, undocumented): "absence" resends an event whose
+    # contact is not found on a proven path; "presence" also takes a found contact as arrival when
+    # no other accepted storesync delivery carries that email (only if nothing else, no site
+    # snippet, form or other integration, makes contacts in the account); "off": no reads.
+    contact_read: str = "absence"
+    # A contact read is trusted only this long after the request: Sendlane processes asynchronously.
+    unknown_grace_s: float = 600.0
     event_paths: dict = field(default_factory=lambda: dict(DEFAULT_SENDLANE_EVENT_PATHS))
     # The account's own id: keys the ledger and the shared budget. Unset: a fingerprint of the
     # API token (so a rotated token looks like a new account: set this before rotating).
@@ -165,6 +180,11 @@ class SendlaneSettings:
             "sendlane", "budget_window_s", self.budget_window_s, whole=False, low=0, low_open=True,
             allowed="a number of seconds > 0 (60 at the real vendor)"))
         _choice("sendlane", "unknown_outcome", self.unknown_outcome, SENDLANE_UNKNOWN_OUTCOMES)
+        _choice("sendlane", "supersede_held", self.supersede_held, SENDLANE_SUPERSEDE_HELD)
+        _choice("sendlane", "contact_read", self.contact_read, SENDLANE_CONTACT_READS)
+        object.__setattr__(self, "unknown_grace_s", _number(
+            "sendlane", "unknown_grace_s", self.unknown_grace_s, whole=False, low=0,
+            allowed="a number of seconds >= 0"))
         _check_event_paths(self.event_paths)
 
     @property

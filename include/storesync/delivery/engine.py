@@ -60,6 +60,7 @@ from storesync.delivery.ledger import (
     ACCEPTED,
     DEAD,
     RETRY,
+    SUPERSEDED,
     SUPPRESSED,
     UNKNOWN,
     ClaimCandidate,
@@ -75,6 +76,22 @@ log = logging.getLogger(__name__)
 # A lookup's verdict besides True (the vendor has it) / False (it does not) / None (cannot
 # tell: hold): "not found, but too soon to trust that" — look again later.
 LOOKUP_PENDING = "pending"
+# As LOOKUP_PENDING, for a vendor whose held rows are settled by rules and reads that only run once
+# the request is old enough (Sendlane): the row is noted (``vendor_code``), so that the CLI and
+# the alert count it as awaiting, not held (``storesync.delivery.remedies``).
+AWAITING_READ = "awaiting_read"
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A verdict that settles an unknown row by a rule (``storesync.delivery.settle``): ``state``
+    is ``accepted`` (a read proved arrival), ``superseded`` (moot) or ``retry`` (a read proved it
+    did not arrive: send again); ``reason`` goes to the ledger and the record log; ``rule`` names
+    the rule in reports (``newer_version``, ``contact_ordered``, ``contact_read``)."""
+
+    state: str
+    reason: str
+    rule: str
 # How long an unknown row's lookups may keep failing before it is held for a person.
 LOOKUP_GIVE_UP_S = 24 * 3600.0
 
@@ -120,10 +137,11 @@ class VendorSender(Protocol):
     # without it the engine finds it on ``client.limiters(endpoint, method)`` (per endpoint) or
     # ``client.limiter``. No limiter found: rows are claimed at once and wait in their thread.
 
-    def resolve_unknown(self, delivery: Delivery) -> bool | str | None:
+    def resolve_unknown(self, delivery: Delivery) -> bool | str | Settled | None:
         """After an unknown outcome: True = the vendor has it, False = it does not (safe to
         send again), None = cannot tell (hold for reconciliation), ``LOOKUP_PENDING`` = not found
-        yet, but too soon after the request to trust that (look again later).
+        yet, but too soon after the request to trust that (look again later); ``AWAITING_READ``
+        likewise, noted on the row; a ``Settled`` = settled by a rule, with why.
         ``delivery.unknown_since`` is when the outcome became unknown (the request left before)."""
 
 
@@ -141,6 +159,8 @@ class DeliveryReport:
     held_from_earlier: int = 0  # of which recovered from earlier runs
     awaiting_lookup: int = 0  # unknown, to be looked up again by a later run
     superseded: int = 0
+    # Held rows settled by a rule, by "state:rule" (superseded:newer_version, accepted:contact_read...)
+    settled: Counter = field(default_factory=Counter)
     # Open deliveries of this vendor under accounts other than the one sending (account key
     # changed under them): never sent from here; the task fails until they are moved.
     open_under_other_accounts: dict = field(default_factory=dict)
@@ -157,7 +177,11 @@ class DeliveryReport:
             "unknown": self.states[UNKNOWN], "recovered": self.recovered,
             "resolved_by_lookup": self.resolved_by_lookup, "held_unknown": self.held_unknown,
             "held_from_earlier": self.held_from_earlier, "awaiting_lookup": self.awaiting_lookup,
-            "superseded": self.superseded, "open_under_other_accounts": dict(self.open_under_other_accounts),
+            "superseded": self.superseded,
+            "settled_superseded": sum(n for k, n in self.settled.items() if k.startswith(SUPERSEDED)),
+            "settled_by_read": sum(n for k, n in self.settled.items() if k.endswith(":contact_read")),
+            "settled": dict(self.settled),
+            "open_under_other_accounts": dict(self.open_under_other_accounts),
             "by_event": dict(self.by_event), "elapsed_s": round(self.elapsed_s, 3),
         }
 
@@ -220,22 +244,39 @@ class DeliveryEngine:
             log.warning("%d %s deliveries were in flight when their process died: outcome unknown",
                         len(orphans), self.sender.vendor)
         found, resend, held, pending = [], [], 0, 0
+        settled: list[tuple[int, str, str]] = []
+        notes: dict[str | None, list[int]] = {}  # what settles held rows next, noted on them
         for delivery in self.ledger.in_state(UNKNOWN, vendor=self.sender.vendor, account=self.sender.account):
             verdict = self._lookup(delivery)
-            if verdict is True:
+            if isinstance(verdict, Settled):
+                settled.append((delivery.id, verdict.state, verdict.reason))
+                report.settled[f"{verdict.state}:{verdict.rule}"] += 1
+            elif verdict is True:
                 found.append(delivery.id)
             elif verdict is False:
                 resend.append(delivery.id)
-            elif verdict == LOOKUP_PENDING:
+            elif verdict in (LOOKUP_PENDING, AWAITING_READ):
                 pending += 1
+                if verdict == AWAITING_READ and delivery.vendor_code != AWAITING_READ:
+                    notes.setdefault(AWAITING_READ, []).append(delivery.id)
             else:
                 held += 1
+                note = verdict if isinstance(verdict, str) else None  # a held verdict may name a note
+                if (note is not None and delivery.vendor_code != note) or (
+                        note is None and delivery.vendor_code == AWAITING_READ):
+                    notes.setdefault(note, []).append(delivery.id)
         self.ledger.mark_accepted(found, reason="confirmed by vendor lookup after an unknown outcome")
         self.ledger.requeue(resend, reset_attempts=False)
+        self.ledger.settle_unknown(settled, run_id=self.run_id)
+        for note, ids in notes.items():
+            self.ledger.mark_unknown_code(ids, note)
         report.resolved_by_lookup += len(found) + len(resend)
         report.held_unknown += held
         report.held_from_earlier += held
         report.awaiting_lookup += pending
+        if settled:
+            log.info("%d %s deliveries held with an unknown outcome were settled by a rule: %s", len(settled),
+                     self.sender.vendor, dict(report.settled))
         if held:
             log.warning("%d %s deliveries from earlier runs are held with an unknown outcome",
                         held, self.sender.vendor)
@@ -243,7 +284,7 @@ class DeliveryEngine:
         report.superseded += self.ledger.supersede_stale(self.sender.vendor, self.sender.account,
                                                          run_id=self.run_id)
 
-    def _lookup(self, delivery: Delivery) -> bool | str | None:
+    def _lookup(self, delivery: Delivery) -> bool | str | Settled | None:
         try:
             return self.sender.resolve_unknown(delivery)
         except AuthError:
@@ -317,6 +358,8 @@ class DeliveryEngine:
                         report.requests += 1
                         report.states[outcome.state] += 1
                         report.by_event[f"{delivery.event_type}:{outcome.state}"] += 1
+                        if outcome.extra.get("settled"):
+                            report.settled[outcome.extra["settled"]] += 1
                         if outcome.state == UNKNOWN:
                             if outcome.extra.get("awaiting_lookup"):
                                 report.awaiting_lookup += 1
@@ -412,16 +455,31 @@ class DeliveryEngine:
         except UnknownOutcomeError as exc:
             delivery = replace(delivery, unknown_since=utcnow())
             verdict = self._lookup(delivery)
+            if isinstance(verdict, Settled):
+                if verdict.state == RETRY:
+                    outcome = self._retry(delivery, exc)
+                    outcome.vendor_error = f"{verdict.reason}: {outcome.vendor_error}"[:2000]
+                    outcome.extra["settled"] = f"{verdict.state}:{verdict.rule}"
+                    return outcome
+                return Outcome(verdict.state, error_class=exc.error_class, vendor_error=verdict.reason,
+                               extra={"settled": f"{verdict.state}:{verdict.rule}"})
             if verdict is True:
                 return Outcome(ACCEPTED, error_class=exc.error_class,
                                vendor_error="no answer; confirmed by vendor lookup")
             if verdict is False:
                 return self._retry(delivery, exc)
-            if verdict == LOOKUP_PENDING:
+            if verdict in (LOOKUP_PENDING, AWAITING_READ):
                 fields = _error_fields(exc)
-                fields["vendor_error"] = f"not found by lookup yet; looked up again later: {fields['vendor_error']}"
+                if verdict == AWAITING_READ:
+                    fields["vendor_code"] = AWAITING_READ
+                    fields["vendor_error"] = f"no answer; settled by a later run's rules: {fields['vendor_error']}"
+                else:
+                    fields["vendor_error"] = f"not found by lookup yet; looked up again later: {fields['vendor_error']}"
                 return Outcome(UNKNOWN, extra={"awaiting_lookup": True}, **fields)
-            return Outcome(UNKNOWN, **_error_fields(exc))
+            fields = _error_fields(exc)
+            if isinstance(verdict, str):  # held, with a note of what settles it next
+                fields["vendor_code"] = verdict
+            return Outcome(UNKNOWN, **fields)
         except SuppressedError as exc:
             return Outcome(SUPPRESSED, **_error_fields(exc))
         except PermanentError as exc:

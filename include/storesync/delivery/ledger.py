@@ -330,6 +330,8 @@ class Delivery:
     # When its outcome became unknown (unknown rows only; nothing else writes an unknown row):
     # the request was sent at or before this.
     unknown_since: datetime | None = None
+    # The vendor's error code, or on an unknown row what settles it next (``engine.AWAITING_READ``).
+    vendor_code: str | None = None
 
 
 class ClaimCandidate(NamedTuple):
@@ -807,6 +809,7 @@ class Ledger:
             attempts=row["attempts"], historical=bool(row["historical"]), claimed_by=row["claimed_by"],
             versioning=row.get("versioning"),
             unknown_since=row["updated_at"] if row["state"] == UNKNOWN else None,
+            vendor_code=row.get("vendor_code"),
         )
 
     def record(self, results: Sequence[tuple[Delivery, Outcome]], *, run_id: str | None,
@@ -1007,6 +1010,43 @@ class Ledger:
                 update(deliveries).where(deliveries.c.id.in_(list(ids)), deliveries.c.state == UNKNOWN)
                 .values(state=ACCEPTED, accepted_at=now, updated_at=now, vendor_error=reason, claimed_by=None)
             ).rowcount
+
+    def settle_unknown(self, settled: Sequence[tuple[int, str, str]], *, run_id: str | None) -> int:
+        """Settle held rows by a rule of the vendor's contract (``storesync.delivery.settle``):
+        ``(id, state, reason)`` with state ``accepted`` (a read proved arrival), ``superseded``
+        (moot: what the vendor accepted since makes it so) or ``retry`` (a read proved it did not
+        arrive: sent again). Only rows still ``unknown``; each gets a record-log line saying why."""
+        if not settled:
+            return 0
+        now = utcnow()
+        done = 0
+        with self.engine.begin() as conn:
+            for delivery_id, state, reason in settled:
+                values = {"state": state, "vendor_error": reason[:2000], "claimed_by": None, "updated_at": now,
+                          "last_run_id": run_id, "next_attempt_at": None}
+                if state == ACCEPTED:
+                    values["accepted_at"] = now
+                row = conn.execute(
+                    update(deliveries).where(deliveries.c.id == delivery_id, deliveries.c.state == UNKNOWN)
+                    .values(**values).returning(deliveries.c.vendor, deliveries.c.event_type,
+                                                deliveries.c.entity_id)).first()
+                if row is None:
+                    continue
+                done += 1
+                conn.execute(insert(record_log).values(
+                    run_id=run_id, delivery_id=delivery_id, vendor=row.vendor, operation=row.event_type,
+                    entity_id=row.entity_id, status=state, http_status=None, error_class="unknown_outcome",
+                    error=reason[:2000], logged_at=now))
+        return done
+
+    def mark_unknown_code(self, ids: Sequence[int], code: str | None) -> None:
+        """Note on held rows what settles them next (``vendor_code``), leaving ``updated_at`` (their
+        ``unknown_since``) as it is."""
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(list(ids)), deliveries.c.state == UNKNOWN)
+                         .values(vendor_code=code))
 
     # ------------------------------------------------------------------ reporting
     def counts(self, *, vendor: str | None = None, sync_name: str | None = None,

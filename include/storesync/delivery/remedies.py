@@ -3,9 +3,11 @@ by the CLI (``storesync sync``, ``storesync reconcile --list``) and by the task 
 
 A row is *held* when no rule of the vendor's contract can settle it (see
 ``storesync.pipeline.senders``): Sendlane events it neither de-duplicates nor lets anyone read
-(checkouts, customers, carts, views), Sailthru returns (no read of them), and rows whose
-lookups failed for a day or whose lookup path is not proven. A row *awaiting its lookup* is not
-held: the next scheduled run settles it, and nobody should touch it (a resend could duplicate it).
+(carts, views, custom events; checkouts and customers no rule settled: ``storesync.delivery.settle``),
+Sailthru returns (no read of them), and rows whose lookups failed for a day or whose lookup path
+is not proven. A row *awaiting its lookup* is not held: the next scheduled run settles it (a
+Sailthru lookup; a Sendlane checkout or customer noted ``awaiting_read``, for a day at most), and
+nobody should touch it (a resend could duplicate it).
 
 ``held_remedy(vendor, held_by_event)`` is the sentence to show; ``classify_unknown`` tells the
 two kinds apart from a ledger row.
@@ -17,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from storesync.delivery.contracts import SAILTHRU_LOOKUPS, lookup_request, sendlane_resend_is_safe
-from storesync.delivery.engine import LOOKUP_GIVE_UP_S
+from storesync.delivery.engine import AWAITING_READ, LOOKUP_GIVE_UP_S
 from storesync.delivery.ledger import Delivery, utcnow
+from storesync.delivery.settle import SETTLEABLE_EVENTS
 
 HELD, AWAITING_LOOKUP, AWAITING_RESEND = "held", "awaiting_lookup", "awaiting_resend"
 
@@ -32,18 +35,28 @@ def classify_unknown(delivery: Delivery, *, sendlane_unknown_outcome: str = "res
         safe = sendlane_resend_is_safe(delivery.event_type, delivery.endpoint)
         if sendlane_unknown_outcome == "resend" and safe:
             return AWAITING_RESEND
+        if delivery.vendor_code == AWAITING_READ and _within_a_day(delivery, now):
+            return AWAITING_LOOKUP  # the next run's rules and contact read settle it
         return HELD
     if (delivery.vendor == "sailthru" and sailthru_unknown_outcome == "lookup"
             and delivery.endpoint in SAILTHRU_LOOKUPS
             and lookup_request(delivery.endpoint, delivery.payload) is not None):
-        since = delivery.unknown_since
-        if since is None or ((now or utcnow()) - since).total_seconds() < LOOKUP_GIVE_UP_S:
+        if _within_a_day(delivery, now):
             return AWAITING_LOOKUP
     return HELD
 
 
+def _within_a_day(delivery: Delivery, now: datetime | None) -> bool:
+    since = delivery.unknown_since
+    return since is None or ((now or utcnow()) - since).total_seconds() < LOOKUP_GIVE_UP_S
+
+
 def _why(vendor: str, event_type: str) -> str:
     if vendor == "sendlane":
+        if event_type in SETTLEABLE_EVENTS:
+            return ("Sendlane neither de-duplicates it nor publishes a read or export of it, and no rule settled it "
+                    "(no newer version of it, no order of the contact since a checkout, and the contact read could "
+                    "not tell)")
         return "Sendlane neither de-duplicates it nor publishes a read or export of it"
     if event_type == "return":
         return "Sailthru has no read of returns, and a second return counts twice"

@@ -38,13 +38,16 @@ Sailthru (``unknown_outcome = "lookup"``, default; ``"hold"`` holds them all):
 from __future__ import annotations
 
 import logging
+import threading
+from datetime import datetime, timezone
 
 from storesync.core.config import SailthruSettings, SendlaneSettings
-from storesync.core.errors import ConfigurationError, PermanentError
+from storesync.core.errors import AuthError, ConfigurationError, DeliveryError, PermanentError
 from storesync.delivery.contracts import SAILTHRU_LOOKUPS, lookup_request, sendlane_resend_is_safe
-from storesync.delivery.engine import LOOKUP_GIVE_UP_S, LOOKUP_PENDING
-from storesync.delivery.ledger import Delivery, utcnow
-from storesync.delivery.lookup_proofs import LookupProofs
+from storesync.delivery.engine import AWAITING_READ, LOOKUP_GIVE_UP_S, LOOKUP_PENDING, Settled
+from storesync.delivery.ledger import ACCEPTED, RETRY, SUPERSEDED, Delivery, utcnow
+from storesync.delivery.lookup_proofs import EVIDENCE_PER_CHECK, LookupProofs
+from storesync.delivery.settle import EVIDENCE_EVENTS, SETTLEABLE_EVENTS, HeldRules, email_of
 from storesync.pipeline.vendor_clients import default_sailthru_client, default_sendlane_client
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,12 @@ INVALID_ENDPOINT = "/_invalid"
 
 SENDLANE_UNKNOWN_OUTCOMES = ("resend", "hold")
 SAILTHRU_UNKNOWN_OUTCOMES = ("lookup", "hold")
+# A held Sendlane row whose contact was found but that the find cannot settle: noted on the row
+# (``vendor_code``), so that later runs do not read it again (the supersede rules still apply).
+CONTACT_FOUND = "contact_found"
+# Contact reads per run (held rows and proofs): every not-found is a 4xx, and Sendlane locks an
+# account out after too many 4xx in a minute.
+MAX_CONTACT_READS_PER_RUN = 20
 
 
 def _reject_invalid(delivery: Delivery) -> None:
@@ -74,31 +83,136 @@ def _check_choice(vendor: str, value: str, choices: tuple[str, ...]) -> None:
 
 class SendlaneSender:
     vendor = "sendlane"
+    READ_ENDPOINT = "/contacts/search"
 
     def __init__(self, settings: SendlaneSettings, account: str, client_factory=None,
-                 limiter_engine=None) -> None:
+                 limiter_engine=None, proofs: LookupProofs | None = None) -> None:
+        """``limiter_engine``: the ledger database's engine (the shared budget); the rules that
+        settle held rows read the ledger through it (none without it: held rows stay held)."""
         _check_choice("sendlane", settings.unknown_outcome, SENDLANE_UNKNOWN_OUTCOMES)
         self.settings = settings
         self.account = account
         self.client = client_factory(settings) if client_factory else default_sendlane_client(
             settings, account, limiter_engine)
+        self.rules = HeldRules(limiter_engine, self.vendor, account) if limiter_engine is not None else None
+        self.proofs = proofs or LookupProofs(self.vendor, account, None, min_age_s=settings.unknown_grace_s)
+        self._reads_left = MAX_CONTACT_READS_PER_RUN
+        self._reads_lock = threading.Lock()
 
     def send(self, delivery: Delivery) -> dict | None:
         _reject_invalid(delivery)
         if delivery.endpoint.startswith("/lists/"):
             list_id = delivery.endpoint.split("/")[2]
             return self.client.add_contacts(list_id, delivery.payload["contacts"])
-        return self.client.track(delivery.endpoint, delivery.payload)
+        answer = self.client.track(delivery.endpoint, delivery.payload)
+        if delivery.event_type in EVIDENCE_EVENTS and email_of(delivery):
+            self.proofs.note_accepted(self.READ_ENDPOINT, {"email": email_of(delivery)})
+        return answer
 
     def ensure_connections(self, n: int) -> None:
         _grow_pool(self.client, n)
 
-    def resolve_unknown(self, delivery: Delivery) -> bool | None:
-        """False (send again) where the vendor's contract makes a repeat harmless; else None
-        (held: Sendlane has no read that could tell)."""
-        if self.settings.unknown_outcome == "resend" and sendlane_resend_is_safe(delivery.event_type,
-                                                                                 delivery.endpoint):
+    def resolve_unknown(self, delivery: Delivery) -> bool | str | Settled | None:
+        """False (send again) where the vendor's contract makes a repeat harmless. A held
+        ``checkout_started`` / ``customer_added`` is settled by the first rule that applies, once
+        the request is ``unknown_grace_s`` old (``AWAITING_READ`` until then): superseded by a newer
+        version or by the contact's order (``storesync.delivery.settle``), then the contact read.
+        Else None: held, a person decides."""
+        if self.settings.unknown_outcome == "hold":
+            return None
+        if sendlane_resend_is_safe(delivery.event_type, delivery.endpoint):
             return False
+        supersede = self.settings.supersede_held != "off" and self.rules is not None
+        read = (self.settings.contact_read != "off" and email_of(delivery) is not None
+                and delivery.vendor_code != CONTACT_FOUND)
+        if delivery.event_type not in SETTLEABLE_EVENTS or not (supersede or read):
+            return None
+        if _unknown_for(delivery) < self.settings.unknown_grace_s:
+            return AWAITING_READ  # Sendlane may still be processing it: nothing is known yet
+        if supersede:
+            verdict = self._superseded(delivery)
+            if verdict is not None:
+                return verdict
+        if not read:
+            return None
+        try:
+            verdict = self._read_contact(delivery)
+        except AuthError:
+            raise
+        except DeliveryError as error:  # Sendlane's API down, rate limited: read again by a later run
+            log.warning("sendlane GET %s failed (%s): %s is read again by a later run", self.READ_ENDPOINT,
+                        error.error_class, delivery.delivery_key)
+            verdict = AWAITING_READ
+        if verdict == AWAITING_READ and _unknown_for(delivery) >= LOOKUP_GIVE_UP_S:
+            return None  # a day with nothing to prove the read path with: a person decides
+        return verdict
+
+    # ------------------------------------------------------------------ rules
+    def _superseded(self, delivery: Delivery) -> Settled | None:
+        newer = self.rules.newer_version(delivery)
+        if newer is not None:
+            return Settled(SUPERSEDED, f"superseded: version {newer.version} of this {delivery.event_type} "
+                           f"(delivery {newer.id}, {newer.state}) is what Sendlane is owed, and it carries "
+                           "the newer data whether or not this one arrived", "newer_version")
+        if delivery.event_type == "checkout_started":
+            order = self.rules.order_since(delivery)
+            if order is not None:
+                return Settled(SUPERSEDED, f"superseded: the contact placed order {order[1]} after this "
+                               f"checkout began (order_placed delivery {order[0]}, accepted); Sendlane's "
+                               "checkout flow is for contacts who do not place an order", "contact_ordered")
+        return None
+
+    def _read_contact(self, delivery: Delivery) -> Settled | str | None:
+        """The contact read (``GET /contacts/search``; undocumented, see docs/vendors-and-errors.md):
+        each of these events makes the contact, so a not-found from a path proven to find what
+        Sendlane accepted means the event did not arrive: sent again. A found contact proves
+        arrival only with ``contact_read = "presence"`` and no other storesync delivery that could
+        have made it; otherwise it proves nothing and the row is held (not read again)."""
+        with self._reads_lock:
+            if self._reads_left <= 0:
+                return AWAITING_READ  # Sendlane locks out accounts after many 4xx a minute: next run
+            self._reads_left -= 1
+        email = email_of(delivery)
+        try:
+            contact = self.client.find_contact(email)
+        except PermanentError as error:
+            # A 404 that is not the search's not-found (an unrouted path, a gateway): it says nothing.
+            # (HTTP status only: a vendor message can quote the email.)
+            log.error("sendlane GET %s failed (HTTP %s): %s stays held (read again every run)",
+                      self.READ_ENDPOINT, error.http_status, delivery.delivery_key)
+            return None
+        if contact is not None:
+            self.proofs.mark_proven(self.READ_ENDPOINT)
+            if self.settings.contact_read == "presence":
+                others = self.rules.could_have_made_contact(delivery, _parse_time(contact.get("created_at"))) \
+                    if self.rules is not None else [0]
+                if not others:
+                    return Settled(ACCEPTED, "arrived: Sendlane holds the contact, and no other storesync "
+                                   "delivery could have made it (contact_read = presence)", "contact_read")
+            return CONTACT_FOUND  # held, noted so that later runs do not read it again
+        verdict = self._read_path_verdict()
+        if verdict is True:
+            return Settled(RETRY, "resent: the contact is not found on a read path proven to find what Sendlane "
+                           "accepted, so the event did not arrive", "contact_read")
+        return verdict
+
+    def _read_path_verdict(self) -> bool | str | None:
+        """True when the search path is proven (it found a contact Sendlane must hold);
+        ``AWAITING_READ`` with nothing to prove it with yet; None when known contacts are "not
+        found" too: the path does not work."""
+        if self.proofs.is_proven(self.READ_ENDPOINT):
+            return True
+        emails = [p["email"] for _, p in self.proofs.evidence(self.READ_ENDPOINT)]
+        if self.rules is not None and len(emails) < EVIDENCE_PER_CHECK:
+            emails += [e for e in self.rules.evidence_emails(self.settings.unknown_grace_s) if e not in emails]
+        for email in emails[:EVIDENCE_PER_CHECK]:
+            if self.client.find_contact(email) is not None:
+                self.proofs.mark_proven(self.READ_ENDPOINT)
+                return True
+        if not emails:
+            return AWAITING_READ
+        log.error("sendlane GET %s found none of %d contacts Sendlane accepted events for: its \"not found\" is "
+                  "not trusted, held events there stay held (read again every run)", self.READ_ENDPOINT, len(emails))
         return None
 
 
@@ -189,6 +303,22 @@ class SailthruSender:
     def _unknown_for(delivery: Delivery) -> float:
         since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
         return (utcnow() - since).total_seconds()
+
+
+def _unknown_for(delivery: Delivery) -> float:
+    since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
+    return (utcnow() - since).total_seconds()
+
+
+def _parse_time(value) -> datetime | None:
+    """A contact's ``created_at`` as naive UTC (the ledger's clock), or None when absent or odd."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
 
 
 def _contains(current: dict, sent: dict, fields: tuple[str, ...]) -> bool:

@@ -1,0 +1,203 @@
+"""Held Sendlane events settled without a person (storesync.delivery.settle, SendlaneSender):
+superseded by a newer version or by the contact's order, or proven by a contact read; against the
+emulator over HTTP, the ledger in SQLite. What no rule settles stays held, named for a person."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from storesync.core.config import SendlaneSettings
+from storesync.delivery.engine import AWAITING_READ, DeliveryEngine, RedrivePolicy
+from storesync.delivery.ledger import (
+    ACCEPTED,
+    SUPERSEDED,
+    UNKNOWN,
+    Ledger,
+    PlannedDelivery,
+    deliveries,
+    record_log,
+)
+from storesync.delivery.remedies import AWAITING_LOOKUP, HELD, classify_unknown
+from storesync.pipeline.senders import CONTACT_FOUND, SendlaneSender
+
+ONE_PASS = RedrivePolicy(base_delay_s=60.0, max_delay_s=60.0, max_wait_in_run_s=0)
+T0 = datetime(2026, 11, 17, 12, 0)
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+def sender_for(emu, ledger, **overrides) -> SendlaneSender:
+    overrides.setdefault("unknown_grace_s", 0)
+    settings = SendlaneSettings(base_url=emu.sendlane_url, api_token=emu.sendlane_api_token,
+                                integration_token=emu.sendlane_integration_token, budget_per_minute=0,
+                                **overrides)
+    return SendlaneSender(settings, "acct", limiter_engine=ledger.engine)
+
+
+def plan(ledger, event_type, entity_id, payload, *, version="1", occurred_at=T0, seq=0, run="r1"):
+    endpoint = "/tracking/" + event_type.replace("_", "-")
+    item = PlannedDelivery(vendor="sendlane", account="acct", event_type=event_type, entity_id=str(entity_id),
+                           version=version, endpoint=endpoint, payload=payload,
+                           ordering_key=f"{event_type}:{entity_id}", seq=seq, occurred_at=occurred_at,
+                           versioning="content" if event_type != "order_placed" else "change")
+    ledger.plan([item], sync_name="t", run_id=run)
+    ledger.promote(run)
+
+
+def run(ledger, sender):
+    return DeliveryEngine(ledger, sender, policy=ONE_PASS, concurrency=1).run()
+
+
+def row(ledger, event_type, version="1"):
+    (delivery,) = [d for state in (UNKNOWN, ACCEPTED, SUPERSEDED, "retry") for d in ledger.in_state(state)
+                   if d.event_type == event_type and d.version == version]
+    return delivery
+
+
+def reasons(ledger, delivery_id) -> list[str]:
+    with ledger.engine.connect() as conn:
+        return [e for (e,) in conn.execute(select(record_log.c.error).where(record_log.c.delivery_id == delivery_id))
+                if e]
+
+
+def checkout(email="c@example.com", total=2.0):
+    return {"checkout_id": 31, "email": email, "total": total}
+
+
+def test_a_newer_version_supersedes_a_held_one_and_is_sent(emulator, ledger):
+    plan(ledger, "checkout_started", 31, checkout(), version="1")
+    emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
+    emulator.clear_faults()
+    first = run(ledger, sender_for(emulator, ledger))
+    held = row(ledger, "checkout_started")
+    # It arrived (the contact exists), but a found contact proves nothing by default: held, noted.
+    assert held.state == UNKNOWN and held.vendor_code == CONTACT_FOUND and first.held_unknown == 1
+    assert classify_unknown(held) == HELD
+    plan(ledger, "checkout_started", 31, checkout(total=3.0), version="2", seq=1, run="r2")
+    second = run(ledger, sender_for(emulator, ledger))
+    old, new = row(ledger, "checkout_started", "1"), row(ledger, "checkout_started", "2")
+    assert (old.state, new.state) == (SUPERSEDED, ACCEPTED)
+    assert second.settled == {"superseded:newer_version": 1} and second.held_unknown == 0
+    assert any(r.startswith("superseded: version 2 of this checkout_started") for r in reasons(ledger, old.id))
+    totals = [r["body"]["total"] for r in emulator.requests(vendor="sendlane", endpoint="/tracking/checkout-started")]
+    assert totals == [2.0, 3.0] and emulator.duplicates() == {}
+
+
+def test_a_held_checkout_is_superseded_by_an_order_the_contact_placed_after_it(emulator, ledger):
+    plan(ledger, "checkout_started", 31, checkout(), occurred_at=T0)
+    emulator.set_faults(drop_before_rate=1.0, vendors=["sendlane"])  # lost before Sendlane had it
+    run(ledger, sender_for(emulator, ledger, contact_read="off"))
+    emulator.clear_faults()
+    assert row(ledger, "checkout_started").state == UNKNOWN
+    # An order of another contact, and one of this contact placed *before* the checkout: not enough.
+    plan(ledger, "order_placed", 7, {"order_id": 7, "email": "other@example.com", "total": 1.0},
+         occurred_at=T0 + timedelta(hours=1), run="r2")
+    plan(ledger, "order_placed", 8, {"order_id": 8, "email": "c@example.com", "total": 1.0},
+         occurred_at=T0 - timedelta(hours=1), run="r3")
+    report = run(ledger, sender_for(emulator, ledger, contact_read="off"))
+    assert row(ledger, "checkout_started").state == UNKNOWN and report.held_unknown == 1
+    plan(ledger, "order_placed", 9, {"order_id": 9, "email": "c@example.com", "total": 2.0},
+         occurred_at=T0 + timedelta(minutes=5), run="r4")
+    run(ledger, sender_for(emulator, ledger, contact_read="off"))  # sends the order
+    report = run(ledger, sender_for(emulator, ledger, contact_read="off"))  # the next run settles
+    settled = row(ledger, "checkout_started")
+    assert settled.state == SUPERSEDED and report.settled == {"superseded:contact_ordered": 1}
+    assert any("placed order 9 after this checkout began" in r for r in reasons(ledger, settled.id))
+    # Never sent again: no abandoned-checkout flow for a contact who bought.
+    assert emulator.requests(vendor="sendlane", endpoint="/tracking/checkout-started") == []
+
+
+def test_an_email_with_like_wildcards_matches_only_itself(emulator, ledger):
+    plan(ledger, "checkout_started", 31, checkout(email="a_b@example.com"), occurred_at=T0)
+    emulator.set_faults(drop_before_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, contact_read="off"))
+    emulator.clear_faults()
+    plan(ledger, "order_placed", 9, {"order_id": 9, "email": "axb@example.com", "total": 2.0},
+         occurred_at=T0 + timedelta(minutes=5), run="r2")  # "_" must not match "x"
+    run(ledger, sender_for(emulator, ledger, contact_read="off"))
+    run(ledger, sender_for(emulator, ledger, contact_read="off"))
+    assert row(ledger, "checkout_started").state == UNKNOWN
+
+
+def prove_the_read_path(ledger, emulator):
+    """An event Sendlane accepted with its own answer: its contact must be found."""
+    plan(ledger, "order_placed", 5, {"order_id": 5, "email": "known@example.com", "total": 1.0}, run="r0")
+    run(ledger, sender_for(emulator, ledger))
+
+
+def test_a_contact_not_found_on_a_proven_path_means_the_event_did_not_arrive(emulator, ledger):
+    prove_the_read_path(ledger, emulator)
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "new@example.com"})
+    emulator.set_faults(drop_before_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))  # too soon to read
+    emulator.clear_faults()
+    held = row(ledger, "customer_added")
+    assert held.vendor_code == AWAITING_READ and classify_unknown(held) == AWAITING_LOOKUP
+    assert emulator.requests(vendor="sendlane", endpoint="/contacts/search") == []
+    report = run(ledger, sender_for(emulator, ledger))  # the grace over: read, resent, accepted
+    assert report.settled == {"retry:contact_read": 1} and row(ledger, "customer_added").state == ACCEPTED
+    assert len(emulator.requests(vendor="sendlane", endpoint="/tracking/customer-added")) == 1
+    assert emulator.duplicates() == {}
+
+
+@pytest.mark.parametrize("answer", ["json_404", "html_404", "not_found_422"])
+def test_a_not_found_from_an_unproven_read_path_is_not_trusted(emulator, ledger, answer):
+    prove_the_read_path(ledger, emulator)
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "new@example.com"})
+    emulator.set_faults(drop_before_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
+    emulator.clear_faults()
+    emulator.configure(sendlane_unrouted_gets=["contacts/search"], sendlane_unrouted_answer=answer)
+    report = run(ledger, sender_for(emulator, ledger))
+    held = row(ledger, "customer_added")
+    assert held.state == UNKNOWN and report.held_unknown == 1 and classify_unknown(held) == HELD
+    assert emulator.requests(vendor="sendlane", endpoint="/tracking/customer-added") == []  # never resent
+
+
+def test_no_evidence_yet_waits_instead_of_trusting_the_not_found(emulator, ledger):
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "new@example.com"})
+    emulator.set_faults(drop_before_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
+    emulator.clear_faults()
+    report = run(ledger, sender_for(emulator, ledger))
+    assert report.awaiting_lookup == 1 and classify_unknown(row(ledger, "customer_added")) == AWAITING_LOOKUP
+    assert emulator.requests(vendor="sendlane", endpoint="/tracking/customer-added") == []
+
+
+def test_presence_takes_a_found_contact_as_arrival_only_when_nothing_else_made_it(emulator, ledger):
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "solo@example.com"})
+    plan(ledger, "customer_added", 42, {"customer_id": 42, "email": "shared@example.com"})
+    plan(ledger, "order_placed", 9, {"order_id": 9, "email": "shared@example.com", "total": 2.0})
+    emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, contact_read="presence", unknown_grace_s=600))
+    emulator.clear_faults()
+    report = run(ledger, sender_for(emulator, ledger, contact_read="presence"))
+    solo = [d for d in ledger.in_state(ACCEPTED) if d.entity_id == "41"]
+    assert len(solo) == 1 and report.settled == {"accepted:contact_read": 1}
+    assert any(r.startswith("arrived: Sendlane holds the contact") for r in reasons(ledger, solo[0].id))
+    shared = [d for d in ledger.in_state(UNKNOWN) if d.entity_id == "42"]
+    assert len(shared) == 1 and shared[0].vendor_code == CONTACT_FOUND and classify_unknown(shared[0]) == HELD
+    reads = len(emulator.requests(vendor="sendlane", endpoint="/contacts/search"))
+    run(ledger, sender_for(emulator, ledger, contact_read="presence"))  # a found contact is not read again
+    assert len(emulator.requests(vendor="sendlane", endpoint="/contacts/search")) == reads
+    assert emulator.duplicates() == {}
+
+
+def test_settle_unknown_touches_only_unknown_rows_and_noting_keeps_unknown_since(ledger):
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "a@example.com"})
+    (delivery,) = ledger.in_state("planned")
+    assert ledger.settle_unknown([(delivery.id, SUPERSEDED, "x")], run_id="r") == 0  # not unknown
+    with ledger.engine.begin() as conn:
+        conn.execute(deliveries.update().values(state=UNKNOWN, updated_at=T0))
+    ledger.mark_unknown_code([delivery.id], AWAITING_READ)
+    (noted,) = ledger.in_state(UNKNOWN)
+    assert noted.vendor_code == AWAITING_READ and noted.unknown_since == T0
+    assert ledger.settle_unknown([(delivery.id, SUPERSEDED, "superseded: why")], run_id="r") == 1
+    assert ledger.counts() == {SUPERSEDED: 1} and reasons(ledger, delivery.id) == ["superseded: why"]
