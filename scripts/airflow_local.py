@@ -6,7 +6,7 @@
 
 ``start`` does what ``astro dev start`` does for Astronomer users, on this checkout:
 
-1. ``AIRFLOW_HOME`` = ``var/airflow`` (metadata in SQLite there, LocalExecutor), the dags folder =
+1. ``AIRFLOW_HOME`` = ``var/airflow`` (metadata in SQLite there, ``StoresyncLocalExecutor``), the dags folder =
    ``dags/``, the plugins folder = ``plugins/``; ``airflow db migrate``. Airflow writes its
    ``airflow.cfg`` on the first run, with one Fernet key, JWT secret and API secret key that every
    service then shares.
@@ -129,7 +129,9 @@ class Layout:
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # The LocalExecutor, with storesync and its quality gate loaded once in the scheduler
+            # before the task processes fork from it (docs/airflow.md: what it saves).
+            "AIRFLOW__CORE__EXECUTOR": "storesync.provider.executors.StoresyncLocalExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
             # On 2 cores: the default 32 would start 32 LocalExecutor workers.
             "AIRFLOW__CORE__PARALLELISM": "4",

@@ -3,6 +3,7 @@ Expectations context and suites, and quarantine exactly what a context built in 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 
@@ -93,3 +94,45 @@ def test_the_executor_warms_before_its_workers_fork_and_starts_even_if_warming_f
     monkeypatch.setattr(executors, "warm_task_processes", lambda: calls.append("warmed") or {})
     executor.start()
     assert calls == ["workers forked"]
+
+
+def test_a_celery_worker_warms_before_its_pool_forks_with_airflows_own_configuration(monkeypatch):
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+    from celery.signals import worker_init
+
+    from storesync.provider import celery_config, executors
+
+    assert celery_config.CELERY_CONFIG is DEFAULT_CELERY_CONFIG  # nothing of Airflow's changed
+    calls = []
+    monkeypatch.setattr(executors, "warm_task_processes", lambda: calls.append("warmed") or {"imports": 0.1})
+    try:
+        worker_init.send(sender=None)
+        assert calls == ["warmed"]
+        assert gc.get_freeze_count() > 0  # the warmed objects stay shared with the pool's processes
+    finally:
+        gc.unfreeze()
+
+    def broken():
+        raise ImportError("no great_expectations")
+
+    monkeypatch.setattr(executors, "warm_task_processes", broken)
+    worker_init.send(sender=None)  # logged, not raised: the worker starts cold
+
+
+def test_task_timings_count_each_databases_statements_and_leave_no_listener(tmp_path):
+    from sqlalchemy import create_engine, event, text
+
+    from storesync.provider.tasks import _sql_clocks
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'clock.db'}")
+    with _sql_clocks(ledger=engine) as clocks:
+        with engine.connect() as conn:
+            conn.execute(text("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) "
+                              "SELECT count(*) FROM n")).scalar()
+    assert clocks["ledger"].seconds > 0
+    assert not event.contains(engine, "before_cursor_execute", clocks["ledger"]._before)
+    assert not event.contains(engine, "after_cursor_execute", clocks["ledger"]._after)
+    seconds = clocks["ledger"].seconds
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    assert clocks["ledger"].seconds == seconds  # stopped with its block

@@ -26,15 +26,28 @@ from airflow.executors.local_executor import LocalExecutor
 
 log = logging.getLogger(__name__)
 
-# What a storesync task imports while it runs (the DAG files import only the cheap operator modules).
+# What a storesync task process imports: the DAG file's modules (a task process parses its DAG
+# file) and what the tasks load while they run (found by diffing sys.modules in a forked task).
 TASK_MODULES = (
     "pandas",
     "sqlalchemy",
+    "psycopg",
+    "storesync.provider.dag_parts",
+    "storesync.provider.stores",
+    "storesync.provider.notifiers",
+    "storesync.provider.operators.sync",
+    "storesync.provider.operators.sendlane",
+    "storesync.provider.operators.sailthru",
     "storesync.provider.tasks",
     "storesync.provider.connections",
     "storesync.provider.failures",
     "storesync.pipeline.jobs",
     "storesync.pipeline.syncs",
+    "storesync.pipeline.consent",
+    "storesync.clients.sendlane",
+    "storesync.clients.sailthru",
+    "storesync.mappers.sendlane",
+    "storesync.mappers.sailthru",
     "storesync.delivery.ledger",
     "storesync.delivery.engine",
     "storesync.quality.gate",
@@ -69,18 +82,25 @@ def warm_task_processes() -> dict[str, float]:
     return timings
 
 
+def warm_logged(where: str = "scheduler") -> dict[str, float] | None:
+    """:func:`warm_task_processes`, logged; never raises (the process it runs in must start)."""
+    try:
+        timings = warm_task_processes()
+    except Exception as exc:  # noqa: BLE001 - tasks then warm themselves; the scheduler/worker must run
+        log.warning("storesync could not warm the task processes in the %s (%s: %s); each task will import "
+                    "and build its quality gate itself", where, type(exc).__name__, exc)
+        return None
+    log.info("storesync task processes warmed before fork (%s): %s", where,
+             {k: round(v, 2) for k, v in timings.items()})
+    return timings
+
+
 class StoresyncLocalExecutor(LocalExecutor):
     """Airflow's LocalExecutor, with :func:`warm_task_processes` run once before its workers fork."""
 
     def start(self) -> None:
         if self.is_mp_using_fork:
-            try:
-                timings = warm_task_processes()
-                log.info("storesync task processes warmed before fork: %s",
-                         {k: round(v, 2) for k, v in timings.items()})
-            except Exception as exc:  # noqa: BLE001 - tasks then warm themselves; the scheduler must run
-                log.warning("storesync could not warm the task processes (%s: %s); each task will import "
-                            "and build its quality gate itself", type(exc).__name__, exc)
+            warm_logged()
         else:
             log.info("storesync: multiprocessing start method is %r, not fork: task processes start cold",
                      multiprocessing.get_start_method())

@@ -9,6 +9,8 @@ Airflow context, so every function is callable from a test or a user's own ``@ta
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,6 +46,54 @@ def _open(run: SyncRun, *, sync_name: str, vendors, dry_run: bool = False):
                         dry_run=dry_run)
 
 
+class SqlClock:
+    """Seconds one engine's statements took (from cursor execute to its return), for a task's
+    timings line: how much of a task is the warehouse, how much the ledger. Concurrent statements
+    (the delivery engine's threads) add up, so the figure can exceed the task's wall time."""
+
+    def __init__(self, engine) -> None:
+        from sqlalchemy import event
+
+        self.engine, self.seconds, self._key = engine, 0.0, f"storesync_clock_{id(self)}"
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        conn.info.setdefault(self._key, []).append(time.perf_counter())
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        started = conn.info.get(self._key)
+        if started:
+            self.seconds += time.perf_counter() - started.pop()
+
+    def stop(self) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._before)
+        event.remove(self.engine, "after_cursor_execute", self._after)
+
+
+@contextmanager
+def _sql_clocks(**engines):
+    """``{name: SqlClock}`` for the ``with`` block; the listeners go with it (engines are cached
+    per process, and a long-lived process must not collect them)."""
+    clocks = {name: SqlClock(engine) for name, engine in engines.items()}
+    try:
+        yield clocks
+    finally:
+        for clock in clocks.values():
+            clock.stop()
+
+
+def _log_timings(step: str, started: float, opened: float, clocks: dict, **more) -> dict:
+    """The task's timings (seconds): opening the context (engines, clients), SQL per database,
+    the whole step; logged as one line (the backfill benchmark reads it) and returned."""
+    timings = {"open": round(opened - started, 3), "total": round(time.perf_counter() - started, 3),
+               **{f"{name}_sql": round(c.seconds, 3) for name, c in clocks.items()}, **more}
+    log.info("storesync %s timings: %s", step, timings)
+    return timings
+
+
 def _planned(ctx, entity: str, window: Window, **kwargs) -> dict:
     from storesync.pipeline.jobs import plan_entity
 
@@ -58,9 +108,14 @@ def plan(entity: str, run: SyncRun, *, sync_name: str, vendors, full_catalog: bo
     window = run.require_window()
     if full_catalog:
         window = Window.everything_before(window.end)
+    started = time.perf_counter()
     ctx = _open(run, sync_name=sync_name, vendors=vendors)
+    opened = time.perf_counter()
     kwargs = {"historical": historical} if entity in ("orders", "customers", "products") else {}
-    return _planned(ctx, entity, window, **kwargs)
+    with _sql_clocks(warehouse=ctx.warehouse.engine, ledger=ctx.ledger.engine) as clocks:
+        report = _planned(ctx, entity, window, **kwargs)
+    report["timings_s"] = _log_timings("plan", started, opened, clocks)
+    return report
 
 
 def deliver(vendor: str, run: SyncRun, *, sync_name: str) -> dict:
@@ -69,9 +124,13 @@ def deliver(vendor: str, run: SyncRun, *, sync_name: str) -> dict:
     :class:`OtherAccountsOpen` after everything else was sent."""
     from storesync.pipeline.jobs import deliver_vendor
 
+    started = time.perf_counter()
     ctx = _open(run, sync_name=sync_name, vendors=[vendor])
-    report = deliver_vendor(ctx, vendor)
-    log.info("%s: %s", vendor, {k: v for k, v in report.items() if k != "by_event"})
+    opened = time.perf_counter()
+    with _sql_clocks(ledger=ctx.ledger.engine) as clocks:
+        report = deliver_vendor(ctx, vendor)
+    report["timings_s"] = _log_timings(f"deliver_{vendor}", started, opened, clocks, engine=report.get("elapsed_s"))
+    log.info("%s: %s", vendor, {k: v for k, v in report.items() if k not in ("by_event", "timings_s")})
     report["open_under_other_accounts"] = _other_accounts_of_this_sync(
         ctx.ledger, vendor, report.get("account"), sync_name, report.get("open_under_other_accounts") or {})
     raise_if_held(vendor, report, ctx.ledger, run.settings)
@@ -162,11 +221,16 @@ def finish(run: SyncRun, *, sync_name: str, full_catalog: bool = False) -> dict:
     window = run.require_window()
     if full_catalog:
         window = Window.everything_before(window.end)
+    started = time.perf_counter()
     ledger = Ledger(run.settings.ledger_url)
-    settled = ledger.window_is_settled(sync_name, window.start, window.end)
-    ledger.advance_watermark(sync_name, window.end, window_start=window.start)
-    ledger.finish_run(run.ledger_run_id, "success" if settled else "incomplete")
-    return {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
+    opened = time.perf_counter()
+    with _sql_clocks(ledger=ledger.engine) as clocks:
+        settled = ledger.window_is_settled(sync_name, window.start, window.end)
+        ledger.advance_watermark(sync_name, window.end, window_start=window.start)
+        ledger.finish_run(run.ledger_run_id, "success" if settled else "incomplete")
+        report = {"settled": settled, "watermark": str(ledger.watermark(sync_name))}
+    report["timings_s"] = _log_timings("finish", started, opened, clocks)
+    return report
 
 
 # ---------------------------------------------------------------------------- products
