@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from storesync.provider.connections import SAILTHRU_CONN_ID, SENDLANE_CONN_ID
+from storesync.provider.connections import SAILTHRU_CONN_ID, SENDLANE_CONN_ID, ConnectionIds
 from storesync.provider.operators.base import StoresyncBaseOperator
 
 PLANNABLE = ("orders", "customers", "products", "checkouts", "ltv_profiles", "site_events")
@@ -107,6 +107,12 @@ class StoresyncFinishOperator(StoresyncBaseOperator):
         super().__init__(**kwargs)
         self.sync_name = sync_name
         self.full_catalog = full_catalog
+
+    @property
+    def conn_ids(self) -> ConnectionIds:
+        # Settling reads and writes the ledger only: no warehouse or vendor connection to look up
+        # (each lookup is a round trip to Airflow's Execution API from the task process).
+        return ConnectionIds(warehouse=None, ledger=self.ledger_conn_id, sendlane=None, sailthru=None)
 
     def run_job(self, run, context: Context) -> dict:
         from storesync.provider import tasks
