@@ -133,6 +133,9 @@ def format_summary(summary: dict) -> str:
         if d.get("waiting_behind_dead"):
             lines.append(f"{vendor}: {d['waiting_behind_dead']} deliveries wait behind a dead letter of their order: "
                          "fix the data in the warehouse (the next run re-plans it) or `storesync replay`")
+        if d.get("settled"):  # held rows a rule settled without a person (storesync.delivery.settle)
+            lines.append(f"{vendor}: held rows settled by a rule: "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(d["settled"].items())))
     healed = summary.get("healed") or {}
     if healed:
         lines.append("re-planned from fixed warehouse data: " + ", ".join(f"{k} {v}" for k, v in sorted(healed.items())))
