@@ -6,7 +6,9 @@ One engine run, for one (vendor, account):
    held for reconciliation where it has none (Sendlane) — never resent blindly. A lookup that
    finds nothing too soon after the request (``LOOKUP_PENDING``) is not trusted yet: the row stays
    ``unknown`` and is looked up again by a later run; so is a row whose lookup fails, until it
-   has been unknown for ``lookup_give_up_s`` (a day): then it is held. Content rows waiting for
+   has been unknown for ``lookup_give_up_s`` (a day): then it is held. A sender may also settle a
+   row by a rule (``Settled``: superseded, accepted or resent, with why; Sendlane's held checkouts
+   and customers, ``storesync.delivery.settle``) or note what settles it next (``AWAITING_READ``). Content rows waiting for
    a resend while a newer version of their entity is out are superseded;
 2. re-drive: old ``retry`` rows go first (the ledger claims by id), then new work;
 3. budget, then claim: the engine looks at the rows it would claim next

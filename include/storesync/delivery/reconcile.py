@@ -8,8 +8,9 @@ Two ways, both recorded in the ledger with why:
 - by hand, after checking in the vendor's UI: ``--arrived --ids ...`` / ``--resend --ids ...``.
 
 Never requeued, whatever is asked: a row still waiting for its own lookup (a Sailthru purchase,
-cart, content or profile the next run looks up, until its lookups have failed for a day): the
-lookup settles it without a person, and a resend beside it could count it twice. Rows the next
+cart, content or profile the next run looks up, or a Sendlane checkout or customer noted
+``awaiting_read`` that the next run's rules and contact read settle, for a day at most): that
+settles it without a person, and a resend beside it could count it twice. Rows the next
 run resends anyway (Sendlane order events, products, contacts) are left to it. Marking a row
 arrived is always allowed: it sends nothing.
 """

@@ -42,9 +42,9 @@ from storesync.delivery.ledger import (
 SETTLEABLE_EVENTS = ("checkout_started", "customer_added")
 # Accepted events whose email proves the contact read path (each makes or updates the contact).
 EVIDENCE_EVENTS = ("customer_added", "order_placed", "checkout_started")
-# Clocks differ (ours, Sendlane's): a contact created this close to another delivery's planning
+# Clocks differ (ours, Sendlane's): a contact created this close after another delivery was sent
 # may have been made by it.
-CLOCK_MARGIN = timedelta(minutes=5)
+CLOCK_MARGIN = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,11 @@ class HeldRules:
 
     def could_have_made_contact(self, delivery: Delivery, created_at: datetime | None) -> list[int]:
         """Other deliveries of this account with the held row's email that may have reached
-        Sendlane (claimed at least once, whatever their state now: a retry may follow a request
-        that arrived), planned before the contact was created (when Sendlane says when; with
-        ``CLOCK_MARGIN``): any of them may have made the contact."""
+        Sendlane before the contact was created: claimed at least once, whatever their state now
+        (a retry may follow a request that arrived), and, when Sendlane says when the contact was
+        created, sent by then (``CLOCK_MARGIN`` for clocks that differ): a row claimed once was
+        sent at ``claimed_at``; a row claimed more often may have been sent any time since it was
+        planned. Any of them may have made the contact."""
         email = email_of(delivery)
         if email is None:
             return []
@@ -125,9 +127,18 @@ class HeldRules:
                         deliveries.c.payload.ilike(_email_pattern(email), escape="\\"))
                  .limit(20))
         if created_at is not None:
-            query = query.where(deliveries.c.planned_at <= created_at + CLOCK_MARGIN)
+            by = created_at + CLOCK_MARGIN
+            query = query.where(or_(and_(deliveries.c.attempts == 1, deliveries.c.claimed_at <= by),
+                                    and_(deliveries.c.attempts > 1, deliveries.c.planned_at <= by)))
         with self.engine.connect() as conn:
             return [row.id for row in conn.execute(query)]
+
+    def sent_by(self, delivery_id: int, created_at: datetime) -> bool:
+        """Was this delivery sent early enough to have made a contact created at ``created_at``?"""
+        query = select(deliveries.c.planned_at).where(deliveries.c.id == delivery_id)
+        with self.engine.connect() as conn:
+            planned = conn.execute(query).scalar()
+        return planned is not None and planned <= created_at + CLOCK_MARGIN
 
     def planned_at(self, delivery_id: int) -> datetime | None:
         return self._times(delivery_id)[1]

@@ -14,9 +14,13 @@ Sendlane (no read of tracking events, no export of them):
 - list contacts (``POST /lists/{id}/contacts``): sent again; an add-or-update keyed by email
   (fields overwrite, tags and custom fields merge), so the same contact twice is the same contact.
   The client already retries them through a gateway's 502/504 for the same reason;
-- anything else (``checkout_started``, ``customer_added``, ``added_to_cart``, ``product_viewed``,
-  custom events): held. Nothing says the vendor de-duplicates them, and a second one can fire a
-  flow twice.
+- ``checkout_started``, ``customer_added``: nothing says the vendor de-duplicates them, and a
+  second one can fire a flow twice; once the request is ``unknown_grace_s`` old, a rule settles
+  them where one applies (``storesync.delivery.settle``): superseded by a newer version or by an
+  order the contact placed since (``supersede_held``); the contact read (``contact_read``): a
+  not-found on a proven path resends, a found contact proves arrival only with ``"presence"``.
+  Until the grace is over: ``AWAITING_READ``. No rule applies: held;
+- anything else (``added_to_cart``, ``product_viewed``, custom events): held.
 ``unknown_outcome = "resend"`` (default) is the rule above; ``"hold"`` holds every unknown
 outcome, order events included. No setting resends an event the contract does not make safe.
 
@@ -183,10 +187,10 @@ class SendlaneSender:
             return None
         if contact is not None:
             self.proofs.mark_proven(self.READ_ENDPOINT)
-            if self.settings.contact_read == "presence":
-                others = self.rules.could_have_made_contact(delivery, _parse_time(contact.get("created_at"))) \
-                    if self.rules is not None else [0]
-                if not others:
+            if self.settings.contact_read == "presence" and self.rules is not None:
+                created = _parse_time(contact.get("created_at"))
+                others = self.rules.could_have_made_contact(delivery, created)
+                if not others and (created is None or self.rules.sent_by(delivery.id, created)):
                     return Settled(ACCEPTED, "arrived: Sendlane holds the contact, and no other storesync "
                                    "delivery could have made it (contact_read = presence)", "contact_read")
             return CONTACT_FOUND  # held, noted so that later runs do not read it again
