@@ -5,7 +5,8 @@
    not erased yet are deleted at Sailthru (`DELETE /user`) and Sendlane (the contact found by
    `GET /contacts/search`, then `DELETE /contacts/{id}`: undocumented calls, see docs/privacy.md),
    scrubbed from the ledger, the record log, the quarantine and the LTV tables, recorded in
-   `storesync_erasures` as salted hashes, and left out of every later sync. `storesync erase --email/--customer-id` does the same by hand.
+   `storesync_erasures` as salted hashes, and left out of every later sync. `storesync erase
+   --email/--customer-id` does the same by hand.
    A vendor that could not delete someone, or a Sendlane deletion that could not be confirmed (a
    generic 404), fails the task saying what to do; the next run tries again.
 2. **retention**: payloads of deliveries accepted more than `[retention] days` ago (default 30)

@@ -125,9 +125,9 @@ def _privacy_request(warehouse_url: str, post_id: int, email: str, status: str) 
     """A request as WordPress's wp_create_user_request() stores it."""
     engine = create_engine(warehouse_url)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO wp_posts (id, post_type, post_status, post_title, post_name, post_parent,"
-                          " post_date_gmt, post_modified_gmt) VALUES (:i, 'user_request', :s, :e,"
-                          " 'remove_personal_data', 0, :t, :t)"),
+        conn.execute(text("INSERT INTO wp_posts (id, post_type, post_status, post_title, post_name,"
+                          " post_parent, post_date_gmt, post_modified_gmt)"
+                          " VALUES (:i, 'user_request', :s, :e, 'remove_personal_data', 0, :t, :t)"),
                      {"i": post_id, "s": status, "e": email, "t": datetime(2026, 11, 12, 9)})
     engine.dispose()
 
@@ -144,7 +144,8 @@ def test_erasure_requests_of_a_woocommerce_store_erase_the_customer_from_its_own
     run_nightly(settings, day, run_id="day")
     # Dan (two orders, a profile) confirmed his request; Cleo's is still pending (not proven hers).
     dan = {"email": "dan@example.com", "customer_id": store.DAN, "first_name": "Dan", "last_name": "Dare"}
-    cleo = {"email": "cleo@example.com", "customer_id": store.CLEO, "first_name": "Cleo", "last_name": "Patra"}
+    cleo = {"email": "cleo@example.com", "customer_id": store.CLEO, "first_name": "Cleo",
+            "last_name": "Patra"}
     _privacy_request(warehouse_url, 901, "dan@example.com", "request-confirmed")
     _privacy_request(warehouse_url, 902, "cleo@example.com", "request-pending")
     assert traces([settings.ledger_url], [dan]) and {"users", "purchases", "records"} <= set(

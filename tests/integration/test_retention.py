@@ -25,6 +25,7 @@ from storesync.warehouse.demo import DemoStoreSpec, generate_demo_store
 END = datetime(2026, 11, 20)
 DAYS = [date(2026, 11, 17), date(2026, 11, 18), date(2026, 11, 19)]
 SPEC = DemoStoreSpec(orders=45, seed=23, end=END, days=3, bad_share=0.0)
+ROWS = select(deliveries.c.id, deliveries.c.state).order_by(deliveries.c.id)
 
 
 def _settings(warehouse_url: str, ledger_url: str, emulator) -> Settings:
@@ -77,7 +78,8 @@ def _first_orders_of(warehouse_url: str, day: date, n: int) -> list[str]:
 def _set_email(warehouse_url: str, order_id: str, email: str) -> None:
     engine = create_engine(warehouse_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE orders SET email = :e WHERE order_id = :o"), {"e": email, "o": int(order_id)})
+        conn.execute(text("UPDATE orders SET email = :e WHERE order_id = :o"),
+                     {"e": email, "o": int(order_id)})
     engine.dispose()
 
 
@@ -101,7 +103,7 @@ def test_after_retention_no_sent_customer_is_left_and_a_rerun_and_a_backfill_sen
     assert quarantine.open_ids("orders") == {still_bad}
     ledger = Ledger(db_url)
     with ledger.engine.connect() as conn:
-        states = conn.execute(select(deliveries.c.id, deliveries.c.state).order_by(deliveries.c.id)).all()
+        states = conn.execute(ROWS).all()
     assert states and {s for _, s in states} == {ACCEPTED}
     people = _people(warehouse_url)
     sent = {k: p for k, p in people.items() if k != still_bad}
@@ -139,5 +141,5 @@ def test_after_retention_no_sent_customer_is_left_and_a_rerun_and_a_backfill_sen
     assert summary["days"] == len(DAYS)
     assert len(emulator.requests(recorded=None)) == before
     with ledger.engine.connect() as conn:
-        assert conn.execute(select(deliveries.c.id, deliveries.c.state).order_by(deliveries.c.id)).all() == states
+        assert conn.execute(ROWS).all() == states
     assert traces([db_url], others, skip=open_row) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import datetime, timedelta
 
 import pytest
@@ -291,3 +292,38 @@ def test_a_sendlane_delete_that_answered_404_counts_only_if_the_contact_is_gone(
     assert sendlane_contact_erasure(_Sendlane(None), ANA) == "not found"
     status = sendlane_contact_erasure(_Sendlane({"id": 7, "email": ANA}), ANA)
     assert status.startswith("not confirmed: DELETE /contacts/{id} answered 404")
+
+
+def test_a_sendlane_contact_not_found_right_after_an_event_of_theirs_is_not_confirmed(
+        tmp_path, capsys, monkeypatch, emulator):
+    """Sendlane processes asynchronously: the contact made by an event accepted a moment ago is not
+    searchable yet, so "not found" proves nothing and is not confirmed. An hour on, it is."""
+    from storesync.clients.sendlane import SendlaneClient
+
+    ledger_url = _erase_env(monkeypatch, tmp_path, emulator)
+    emulator.configure(sendlane_contact_delay_s=7200)  # not searchable during the test
+    SendlaneClient(emulator.sendlane_url, emulator.sendlane_api_token).add_contacts(
+        emulator.sendlane_list_id, [{"email": ANA}])
+    ledger = Ledger(ledger_url)
+    ledger.plan([_order("o1", ANA, 42)], sync_name="orders", run_id="r")
+    _send_all(ledger, "r")  # Sendlane accepted it just now
+
+    assert main(["erase", "--email", ANA, "--vendor", "sendlane", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["vendors"]["sendlane"]["not confirmed"] == 1
+    assert "asynchronously" in result["failures"][0] and "ana" not in result["failures"][0].lower()
+
+    # Run again at once: her payload is erased by now, the audit still knows to wait.
+    assert main(["erase", "--email", ANA, "--vendor", "sendlane", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["vendors"]["sendlane"]["not confirmed"] == 1
+
+    # An hour on (the audit's "search again after" is past): not found is nothing to delete.
+    with ledger.engine.begin() as conn:
+        for row in conn.execute(select(erasures.c.id, erasures.c.vendors)).all():
+            earlier = json.loads(row.vendors)
+            earlier["sendlane"] = re.sub(r"after \S+ \S+ UTC", "after 2026-01-01 00:00 UTC",
+                                         earlier["sendlane"])
+            conn.execute(erasures.update().where(erasures.c.id == row.id).values(vendors=json.dumps(earlier)))
+        conn.execute(deliveries.update().values(accepted_at=datetime.utcnow() - timedelta(hours=2)))
+    assert main(["erase", "--email", ANA, "--vendor", "sendlane", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["vendors"]["sendlane"]["not found"] == 1

@@ -8,9 +8,11 @@
    what Sailthru keeps of it. Sendlane: the contact found by ``GET /contacts/search?email=``, then
    ``DELETE /contacts/{id}`` (``SendlaneClient.delete_contact``; undocumented calls, as public
    clients make them: docs/privacy.md). Not found is nothing to delete; a generic 404 (the path
-   not routed), or a contact still found after its delete answered 404, is **not confirmed**:
-   never counted as deleted. A vendor without credentials, one that fails or one not confirmed
-   is reported (``ok`` False, exit 1) and tried again by the next erasure of the same person.
+   not routed), a contact still found after its delete answered 404, or none found yet while
+   Sendlane accepted an event of theirs under an hour ago (it processes asynchronously), is
+   **not confirmed**: never counted as deleted. A vendor without credentials, one that fails or
+   one not confirmed is reported (``ok`` False, exit 1) and tried again by the next erasure of
+   the same person.
 3. **Audit first.** The person's hashes go into ``storesync_erasures`` *before* anything is
    scrubbed: from then on no sync plans anything for them (``subjects.without_erased``).
 4. **Scrub.** Ledger rows whose payload or vendor error names them: the payload becomes
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import MetaData, Table, delete, inspect, or_, select, update
 from sqlalchemy.engine import Engine
@@ -50,9 +53,14 @@ DELETED, NOT_FOUND, NOT_CONFIRMED = "deleted", "not found", "not confirmed"
 DONE = (DELETED, NOT_FOUND)
 # What to do when Sendlane's deletion could not be confirmed (said without the person's data).
 SENDLANE_NOT_CONFIRMED_NEXT = (
-    "storesync does not count it as deleted: find the contact in Sendlane's app (Contacts, search "
-    "the email) and delete it there, or ask Sendlane whether your account's API serves GET "
-    "/contacts/search and DELETE /contacts/{id}; then run the erasure again (it is safe to repeat)")
+    "storesync does not count it as deleted: run the erasure again later (the maintenance DAG does, "
+    "daily; it is safe to repeat); if it stays not confirmed, find the contact in Sendlane's app "
+    "(Contacts, search the email) and delete it there, or ask Sendlane whether your account's API "
+    "serves GET /contacts/search and DELETE /contacts/{id}")
+# Sendlane processes writes asynchronously and documents no delay: a contact made by an event
+# accepted less than this ago may not be searchable yet, so not finding it proves nothing.
+SENDLANE_PROCESSING_GRACE = timedelta(hours=1)
+_SEARCH_AGAIN = "search again after"
 # Customer-keyed LTV tables (storesync.ltv.tables): their rows of an erased customer are deleted.
 LTV_TABLES = ("storesync_customer_ltv_versions", "storesync_ltv_predictions", "storesync_ltv_left_out")
 _CHUNK = 500
@@ -210,6 +218,13 @@ def _vendor_deleter(settings, vendor: str, engine: Engine):
 
         def delete_sendlane(person: Person) -> str:
             statuses = [sendlane_contact_erasure(client, e) for e in sorted(person.emails)]
+            if NOT_FOUND in statuses:
+                searchable_after = _sendlane_searchable_after(engine, person)
+                if searchable_after is not None and searchable_after > utcnow():
+                    statuses.append(
+                        f"{NOT_CONFIRMED}: no contact found yet, but Sendlane accepted an event of theirs "
+                        "under an hour before (it processes asynchronously); "
+                        f"{_SEARCH_AGAIN} {searchable_after:%Y-%m-%d %H:%M} UTC")
             for worst in ("failed", NOT_CONFIRMED, DELETED):
                 found = next((st for st in statuses if st.startswith(worst)), None)
                 if found:
@@ -218,6 +233,30 @@ def _vendor_deleter(settings, vendor: str, engine: Engine):
 
         return delete_sendlane
     raise ConfigurationError(f"unknown vendor {vendor!r}: sailthru or sendlane")
+
+
+def _sendlane_searchable_after(engine: Engine, person: Person) -> datetime | None:
+    """When a Sendlane search can be trusted to find the person's contact: an hour after the last
+    event of theirs Sendlane accepted (from the ledger, while their payloads are there), or the
+    time an earlier erasure of theirs said (their payloads are erased by then)."""
+    times = []
+    needles = sorted(person.emails)
+    with engine.connect() as conn:
+        if needles:
+            rows = conn.execute(select(deliveries.c.payload, deliveries.c.accepted_at).where(
+                deliveries.c.vendor == "sendlane", deliveries.c.accepted_at.is_not(None),
+                _contains_any(deliveries.c.payload, needles))).all()
+            times += [r.accepted_at + SENDLANE_PROCESSING_GRACE for r in rows
+                      if person.named_in(_json(r.payload))]
+        salt = salt_of(engine)
+        if salt is not None:
+            digests = [subject_hash(salt, kind, value) for kind, value in person.subjects()]
+            for vendors_json in conn.execute(select(erasures.c.vendors)
+                                             .where(erasures.c.subject_hash.in_(digests))).scalars():
+                said = re.search(rf"{_SEARCH_AGAIN} (\d{{4}}-\d\d-\d\d \d\d:\d\d) UTC", vendors_json or "")
+                if said:
+                    times.append(datetime.strptime(said.group(1), "%Y-%m-%d %H:%M") + timedelta(minutes=1))
+    return max(times, default=None)
 
 
 def sendlane_contact_erasure(client, email: str) -> str:
