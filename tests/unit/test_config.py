@@ -113,6 +113,23 @@ def test_unknown_outcome_choices_are_what_the_senders_act_on():
     assert senders.SAILTHRU_UNKNOWN_OUTCOMES == SAILTHRU_UNKNOWN_OUTCOMES
 
 
+@pytest.mark.parametrize(("line", "key", "allowed"), [
+    ('supersede_held = "always"', "sendlane.supersede_held", "'newer_or_order'"),
+    ('contact_read = "yes"', "sendlane.contact_read", "'presence'"),
+    ("unknown_grace_s = -5", "sendlane.unknown_grace_s", "seconds >= 0"),
+])
+def test_sendlane_held_row_rules_are_validated(tmp_path, line, key, allowed):
+    message = refused(tmp_path, f"[sendlane]\n{line}\n")
+    assert key in message and allowed in message
+
+
+def test_sendlane_held_row_rules_load_from_the_file_and_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORESYNC_SENDLANE_UNKNOWN_GRACE_S", "30")
+    settings = load(tmp_path, '[sendlane]\ncontact_read = "presence"\nsupersede_held = "off"\n')
+    assert (settings.sendlane.contact_read, settings.sendlane.supersede_held) == ("presence", "off")
+    assert settings.sendlane.unknown_grace_s == 30.0
+
+
 @pytest.mark.parametrize("url", ["api.sendlane.com/v2", "ftp://api.sendlane.com", "https://", ""])
 def test_vendor_base_url_must_be_http(tmp_path, url):
     message = refused(tmp_path, f'[sendlane]\nbase_url = "{url}"\n')
