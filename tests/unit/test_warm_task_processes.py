@@ -136,3 +136,24 @@ def test_task_timings_count_each_databases_statements_and_leave_no_listener(tmp_
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     assert clocks["ledger"].seconds == seconds  # stopped with its block
+
+
+def test_configurations_built_once_per_validation_change_no_outcome_and_are_undone(monkeypatch):
+    import contextlib
+
+    from great_expectations.expectations.expectation import Expectation
+
+    original = Expectation.__dict__["configuration"]
+
+    def outcomes() -> dict:
+        result = {}
+        for entity in REGISTRY:
+            outcome = gate.validate_batch(entity, corpus(entity), run_id="run-1", batch_id=f"{entity}-0", now=NOW)
+            result[entity] = (sorted([str(q.entity_id), q.reasons] for q in outcome.quarantined),
+                              outcome.results["results"], outcome.results["statistics"])
+        return result
+
+    built = outcomes()
+    assert Expectation.__dict__["configuration"] is original  # GX's own property again
+    monkeypatch.setattr(gate, "_configurations_built_once", contextlib.nullcontext)
+    assert outcomes() == built  # GX building every configuration each time: the same results, row for row
