@@ -20,9 +20,13 @@ emulator are what the warehouse owes. Per vendor it prints
   and return; the latest product, profile, checkout and cart;
 - held: deliveries left unknown for a person (``storesync.delivery.remedies``);
 - manual steps: the commands a person must run to settle them (0 when nothing is held);
-and exits 1 unless all four are 0 for every vendor.
+and exits 1 unless all four are 0 for every vendor. It prints too how many held rows each rule
+settled without a person (``storesync.delivery.settle``: superseded by a newer version or by the
+contact's order, a contact read's arrival or resend), and how many of the checkouts superseded by
+an order had in fact arrived (not owed either way: docs/exactly-once.md).
 
     python -m storesync.chaos [--orders 2000] [--days 14] [--seed 7] [--vendors sendlane sailthru]
+                              [--contact-read absence|presence|off]
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ VENDORS = ("sendlane", "sailthru")
 FAULTS = {"error_rate": 0.2, "error_statuses": [500, 502, 503], "drop_after_rate": 0.1}
 EMULATOR_LIMIT = 6000  # per minute: the faults are the subject here, not the budget
 KILL_LATENCY_MS = 40  # slows window 3's sending so the kill lands mid-delivery
+CONTACT_DELAY_S = 0.5  # the emulator finds a contact this long after accepting its event
+SENDLANE_GRACE_S = 2.0  # storesync's grace before reading (600 s against the vendor)
 
 
 @dataclass
@@ -63,6 +69,11 @@ class VendorFigures:
     faults_injected: dict = field(default_factory=dict)
     killed_mid_delivery: bool = False
     reruns: int = 0
+    # Held rows a rule settled without a person (Sendlane: storesync.delivery.settle), by rule, and
+    # of the superseded ones how many the vendor in fact had (judged, never counted as accepted).
+    settled: dict = field(default_factory=dict)
+    superseded_arrived: int = 0
+    superseded_not_arrived: int = 0
 
     @property
     def ok(self) -> bool:
@@ -89,6 +100,12 @@ class ChaosReport:
                          f"{f.still_open:>6}{f.owed:>7}{f.recorded:>10}  {faults}"
                          + ("" if f.killed_mid_delivery else "  (the kill -9 found nothing in flight)"))
         for f in self.figures.values():
+            if f.settled:
+                rules = ", ".join(f"{rule} {n}" for rule, n in sorted(f.settled.items()))
+                lines += ["", f"{f.vendor}: held rows settled by a rule, no person: {rules}"
+                          + (f" (of the superseded, {f.superseded_arrived} had arrived, {f.superseded_not_arrived} "
+                             "had not: moot either way, see docs/exactly-once.md)"
+                             if f.superseded_arrived + f.superseded_not_arrived else "")]
             if f.held:
                 lines += ["", held_remedy(f.vendor, f.held_by_event)]
             if f.lost_examples:
@@ -154,16 +171,19 @@ def _endpoint(rec: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- running syncs
-def _settings(workdir: Path, emu, name: str, vendors: tuple[str, ...]):
+def _settings(workdir: Path, emu, name: str, vendors: tuple[str, ...], contact_read: str = "absence"):
     from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
 
     return Settings(
         warehouse_url=f"sqlite:///{workdir / 'store.db'}",
         ledger_url=f"sqlite:///{workdir / f'ledger-{name}.db'}",
         concurrency=8,
+        # Sendlane makes a contact CONTACT_DELAY_S after it accepted the event (asynchronous
+        # processing): the grace before a held row's rules and contact read run covers that.
         sendlane=SendlaneSettings(base_url=emu.sendlane_url, api_token=emu.sendlane_api_token,
                                   integration_token=emu.sendlane_integration_token,
-                                  budget_per_minute=EMULATOR_LIMIT),
+                                  budget_per_minute=EMULATOR_LIMIT, unknown_grace_s=SENDLANE_GRACE_S,
+                                  contact_read=contact_read),
         # The emulator records a request before it answers (an injected 502 was never processed), so
         # a lookup finding nothing is final at once; against the vendor the grace is 120 s.
         sailthru=SailthruSettings(base_url=emu.sailthru_url, api_key=emu.sailthru_api_key,
@@ -274,7 +294,7 @@ def _concurrent_syncs(emu, settings, window, vendor: str, seed: int) -> bool:
 # ---------------------------------------------------------------------------- the suite
 def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 7,
               vendors: tuple[str, ...] = VENDORS, windows: int = 3, storm_requests: int = 40,
-              max_reruns: int = 4, log=print) -> ChaosReport:
+              max_reruns: int = 4, contact_read: str = "absence", log=print) -> ChaosReport:
     """The suite (see the module's docstring). ``windows=2`` is the short form: the storm opens
     window 1's faults instead of having a window of its own (the CI test's)."""
     from storesync.delivery.ledger import OPEN_STATES, UNKNOWN, Ledger
@@ -292,7 +312,7 @@ def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 
                         DemoStoreSpec(orders=orders, seed=seed, end=end, days=days, bad_share=0.0))
     spans = _windows(end, windows)
     storm = {"storm": {"requests": storm_requests, "reset_s": 1}}
-    limits = {"sendlane_rate_limit": EMULATOR_LIMIT,
+    limits = {"sendlane_rate_limit": EMULATOR_LIMIT, "sendlane_contact_delay_s": CONTACT_DELAY_S,
               "sailthru_rate_limits": {method: EMULATOR_LIMIT for method in ("POST", "GET", "DELETE")}}
     figures: dict[str, VendorFigures] = {}
     with start_emulator(in_process=False, **limits) as reference, \
@@ -306,7 +326,7 @@ def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 
             owed_in_last = {v: _recorded(reference, v) - before[v] for v in vendors}
         for vendor in vendors:
             owed_changes, owed_latest = vendor_state(reference.requests(vendor=vendor), vendor)
-            settings = _settings(workdir, emu, f"chaos-{vendor}", (vendor,))
+            settings = _settings(workdir, emu, f"chaos-{vendor}", (vendor,), contact_read)
             figure = VendorFigures(vendor)
             if windows == 3:
                 log(f"[{vendor}] window 1: 20% 5xx, 10% dropped after the vendor accepted")
@@ -354,30 +374,77 @@ def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 
     return ChaosReport(figures, time.monotonic() - started)
 
 
+# Why a held row was settled, from its record-log line (storesync.delivery.settle, senders).
+SETTLED_BY = {
+    "superseded: version": "superseded, newer version",
+    "superseded: the contact placed order": "superseded, contact ordered",
+    "arrived: Sendlane holds the contact": "contact read: arrived",
+    "resent: the contact is not found": "contact read: not found, resent",
+}
+
+
+def _settled_by_rule(ledger, vendor: str) -> tuple[Counter, list[int]]:
+    """How many held rows each rule settled (record-log lines), and the ids of those superseded
+    because the contact ordered (the only rule that may leave an event the vendor never got)."""
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import record_log
+
+    counts: Counter = Counter()
+    ordered: list[int] = []
+    query = select(record_log.c.delivery_id, record_log.c.error).where(
+        record_log.c.vendor == vendor, record_log.c.error.is_not(None))
+    with ledger.engine.connect() as conn:
+        for delivery_id, error in conn.execute(query):
+            for prefix, rule in SETTLED_BY.items():
+                if error.startswith(prefix):
+                    counts[rule] += 1
+                    if rule == "superseded, contact ordered":
+                        ordered.append(delivery_id)
+    return counts, ordered
+
+
 def _judge(figure: VendorFigures, emu, ledger, vendor: str, owed_changes: set, owed_latest: dict) -> None:
-    from storesync.delivery.ledger import OPEN_STATES, UNKNOWN
+    from storesync.delivery.ledger import OPEN_STATES, SUPERSEDED, UNKNOWN
     from storesync.delivery.remedies import HELD, classify_unknown
 
     records = emu.requests(vendor=vendor)
     got_changes, got_latest = vendor_state(records, vendor)
+
+    def at_vendor(delivery) -> tuple[tuple, bool]:
+        kind, ident, digest = record_key(vendor, delivery.endpoint, delivery.payload) or ("", (), "")
+        return ident, (ident in got_changes if kind == "change" else got_latest.get(ident) == digest)
+
     held_keys, arrived, missing = set(), 0, 0
     held_by_event: Counter = Counter()
     for d in ledger.in_state(UNKNOWN, vendor=vendor):
         if classify_unknown(d) != HELD:
             continue
         held_by_event[d.event_type] += 1
-        kind, ident, digest = record_key(vendor, d.endpoint, d.payload) or ("", (), "")
+        ident, there = at_vendor(d)
         held_keys.add(ident)
-        at_vendor = ident in got_changes if kind == "change" else got_latest.get(ident) == digest
-        arrived += at_vendor
-        missing += not at_vendor
+        arrived += there
+        missing += not there
+    # A checkout superseded because the contact ordered after it is not owed any more (Sendlane's
+    # checkout data targets contacts who "do not place an order"): not lost, whether it arrived or
+    # not; counted apart. Superseded by a newer version: the newer one is owed, and judged.
+    settled, ordered = _settled_by_rule(ledger, vendor)
+    moot_keys = set()
+    for d in ledger.in_state(SUPERSEDED, vendor=vendor):
+        if d.id in ordered:
+            ident, there = at_vendor(d)
+            moot_keys.add(ident)
+            figure.superseded_arrived += there
+            figure.superseded_not_arrived += not there
     lost = [k for k in owed_changes - got_changes if k not in held_keys]
-    lost += [k for k, digest in owed_latest.items() if got_latest.get(k) != digest and k not in held_keys]
+    lost += [k for k, digest in owed_latest.items()
+             if got_latest.get(k) != digest and k not in held_keys and k not in moot_keys]
     duplicates = emu.duplicates().get(vendor, {})
     figure.duplicates = sum(entry["count"] for entry in duplicates.values())
     figure.duplicate_examples = {endpoint: entry["entities"][:5] for endpoint, entry in duplicates.items()}
     figure.lost, figure.lost_examples = len(lost), lost[:10]
     figure.held, figure.held_by_event = sum(held_by_event.values()), dict(held_by_event)
+    figure.settled = dict(settled)
     # A person lists them, then marks arrived those the vendor has and resends the others.
     figure.manual_steps = (1 + bool(arrived) + bool(missing)) if figure.held else 0
     figure.still_open = sum(ledger.counts(vendor=vendor, states=OPEN_STATES).values()) - figure.held
@@ -395,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm-requests", type=int, default=40)
     parser.add_argument("--windows", type=int, choices=(2, 3), default=3,
                         help="3 (default): a window per fault; 2: the short form (storm and faults together)")
+    parser.add_argument("--contact-read", choices=("absence", "presence", "off"), default="absence",
+                        help="Sendlane's contact_read setting (default absence; presence: a found contact proves "
+                             "arrival when no other storesync delivery could have made it, true of the emulator)")
     parser.add_argument("--workdir", help="where the store and ledgers go (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -410,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         began = time.monotonic()
         report = run_chaos(workdir, orders=args.orders, days=args.days, seed=args.seed,
                            vendors=tuple(args.vendors), storm_requests=args.storm_requests,
-                           windows=args.windows,
+                           windows=args.windows, contact_read=args.contact_read,
                            log=lambda m: print(f"{time.monotonic() - began:6.1f}s {m}", file=sys.stderr,
                                                flush=True))
     if args.json:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from storesync.chaos import ChaosReport, run_chaos
+from storesync.chaos import SETTLED_BY, ChaosReport, run_chaos
 
-# What the vendors' contracts leave to a person when an answer was lost: events Sendlane neither
-# de-duplicates nor lets anyone read, and Sailthru returns (no read of them).
+# What the vendors' contracts may leave to a person when an answer was lost: events Sendlane neither
+# de-duplicates nor lets anyone read (checkouts and customers only where no rule settled them), and
+# Sailthru returns (no read of them).
 CONTRACT_HELD = {
     "sendlane": {"checkout_started", "customer_added", "added_to_cart", "product_viewed", "custom_event"},
     "sailthru": {"return"},
@@ -35,6 +36,10 @@ def test_chaos_short_form_loses_nothing_and_duplicates_nothing(tmp_path):
         # Held only what no rule of the vendor's contract can settle; each with its manual steps.
         assert set(figures.held_by_event) <= CONTRACT_HELD[vendor], (vendor, figures.held_by_event)
         assert (figures.manual_steps > 0) == (figures.held > 0)
+        # Held rows a rule settled are reported by rule, and superseded ones judged at the vendor.
+        assert set(figures.settled) <= set(SETTLED_BY.values()), figures.settled
+        superseded_by_order = figures.settled.get("superseded, contact ordered", 0)
+        assert figures.superseded_arrived + figures.superseded_not_arrived == superseded_by_order
     text = report.text()
     assert ("chaos passed" in text) == report.ok
     for vendor, figures in report.figures.items():
