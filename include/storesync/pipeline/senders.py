@@ -102,6 +102,7 @@ class SendlaneSender:
         self.proofs = proofs or LookupProofs(self.vendor, account, None, min_age_s=settings.unknown_grace_s)
         self._reads_left = MAX_CONTACT_READS_PER_RUN
         self._reads_lock = threading.Lock()
+        self._path_fails = False  # the read path was found not to work in this run (one sender a run)
 
     def send(self, delivery: Delivery) -> dict | None:
         _reject_invalid(delivery)
@@ -151,6 +152,13 @@ class SendlaneSender:
             return None  # a day with nothing to prove the read path with: a person decides
         return verdict
 
+    def _take_read(self) -> bool:
+        with self._reads_lock:
+            if self._reads_left <= 0:
+                return False
+            self._reads_left -= 1
+            return True
+
     # ------------------------------------------------------------------ rules
     def _superseded(self, delivery: Delivery) -> Settled | None:
         newer = self.rules.newer_version(delivery)
@@ -172,10 +180,10 @@ class SendlaneSender:
         Sendlane accepted means the event did not arrive: sent again. A found contact proves
         arrival only with ``contact_read = "presence"`` and no other storesync delivery that could
         have made it; otherwise it proves nothing and the row is held (not read again)."""
-        with self._reads_lock:
-            if self._reads_left <= 0:
-                return AWAITING_READ  # Sendlane locks out accounts after many 4xx a minute: next run
-            self._reads_left -= 1
+        if self._path_fails:
+            return None  # found not to work in this run: no more 4xx for nothing
+        if not self._take_read():
+            return AWAITING_READ  # Sendlane locks out accounts after many 4xx a minute: next run
         email = email_of(delivery)
         try:
             contact = self.client.find_contact(email)
@@ -184,6 +192,7 @@ class SendlaneSender:
             # (HTTP status only: a vendor message can quote the email.)
             log.error("sendlane GET %s failed (HTTP %s): %s stays held (read again every run)",
                       self.READ_ENDPOINT, error.http_status, delivery.delivery_key)
+            self._path_fails = True
             return None
         if contact is not None:
             self.proofs.mark_proven(self.READ_ENDPOINT)
@@ -210,11 +219,14 @@ class SendlaneSender:
         if self.rules is not None and len(emails) < EVIDENCE_PER_CHECK:
             emails += [e for e in self.rules.evidence_emails(self.settings.unknown_grace_s) if e not in emails]
         for email in emails[:EVIDENCE_PER_CHECK]:
+            if not self._take_read():
+                return AWAITING_READ
             if self.client.find_contact(email) is not None:
                 self.proofs.mark_proven(self.READ_ENDPOINT)
                 return True
         if not emails:
             return AWAITING_READ
+        self._path_fails = True
         log.error("sendlane GET %s found none of %d contacts Sendlane accepted events for: its \"not found\" is "
                   "not trusted, held events there stay held (read again every run)", self.READ_ENDPOINT, len(emails))
         return None
