@@ -72,6 +72,7 @@ class VendorFigures:
     # Held rows a rule settled without a person (Sendlane: storesync.delivery.settle), by rule, and
     # of the superseded ones how many the vendor in fact had (judged, never counted as accepted).
     settled: dict = field(default_factory=dict)
+    held_arrived: int = 0  # of the held rows, how many the vendor in fact has (a person would find)
     superseded_arrived: int = 0
     superseded_not_arrived: int = 0
 
@@ -107,7 +108,8 @@ class ChaosReport:
                              "had not: moot either way, see docs/exactly-once.md)"
                              if f.superseded_arrived + f.superseded_not_arrived else "")]
             if f.held:
-                lines += ["", held_remedy(f.vendor, f.held_by_event)]
+                lines += ["", held_remedy(f.vendor, f.held_by_event),
+                          f"  ({f.held_arrived} of the {f.held} had in fact arrived)"]
             if f.lost_examples:
                 lines += ["", f"{f.vendor}: lost, e.g. {', '.join(map(str, f.lost_examples[:10]))}"]
             if f.duplicate_examples:
@@ -444,6 +446,7 @@ def _judge(figure: VendorFigures, emu, ledger, vendor: str, owed_changes: set, o
     figure.duplicate_examples = {endpoint: entry["entities"][:5] for endpoint, entry in duplicates.items()}
     figure.lost, figure.lost_examples = len(lost), lost[:10]
     figure.held, figure.held_by_event = sum(held_by_event.values()), dict(held_by_event)
+    figure.held_arrived = arrived
     figure.settled = dict(settled)
     # A person lists them, then marks arrived those the vendor has and resends the others.
     figure.manual_steps = (1 + bool(arrived) + bool(missing)) if figure.held else 0
