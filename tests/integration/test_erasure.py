@@ -151,9 +151,10 @@ def test_erasure_requests_of_a_woocommerce_store_erase_the_customer_from_its_own
     assert traces([settings.ledger_url], [dan]) and {"users", "purchases", "records"} <= set(
         emulator_holds(emulator, dan))
 
-    emails, ids = requests_from_model(settings)
-    assert (emails, ids) == (["dan@example.com"], [])
-    report = erase(settings, emails=emails, customer_ids=ids, source="model", skip_done=True)
+    requests = requests_from_model(settings)
+    assert (requests.emails, requests.customer_ids) == (["dan@example.com"], [])
+    report = erase(settings, emails=requests.emails, source="model", skip_done=True,
+                   asked_at=requests.asked_at)
 
     assert report.ok and report.people == 1, report.failures
     assert report.vendors["sailthru"]["deleted"] == 1 and report.vendors["sendlane"]["deleted"] == 1
@@ -171,4 +172,6 @@ def test_erasure_requests_of_a_woocommerce_store_erase_the_customer_from_its_own
     assert not any("dan@example.com" in json.dumps(r.get("body"), default=str).lower()
                    or (r["endpoint"] == "/user" and str(store.DAN) in r["entity_ids"])
                    for r in sent)
-    assert erase(settings, emails=emails, source="model", skip_done=True).people == 0  # done once
+    assert erase(settings, emails=requests.emails, source="model", skip_done=True).people == 0  # done once
+    with create_engine(settings.ledger_url).connect() as conn:  # when he asked, from WordPress's post
+        assert set(conn.execute(select(erasures.c.requested_at)).scalars()) == {datetime(2026, 11, 12, 9)}

@@ -72,6 +72,8 @@ def test_erasure_operator_erases_the_models_people_once(tmp_path, emulator):
         assert conn.execute(select(deliveries.c.payload)).scalar() == '{"erased": true}'
         audit = conn.execute(select(erasures)).mappings().all()
     assert {a["source"] for a in audit} == {"model"} and all(a["erased_at"] for a in audit)
+    # When they asked (the model's requested_at), for both their customer id and their email.
+    assert {a["requested_at"] for a in audit} == {datetime(2026, 11, 19, 10)} and len(audit) == 2
     assert email.lower() not in json.dumps([dict(a) for a in audit], default=str).lower()
 
 

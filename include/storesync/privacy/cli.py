@@ -11,10 +11,12 @@ def cmd_erase(args, settings) -> int:
     from storesync.privacy.erasure import erase, requests_from_model
 
     emails, ids = list(args.email or ()), list(args.customer_id or ())
+    asked_at = None
     if args.from_model:
-        model_emails, model_ids = requests_from_model(settings)
-        emails += model_emails
-        ids += model_ids
+        requests = requests_from_model(settings)
+        emails += requests.emails
+        ids += requests.customer_ids
+        asked_at = requests.asked_at
     elif not emails and not ids:
         raise ConfigurationError("say whom to erase: --email ADDRESS and/or --customer-id ID "
                                  "(each may repeat), "
@@ -24,7 +26,8 @@ def cmd_erase(args, settings) -> int:
         raise ConfigurationError(f"--email: {len(bad)} value(s) without an '@' are not emails; "
                                  "give each address whole (the value is not shown: it may be personal data)")
     report = erase(settings, emails=emails, customer_ids=ids, source="model" if args.from_model else "cli",
-                   vendors=tuple(args.vendor or ("sailthru", "sendlane")), skip_done=args.from_model)
+                   vendors=tuple(args.vendor or ("sailthru", "sendlane")), skip_done=args.from_model,
+                   asked_at=asked_at)
     result = report.as_dict()
     if args.json:
         print(json.dumps(result, indent=2))

@@ -29,6 +29,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import datetime, timedelta
 
 from sqlalchemy import MetaData, Table, delete, inspect, or_, select, update
@@ -136,25 +137,55 @@ def _warehouse_customers(settings):
                 yield normalise(CUSTOMER_ID, cid), normalise(EMAIL, email)
 
 
-def requests_from_model(settings) -> tuple[list[str], list[str]]:
-    """The ``erasure_requests`` model's emails and customer ids (none when it has no file)."""
+class ModelRequests(NamedTuple):
+    """The ``erasure_requests`` model's rows: emails, customer ids, and when each was asked for
+    (``(kind, normalised value) -> datetime``, the earliest request; for the audit)."""
+
+    emails: list[str]
+    customer_ids: list[str]
+    asked_at: dict
+
+
+def requests_from_model(settings) -> ModelRequests:
+    """The ``erasure_requests`` model's requests (none when it has no file)."""
     from storesync.core.windows import Window
     from storesync.warehouse.models import Warehouse
 
     warehouse = Warehouse(settings.warehouse_url, settings.models_dir, require_models=False)
-    emails, ids = [], []
+    found = ModelRequests([], [], {})
     for frame in warehouse.stream("erasure_requests", Window.everything_before(datetime(9999, 1, 1)),
                                   settings.chunk_size):
-        emails += [e for e in frame["email"] if isinstance(e, str) and e.strip()]
-        ids += [c for c in frame["customer_id"] if c is not None and str(c) not in ("", "nan", "None")]
-    return emails, ids
+        times = frame["requested_at"] if "requested_at" in frame else [None] * len(frame)
+        for email, cid, when in zip(frame["email"], frame["customer_id"], times):
+            subjects = []
+            if isinstance(email, str) and email.strip():
+                found.emails.append(email)
+                subjects.append((EMAIL, normalise(EMAIL, email)))
+            if cid is not None and str(cid) not in ("", "nan", "None", "<NA>"):
+                found.customer_ids.append(cid)
+                subjects.append((CUSTOMER_ID, normalise(CUSTOMER_ID, cid)))
+            when = _naive_utc(when)
+            for subject in subjects if when else ():
+                found.asked_at[subject] = min(when, found.asked_at.get(subject, when))
+    return found
+
+
+def _naive_utc(value) -> datetime | None:
+    """A model's timestamp (text, pandas or Python, naive = UTC) as a naive UTC datetime, or None."""
+    import pandas as pd
+
+    stamp = pd.to_datetime(value, errors="coerce", utc=True) if value is not None else None
+    return None if stamp is None or pd.isna(stamp) else stamp.tz_convert(None).to_pydatetime()
 
 
 # ------------------------------------------------------------------------------------ erase
 def erase(settings, *, emails=(), customer_ids=(), source: str = "cli", vendors=("sailthru", "sendlane"),
-          ledger: Ledger | None = None, skip_done: bool = False) -> ErasureReport:
+          ledger: Ledger | None = None, skip_done: bool = False,
+          asked_at: dict | None = None) -> ErasureReport:
     """Erase these people everywhere (module docstring). ``skip_done``: leave out people whose
-    every subject was already erased at every vendor (the model's requests, run after run)."""
+    every subject was already erased at every vendor (the model's requests, run after run).
+    ``asked_at``: when each subject was asked for (``ModelRequests.asked_at``), the audit's
+    ``requested_at`` (default: now)."""
     ledger = ledger or Ledger(settings.ledger_url)
     people = find_people(settings, emails, customer_ids)
     salt = salt_of(ledger.engine, create=True)
@@ -165,7 +196,9 @@ def erase(settings, *, emails=(), customer_ids=(), source: str = "cli", vendors=
         return report
     now = utcnow()
     for person in people:  # audit first: from here on no sync plans anything for them
-        _audit(ledger.engine, salt, person, source, now, vendors_result=None, scrubbed=None)
+        asked = [t for t in map((asked_at or {}).get, person.subjects()) if t is not None]
+        _audit(ledger.engine, salt, person, source, min(asked, default=now), vendors_result=None,
+               scrubbed=None)
     results = {person_index: {} for person_index in range(len(people))}
     for vendor in vendors:
         counts = report.vendors.setdefault(vendor, {DELETED: 0, NOT_FOUND: 0, NOT_CONFIRMED: 0, "failed": 0})
@@ -278,10 +311,10 @@ def sendlane_contact_erasure(client, email: str) -> str:
         return f"failed: {exc.error_class} (HTTP {exc.http_status})"
 
 
-def _audit(engine: Engine, salt: str, person: Person, source: str, now: datetime, *, vendors_result,
-           scrubbed, finished: bool = False) -> None:
-    """One row per subject (email or customer id), by its salted hash: inserted, or updated on a
-    repeated erasure."""
+def _audit(engine: Engine, salt: str, person: Person, source: str, requested_at: datetime, *,
+           vendors_result, scrubbed, finished: bool = False) -> None:
+    """One row per subject (email or customer id), by its salted hash: inserted (asked for at
+    ``requested_at``), or updated on a repeated erasure."""
     with engine.begin() as conn:
         for kind, value in person.subjects():
             digest = subject_hash(salt, kind, value)
@@ -292,7 +325,8 @@ def _audit(engine: Engine, salt: str, person: Person, source: str, now: datetime
                               erased_at=utcnow() if finished else None)
             existing = conn.execute(select(erasures.c.id).where(erasures.c.subject_hash == digest)).scalar()
             if existing is None:
-                conn.execute(erasures.insert().values(subject_hash=digest, requested_at=now, **values))
+                conn.execute(erasures.insert().values(subject_hash=digest, requested_at=requested_at,
+                                                      **values))
             else:
                 conn.execute(update(erasures).where(erasures.c.id == existing).values(**values))
 

@@ -31,11 +31,11 @@ class StoresyncErasureOperator(StoresyncBaseOperator):
         from storesync.privacy.erasure import erase, requests_from_model
         from storesync.provider.failures import StoresyncTaskFailure
 
-        emails, ids = requests_from_model(run.settings)
+        requests = requests_from_model(run.settings)
         conns = (("sailthru", self.sailthru_conn_id), ("sendlane", self.sendlane_conn_id))
         vendors = tuple(vendor for vendor, conn in conns if conn)
-        report = erase(run.settings, emails=emails, customer_ids=ids, source="model", vendors=vendors,
-                       skip_done=True)
+        report = erase(run.settings, emails=requests.emails, customer_ids=requests.customer_ids,
+                       source="model", vendors=vendors, skip_done=True, asked_at=requests.asked_at)
         result = report.as_dict()
         self.log.info("erasure: %d people; vendors %s; scrubbed %s", report.people, report.vendors,
                       report.scrubbed)
