@@ -314,3 +314,30 @@ def test_a_wrong_token_on_one_account_never_takes_its_events_from_it(airflow_db,
     second = run_own_dag(two_account_dag(), tmp_path, logical_date=hour_end)  # B still mistyped
     assert task_instance(second, "deliver_brand_b").state == "failed"
     assert len(emulator.requests(vendor="sendlane", account="brand_a")) == sent_to_a  # nothing of B's went to A
+
+
+def test_deliver_and_finish_tasks_never_look_the_warehouse_connection_up(airflow_db, from_connections, monkeypatch,
+                                                                           tmp_path):
+    """They send and settle what the ledger holds: a warehouse id that names no connection (which
+    fails any task that looks it up) does not stop them; each lookup is an Execution API round trip."""
+    from airflow.sdk import DAG, CronDataIntervalTimetable
+
+    from storesync.provider.operators.sailthru import SailthruDeliverOperator
+    from storesync.provider.operators.sendlane import SendlaneDeliverOperator
+    from storesync.provider.operators.sync import StoresyncFinishOperator, StoresyncPlanOperator
+
+    emulator = from_connections["emulator"]
+    hour_end = busiest_hour(from_connections, "SELECT changed_at AS updated_at FROM order_status_history")
+    nowhere = {"warehouse_conn_id": "no_such_warehouse"}
+    with DAG("sends_without_the_warehouse", schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+             start_date=datetime(2026, 1, 1), catchup=False, default_args={"owner": "test", "retries": 0}) as dag:
+        (StoresyncPlanOperator(task_id="plan", entity="orders", sync_name="orders")
+         >> [SendlaneDeliverOperator(task_id="deliver_sendlane", sync_name="orders", **nowhere),
+             SailthruDeliverOperator(task_id="deliver_sailthru", sync_name="orders", **nowhere)]
+         >> StoresyncFinishOperator(task_id="finish", sync_name="orders", **nowhere))
+    assert run_own_dag(dag, tmp_path, logical_date=hour_end).state == "success"
+    assert emulator.requests(vendor="sendlane") and emulator.requests(vendor="sailthru")
+    with pytest.raises(Exception, match="no_such_warehouse"):  # the plan does read it
+        from storesync.provider.connections import get_connection
+
+        get_connection("no_such_warehouse")

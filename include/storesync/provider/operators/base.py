@@ -43,6 +43,9 @@ class StoresyncBaseOperator(BaseOperator):
     template_fields: Sequence[str] = ("warehouse_conn_id", "ledger_conn_id", "window_start", "window_end")
     ui_color = "#e8f4ea"
     vendor: str | None = None  # the per-vendor operators name theirs (alerts and failures show it)
+    # False: the task never reads the warehouse (it sends or settles what the ledger holds), so its
+    # connection is not looked up (a round trip to Airflow's Execution API per task).
+    reads_warehouse: bool = True
 
     def __init__(self, *, warehouse_conn_id: str | None = WAREHOUSE_CONN_ID,
                  ledger_conn_id: str | None = LEDGER_CONN_ID, window_start: Any = DATA_INTERVAL_START,
@@ -58,7 +61,8 @@ class StoresyncBaseOperator(BaseOperator):
 
     @property
     def conn_ids(self) -> ConnectionIds:
-        return ConnectionIds(warehouse=self.warehouse_conn_id, ledger=self.ledger_conn_id,
+        return ConnectionIds(warehouse=self.warehouse_conn_id if self.reads_warehouse else None,
+                             ledger=self.ledger_conn_id,
                              sendlane=getattr(self, "sendlane_conn_id", None),
                              sailthru=getattr(self, "sailthru_conn_id", None))
 

@@ -30,6 +30,7 @@ class SailthruDeliverOperator(VendorDeliverMixin, StoresyncBaseOperator):
 
     vendor = "sailthru"
     template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "sync_name", "sailthru_conn_id")
+    reads_warehouse = False  # sends what the ledger holds
 
     def __init__(self, *, sync_name: str, sailthru_conn_id: str = SAILTHRU_CONN_ID, **kwargs) -> None:
         super().__init__(**kwargs)

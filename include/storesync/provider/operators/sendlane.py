@@ -30,6 +30,7 @@ class SendlaneDeliverOperator(VendorDeliverMixin, StoresyncBaseOperator):
 
     vendor = "sendlane"
     template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "sync_name", "sendlane_conn_id")
+    reads_warehouse = False  # sends what the ledger holds
 
     def __init__(self, *, sync_name: str, sendlane_conn_id: str = SENDLANE_CONN_ID, **kwargs) -> None:
         super().__init__(**kwargs)

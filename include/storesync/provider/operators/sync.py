@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.sdk import Context
 
-from storesync.provider.connections import SAILTHRU_CONN_ID, SENDLANE_CONN_ID, ConnectionIds
+from storesync.provider.connections import SAILTHRU_CONN_ID, SENDLANE_CONN_ID
 from storesync.provider.operators.base import StoresyncBaseOperator
 
 PLANNABLE = ("orders", "customers", "products", "checkouts", "ltv_profiles", "site_events")
@@ -102,17 +102,12 @@ class StoresyncFinishOperator(StoresyncBaseOperator):
     """
 
     template_fields: Sequence[str] = (*StoresyncBaseOperator.template_fields, "sync_name")
+    reads_warehouse = False  # settling reads and writes the ledger only (and names no vendor)
 
     def __init__(self, *, sync_name: str, full_catalog: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.sync_name = sync_name
         self.full_catalog = full_catalog
-
-    @property
-    def conn_ids(self) -> ConnectionIds:
-        # Settling reads and writes the ledger only: no warehouse or vendor connection to look up
-        # (each lookup is a round trip to Airflow's Execution API from the task process).
-        return ConnectionIds(warehouse=None, ledger=self.ledger_conn_id, sendlane=None, sailthru=None)
 
     def run_job(self, run, context: Context) -> dict:
         from storesync.provider import tasks
