@@ -1,26 +1,35 @@
 """``airflow_backfill``: a backfill of N hourly windows in a real Airflow, against the same-shaped
-DAG whose tasks do nothing, in the same run (issue 21).
+DAG whose tasks do nothing, in the same run (issue 21); and the historical-sync DAG over days of
+history in the same deployment, the other way to send a long past.
 
-One Airflow 3.3 deployment (api-server, scheduler, dag-processor; LocalExecutor with
+One Airflow 3.3 deployment (api-server, scheduler, dag-processor; ``StoresyncLocalExecutor`` with
 ``AIRFLOW__CORE__PARALLELISM=4``; metadata, demo store and ledger each a fresh PostgreSQL
-database) holds both DAGs: ``storesync_order_events`` and ``bench_noop_order_events``
+database) holds three DAGs: ``storesync_order_events``, ``bench_noop_order_events``
 (``bench/airflow_noop_dag.py``: plan, a deliver task per vendor, finish; each task a real task
-process that returns at once). Each gets one backfill through the REST API, as the UI posts it
-(``POST /api/v2/backfills``, the form's default ``max_active_runs`` 10), over the same N hourly
-windows of the demo store (a few orders an hour), one after the other; storesync's against the
-emulator (a subprocess; rate limits off and storesync's budgets lifted to 6,000/min as in the
-end-to-end tests, so this measures per-run cost, not the vendors' budgets). The clock runs from
-the POST to the backfill's ``completed_at`` with every run succeeded.
+process that returns at once) and ``storesync_historical_sync``. The demo store has a few orders
+an hour; the emulator runs as a subprocess with its rate limits off and storesync's budgets at
+6,000/min as in the end-to-end tests, so this measures per-run cost, not the vendors' budgets.
+
+1. The historical sync (orders, both vendors, sending, budget share 0.5) over the whole days
+   before the backfill's first window: from the REST trigger to the run's end.
+2. The backfill, in blocks (default 48 windows): a REST backfill of storesync's DAG over a block
+   (``POST /api/v2/backfills`` as the UI posts it, the form's default ``max_active_runs`` 10),
+   then the no-op's over the same windows, block after block, so both see the same machine load
+   (the machine is shared). Each clock runs from the POST to the backfill's ``completed_at`` with
+   every run succeeded. ``--deadline HH:MM`` (UTC) starts no pair of blocks that would end past
+   it; the figures are then those of the pairs done, and say so.
 
 Reported: seconds per run of each and their ratio (target ≤ 1.5), every expected delivery
 accepted by the emulator (a run that sends nothing would be fast for the wrong reason), and
-where storesync's time goes: per task, the mean task-instance duration of storesync's task
-against the no-op's (the difference is storesync's own work: imports, the quality gate, the
-warehouse, the ledger, sending), and from the plan tasks' own log lines the quality gate's
-seconds and whether any task had to build Great Expectations itself (it should not:
-``StoresyncLocalExecutor`` builds it once in the scheduler, before the workers fork).
+where storesync's time goes: per task, the mean task-instance duration against the no-op's, and
+from the tasks' own log lines (``storesync task timings``, ``storesync <step> timings``, the
+quality gate's): connections, modules imported during the task (0-4 when warm), opening engines
+and clients, warehouse and ledger SQL, the delivery engine, the gate; and whether any plan task
+had to build Great Expectations itself (it should not: the executor builds it before forking).
 
-``--quick``: 12 windows (CI proves the harness; the figure needs the full size). Full: 720 (a month).
+``--quick`` (``make bench-quick``): 12 windows in one block, 2 days of history. Full: 720 windows
+(a month) and 365 days; ``python -m bench.airflow_backfill 720 --historical-days 14 --deadline 20:00``
+for a shorter history or a bounded run.
 """
 
 from __future__ import annotations
