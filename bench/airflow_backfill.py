@@ -27,7 +27,7 @@ quality gate's): connections, modules imported during the task (0-4 when warm), 
 and clients, warehouse and ledger SQL, the delivery engine, the gate; and whether any plan task
 had to build Great Expectations itself (it should not: the executor builds it before forking).
 
-``--quick`` (``make bench-quick``): 12 windows in one block, 2 days of history. Full: 720 windows
+``--quick`` (``make bench-quick``): 12 windows in one block, 1 day of history. Full: 720 windows
 (a month) and 365 days; ``python -m bench.airflow_backfill 720 --historical-days 14 --deadline 20:00``
 for a shorter history or a bounded run.
 """
@@ -56,7 +56,7 @@ HISTORICAL_DAG = "storesync_historical_sync"
 BACKFILL_MAX_ACTIVE_RUNS = 10  # the UI form's default (BackfillPostBody, 3.3.2)
 BLOCK_WINDOWS = 48  # windows per REST backfill: storesync's and the no-op's blocks alternate
 HISTORICAL_DAYS = 365
-HISTORICAL_DAYS_QUICK = 2
+HISTORICAL_DAYS_QUICK = 1
 
 
 def _harness():
