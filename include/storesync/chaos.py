@@ -104,8 +104,8 @@ class ChaosReport:
             if f.settled:
                 rules = ", ".join(f"{rule} {n}" for rule, n in sorted(f.settled.items()))
                 lines += ["", f"{f.vendor}: held rows settled by a rule, no person: {rules}"
-                          + (f" (of the superseded, {f.superseded_arrived} had arrived, {f.superseded_not_arrived} "
-                             "had not: moot either way, see docs/exactly-once.md)"
+                          + (f" (of the superseded, {f.superseded_arrived} had arrived, "
+                             f"{f.superseded_not_arrived} had not: moot either way, see docs/exactly-once.md)"
                              if f.superseded_arrived + f.superseded_not_arrived else "")]
             if f.held:
                 lines += ["", held_remedy(f.vendor, f.held_by_event),
@@ -466,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, choices=(2, 3), default=3,
                         help="3 (default): a window per fault; 2: the short form (storm and faults together)")
     parser.add_argument("--contact-read", choices=("absence", "presence", "off"), default="absence",
-                        help="Sendlane's contact_read setting (default absence; presence: a found contact proves "
-                             "arrival when no other storesync delivery could have made it, true of the emulator)")
+                        help="Sendlane's contact_read setting (default absence; presence: a found contact "
+                             "proves arrival when no other storesync delivery could have made it)")
     parser.add_argument("--workdir", help="where the store and ledgers go (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -62,8 +62,8 @@ def row(ledger, event_type, version="1"):
 
 def reasons(ledger, delivery_id) -> list[str]:
     with ledger.engine.connect() as conn:
-        return [e for (e,) in conn.execute(select(record_log.c.error).where(record_log.c.delivery_id == delivery_id))
-                if e]
+        query = select(record_log.c.error).where(record_log.c.delivery_id == delivery_id)
+        return [e for (e,) in conn.execute(query) if e]
 
 
 def checkout(email="c@example.com", total=2.0):
@@ -85,8 +85,10 @@ def test_a_newer_version_supersedes_a_held_one_and_is_sent(emulator, ledger):
     old, new = row(ledger, "checkout_started", "1"), row(ledger, "checkout_started", "2")
     assert (old.state, new.state) == (SUPERSEDED, ACCEPTED)
     assert second.settled == {"superseded:newer_version": 1} and second.held_unknown == 0
-    assert any(r.startswith("superseded: version 2 of this checkout_started") for r in reasons(ledger, old.id))
-    totals = [r["body"]["total"] for r in emulator.requests(vendor="sendlane", endpoint="/tracking/checkout-started")]
+    assert any(r.startswith("superseded: version 2 of this checkout_started")
+               for r in reasons(ledger, old.id))
+    sent = emulator.requests(vendor="sendlane", endpoint="/tracking/checkout-started")
+    totals = [r["body"]["total"] for r in sent]
     assert totals == [2.0, 3.0] and emulator.duplicates() == {}
 
 

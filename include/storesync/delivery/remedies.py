@@ -54,9 +54,9 @@ def _within_a_day(delivery: Delivery, now: datetime | None) -> bool:
 def _why(vendor: str, event_type: str) -> str:
     if vendor == "sendlane":
         if event_type in SETTLEABLE_EVENTS:
-            return ("Sendlane neither de-duplicates it nor publishes a read or export of it, and no rule settled it "
-                    "(no newer version of it, no order of the contact since a checkout, and the contact read could "
-                    "not tell)")
+            return ("Sendlane neither de-duplicates it nor publishes a read or export of it, and no rule "
+                    "settled it (no newer version of it, no order of the contact since a checkout, and the "
+                    "contact read could not tell)")
         return "Sendlane neither de-duplicates it nor publishes a read or export of it"
     if event_type == "return":
         return "Sailthru has no read of returns, and a second return counts twice"

@@ -144,7 +144,8 @@ class HeldRules:
         return self._times(delivery_id)[1]
 
     def _times(self, delivery_id: int) -> tuple[datetime | None, datetime | None]:
-        query = select(deliveries.c.occurred_at, deliveries.c.planned_at).where(deliveries.c.id == delivery_id)
+        query = (select(deliveries.c.occurred_at, deliveries.c.planned_at)
+                 .where(deliveries.c.id == delivery_id))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return (row.occurred_at, row.planned_at) if row else (None, None)

@@ -205,8 +205,8 @@ class SendlaneSender:
             return CONTACT_FOUND  # held, noted so that later runs do not read it again
         verdict = self._read_path_verdict()
         if verdict is True:
-            return Settled(RETRY, "resent: the contact is not found on a read path proven to find what Sendlane "
-                           "accepted, so the event did not arrive", "contact_read")
+            return Settled(RETRY, "resent: the contact is not found on a read path proven to find what "
+                           "Sendlane accepted, so the event did not arrive", "contact_read")
         return verdict
 
     def _read_path_verdict(self) -> bool | str | None:
@@ -217,7 +217,8 @@ class SendlaneSender:
             return True
         emails = [p["email"] for _, p in self.proofs.evidence(self.READ_ENDPOINT)]
         if self.rules is not None and len(emails) < EVIDENCE_PER_CHECK:
-            emails += [e for e in self.rules.evidence_emails(self.settings.unknown_grace_s) if e not in emails]
+            known = self.rules.evidence_emails(self.settings.unknown_grace_s)
+            emails += [e for e in known if e not in emails]
         for email in emails[:EVIDENCE_PER_CHECK]:
             if not self._take_read():
                 return AWAITING_READ
@@ -227,8 +228,9 @@ class SendlaneSender:
         if not emails:
             return AWAITING_READ
         self._path_fails = True
-        log.error("sendlane GET %s found none of %d contacts Sendlane accepted events for: its \"not found\" is "
-                  "not trusted, held events there stay held (read again every run)", self.READ_ENDPOINT, len(emails))
+        log.error("sendlane GET %s found none of %d contacts Sendlane accepted events for: its \"not found\" "
+                  "is not trusted, held events there stay held (read again every run)",
+                  self.READ_ENDPOINT, len(emails))
         return None
 
 
