@@ -371,8 +371,12 @@ def cmd_ledger_move_account(args) -> int:
     from storesync.delivery.ledger import Ledger
     from storesync.pipeline.accounts import move_account
 
-    moved = move_account(Ledger(_settings(args).ledger_url), args.vendor, args.old, args.new)
+    moved = move_account(Ledger(_settings(args).ledger_url), args.vendor, args.old, args.new,
+                         merge_unsent=args.merge_unsent)
     print(json.dumps({"vendor": args.vendor, "from": args.old, "to": args.new, "moved": moved}, indent=2))
+    if moved.get("dropped_unsent"):
+        print(f"storesync: dropped {moved['dropped_unsent']} {args.vendor} deliveries of {args.old} that never left "
+              f"and {args.new} holds too (one storesync_record_log line each, status 'dropped')", file=sys.stderr)
     return 0
 
 
@@ -489,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--vendor", required=True, choices=("sendlane", "sailthru"))
     q.add_argument("--from", dest="old", required=True, help="the account key the deliveries are under")
     q.add_argument("--to", dest="new", required=True, help="the account key the deliveries are sent with now")
+    q.add_argument("--merge-unsent", action="store_true",
+                   help="drop the old key's deliveries that never left (planned, never claimed) when the new key "
+                        "holds the same ones (e.g. planned under 'unconfigured' before credentials were set); "
+                        "anything that may have left still refuses the move")
     q.add_argument("--ledger-url")
     q.set_defaults(func=cmd_ledger_move_account)
     from storesync.privacy.cli import add_commands as add_privacy_commands

@@ -83,9 +83,11 @@ def test_ledger_accounts_lists_open_rows_per_key_and_move_account_re_keys_them(t
 
 # ------------------------------------------------------------------------------ errors say what to do
 def _empty_config(tmp_path) -> str:
-    """A settings file of its own, so a storesync.toml or STORESYNC_CONFIG around the test is not read."""
+    """A settings file of its own, so a storesync.toml or STORESYNC_CONFIG around the test is not read;
+    with (unused) credentials: a sync without them stops before the warehouse these tests are about."""
     path = tmp_path / "storesync.toml"
-    path.touch()
+    path.write_text('[sendlane]\napi_token = "t-api"\nintegration_token = "t-int"\n'
+                    '[sailthru]\napi_key = "k-api"\nsecret = "k-secret"\n')
     return str(path)
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from acme_store import AcmeStore, write_models
 from sqlalchemy import create_engine, text
 
-from storesync.core.config import Settings
+from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
 from storesync.core.windows import Window
 from storesync.pipeline.jobs import format_summary, open_context, plan_entity, run_nightly
 from storesync.quality import QuarantineStore
@@ -27,7 +27,9 @@ def _plan(settings: Settings, window: Window, run_id: str) -> dict:
 def test_an_orphan_line_is_quarantined_in_its_window_and_released_once_its_order_arrives(tmp_path):
     store = AcmeStore(f"sqlite:///{tmp_path / 'acme.db'}")
     settings = Settings(warehouse_url=store.url, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-                        models_dir=write_models(tmp_path / "models"), quarantine_thresholds={"*": 1.0})
+                        models_dir=write_models(tmp_path / "models"), quarantine_thresholds={"*": 1.0},
+                        sendlane=SendlaneSettings(api_token="t", integration_token="t"),  # a run needs them
+                        sailthru=SailthruSettings(api_key="k", secret="s"))
     store.customer(1, W1.start)
     store.product(1, W1.start)
     store.order(1, 1, W1.start + timedelta(hours=3))

@@ -15,7 +15,7 @@ from decimal import Decimal as D
 import pytest
 from sqlalchemy import create_engine, select, update
 
-from storesync.core.config import Settings
+from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
 from storesync.core.windows import Window
 from storesync.delivery.ledger import PLANNED, STAGED, Ledger, deliveries
 from storesync.pipeline.jobs import open_context, plan_entity
@@ -85,7 +85,9 @@ class Store:
 def env(db_url, tmp_path):
     store = Store(db_url)
     settings = Settings(warehouse_url=db_url, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-                        quarantine_thresholds={"*": 1.0})
+                        quarantine_thresholds={"*": 1.0},  # credentials: a run without them plans nothing
+                        sendlane=SendlaneSettings(api_token="t", integration_token="t"),
+                        sailthru=SailthruSettings(api_key="k", secret="s"))
     yield store, settings
     store.engine.dispose()
 

@@ -208,7 +208,8 @@ def other_accounts_problem(vendor: str, account: str, others: dict) -> str:
     listed = ", ".join(f"{a}: {n}" for a, n in sorted(others.items()))
     return (f"{sum(others.values())} open {vendor} deliveries are under other accounts ({listed}) than the one "
             f"this run sends to ({account}); nothing lost, nothing sent. If it is the same {vendor} account under "
-            f"a new key, run `storesync ledger move-account --vendor {vendor} --from OLD --to {account}`; else set "
+            f"a new key, run `storesync ledger move-account --vendor {vendor} --from OLD --to {account}` (add "
+            f"--merge-unsent when both keys hold the same deliveries and the old key's never left); else set "
             f"account_id back until they are delivered")
 
 

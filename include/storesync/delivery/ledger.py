@@ -887,35 +887,66 @@ class Ledger:
             return {account: n for account, n in conn.execute(query)}
 
     def move_account(self, vendor: str, old: str, new: str, *,
-                     also: Callable[[Connection, str, str, str], dict[str, int]] | None = None) -> dict[str, int]:
+                     also: Callable[[Connection, str, str, str], dict[str, int]] | None = None,
+                     merge_unsent: bool = False) -> dict[str, int]:
         """Re-key ``vendor``'s deliveries under account ``old`` to ``new``: the same vendor
         account under a new key (an API key rotated while the account key was its fingerprint,
         an ``account_id`` set later). Every row moves, accepted ones too, so what was sent is
         not sent again under the new key. One transaction; refuses (changing nothing) while
         any of them is in flight (``sending``) or when ``new`` already holds a delivery of the
-        same identity. ``also(conn, vendor, old, new)``: the caller's own per-account rows,
-        moved in the same transaction (``storesync.pipeline.accounts.move_account``: the
-        historical sync's and the unsubscribes'). Returns the rows moved per table."""
+        same identity. With ``merge_unsent``, such a twin of ``old`` that never left (planned,
+        never claimed) is dropped instead (``new`` owes the same delivery), one record-log line
+        each (``dropped_unsent`` counts them); a twin that could have left still refuses the move.
+        ``also(conn, vendor, old, new)``: the caller's own per-account rows, moved in the same
+        transaction (``storesync.pipeline.accounts.move_account``: the historical sync's and the
+        unsubscribes'). Returns the rows moved per table."""
         if old == new:
             raise ValueError("the old and new account are the same")
         old_prefix, new_prefix = f"{vendor}|{old}|", f"{vendor}|{new}|"
-        mine = (deliveries.c.vendor == vendor) & (deliveries.c.account == old)
-        moved_key = literal(new_prefix) + func.substr(deliveries.c.delivery_key, len(old_prefix) + 1)
+        d = deliveries.c
+        mine = (d.vendor == vendor) & (d.account == old)
+        moved_key = literal(new_prefix) + func.substr(d.delivery_key, len(old_prefix) + 1)
         taken = deliveries.alias("taken")
+        twin = and_(mine, exists().where(taken.c.delivery_key == moved_key))
+        # Never left: planned and never claimed (no attempt, no answer). Only these may be dropped.
+        unsent = and_(twin, d.state == PLANNED, d.claimed_at.is_(None), d.attempts == 0, d.http_status.is_(None))
         with self.engine.begin() as conn:
-            in_flight = conn.execute(select(func.count()).where(mine, deliveries.c.state == SENDING)).scalar_one()
+            in_flight = conn.execute(select(func.count()).where(mine, d.state == SENDING)).scalar_one()
             if in_flight:
                 raise LedgerConflict(f"{in_flight} {vendor} deliveries of account {old!r} are in flight (sending): "
                                      "let their run finish (or its process die) first")
-            clashes = conn.execute(select(func.count()).where(mine, exists().where(
-                taken.c.delivery_key == moved_key))).scalar_one()
-            if clashes:
+            clashes = conn.execute(select(func.count()).where(twin)).scalar_one()
+            droppable = conn.execute(select(func.count()).where(unsent)).scalar_one() if clashes else 0
+            if clashes and (not merge_unsent or droppable < clashes):
+                if merge_unsent:
+                    detail = (f"{clashes - droppable} of them may have left (claimed, sent or answered): "
+                              "nothing moved; reconcile them first")
+                elif droppable == clashes:
+                    detail = ("nothing moved; none of them ever left (planned, never claimed): "
+                              "--merge-unsent drops them and moves the rest")
+                else:
+                    detail = f"nothing moved ({droppable} never left, {clashes - droppable} may have)"
                 raise LedgerConflict(f"account {new!r} already holds {clashes} {vendor} deliveries that account "
-                                     f"{old!r} holds too: nothing moved")
+                                     f"{old!r} holds too: {detail}")
+            dropped = []
+            if droppable:
+                dropped = conn.execute(select(d.id, d.event_type, d.entity_id).where(unsent)).all()
+                now = utcnow()
+                conn.execute(insert(record_log), [
+                    {"run_id": f"move-account {vendor} {old} -> {new}", "delivery_id": row.id, "vendor": vendor,
+                     "operation": row.event_type, "entity_id": row.entity_id, "status": "dropped",
+                     "error": f"never sent under account {old}; account {new} holds the same delivery",
+                     "logged_at": now} for row in dropped])
+                conn.execute(deliveries.delete().where(d.id.in_([row.id for row in dropped])))
             moved = {"storesync_deliveries": conn.execute(
                 update(deliveries).where(mine).values(account=new, delivery_key=moved_key)).rowcount}
+            if dropped:
+                moved["dropped_unsent"] = len(dropped)
             if also is not None:
                 moved.update(also(conn, vendor, old, new))
+        if dropped:
+            log.warning("%s: %d deliveries of account %s that never left were dropped: account %s holds the same "
+                        "ones", vendor, len(dropped), old, new)
         return moved
 
     def adopt_unproven_accounts(self, vendor: str, account: str, *, sync_name: str,

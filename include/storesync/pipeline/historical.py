@@ -785,13 +785,15 @@ def run_historical(settings: Settings, request: HistoricalRequest, entity: str, 
     """Sync one entity's days of ``request``; returns counts. Raises ``HistoricalIncomplete`` when
     something is left for a retry (which resumes from the checkpoints)."""
     from storesync.pipeline.accounts import move_bookkeeping
-    from storesync.pipeline.jobs import ENTITY_SYNCS
+    from storesync.pipeline.jobs import ENTITY_SYNCS, require_credentials
     from storesync.pipeline.syncs import SyncContext
     from storesync.pipeline.targets import targets_for
     from storesync.warehouse.models import Warehouse
 
     if entity not in request.entities:
         raise ValueError(f"{entity!r} is not one of this request's entities {list(request.entities)}")
+    if not request.dry_run:  # rows planned without credentials would sit under account "unconfigured"
+        require_credentials(settings, request.vendors, client_factories)
     ledger = HistoricalLedger(settings.ledger_url)
     warehouse = Warehouse(settings.warehouse_url, settings.models_dir)
     accounts = {v: account_of(settings, v) for v in request.vendors}

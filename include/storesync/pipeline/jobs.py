@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from storesync.core.config import Settings
+from storesync.core.errors import ConfigurationError
 from storesync.core.windows import Window
 from storesync.delivery.ledger import ACCEPTED, DEAD, SUPPRESSED, UNKNOWN, Ledger
 from storesync.pipeline import syncs
@@ -30,9 +31,46 @@ ENTITY_SYNCS = {
 }
 
 
+# Each vendor's credentials: (setting under [vendor], what it is, where an Airflow connection keeps it).
+CREDENTIALS = {
+    "sendlane": (("api_token", "API v2 token", "password"),
+                 ("integration_token", "custom integration token", "extra integration_token")),
+    "sailthru": (("api_key", "API key", "login"), ("secret", "shared secret", "password")),
+}
+
+
+def require_credentials(settings: Settings, vendors, client_factories: dict | None = None) -> None:
+    """Refuse to run for a vendor whose credentials are not set, before anything is extracted or
+    planned: a delivery's account key is its credential's fingerprint (``core.config.account_key``),
+    so rows planned without one sit under ``unconfigured`` and never go. The one check, for the
+    CLI and the Airflow tasks (``open_context``) and the historical sync; a vendor given its own
+    client factory (tests, the demo) brings its own client. The message says where each goes."""
+    problems, failing = [], []
+    for vendor in vendors:
+        if (client_factories or {}).get(vendor):
+            continue
+        vendor_settings = getattr(settings, vendor)
+        missing = [c for c in CREDENTIALS.get(vendor, ()) if not getattr(vendor_settings, c[0])]
+        if not missing:
+            continue
+        name = vendor.capitalize()
+        failing.append(vendor)
+        problems.append(
+            f"{name} has no {' and no '.join(what for _, what, _ in missing)}: set "
+            + " and ".join(f"{key}" for key, _, _ in missing) + f" under [{vendor}] in storesync.toml, or "
+            + " and ".join(f"STORESYNC_{vendor.upper()}_{key.upper()}" for key, _, _ in missing)
+            + f" (in Airflow: the {name} connection's " + " and ".join(f for _, _, f in missing) + ")")
+    if problems:
+        others = [v for v in vendors if v not in failing]
+        leave_out = f"; or sync without it (--vendors {' '.join(others)})" if others else ""
+        raise ConfigurationError("; ".join(problems) + f". Nothing was extracted or planned{leave_out}")
+
+
 def open_context(settings: Settings, *, run_id: str, sync_name: str, vendors=("sendlane", "sailthru"),
                  dry_run: bool = False, client_factories: dict | None = None,
                  now: datetime | None = None) -> syncs.SyncContext:
+    if not dry_run:  # a dry run sends nothing and keeps no delivery: it may run before credentials are set
+        require_credentials(settings, vendors, client_factories)
     return syncs.SyncContext(
         settings=settings,
         warehouse=Warehouse(settings.warehouse_url, settings.models_dir),
