@@ -813,12 +813,12 @@ def test_each_candidate_order_looks_its_statuses_up_once_on_postgresql(pg_url):
     its class before the day, and after it (whether it changed after the day, and if so its
     history's status then): four history lookups. A searched CASE over a status lookup made
     PostgreSQL repeat the lookup in each arm (five a row, before the after-the-day test)."""
-    from storesync.ltv.historic import _customers_to_recompute
+    from storesync.ltv.historic import _customers_to_recompute_by_lookup
 
     engine = create_engine(pg_url)
     schema.metadata.create_all(engine)
     build_store(engine)
-    query = _customers_to_recompute(OrderSource.demo(), AS_OF, datetime(2024, 3, 9))
+    query = _customers_to_recompute_by_lookup(OrderSource.demo(), AS_OF, datetime(2024, 3, 9))
     with engine.connect() as conn:
         compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
         plan = [row[0] for row in conn.execute(text(f"EXPLAIN {compiled}"))]

@@ -41,6 +41,7 @@ from sqlalchemy.sql import FromClause, Select
 from sqlalchemy.sql.functions import FunctionElement
 
 from storesync.core.errors import ConfigurationError
+from storesync.ltv import statuses
 from storesync.ltv.tables import (
     OPEN_END,
     VERSION_COLUMNS,
@@ -174,19 +175,25 @@ def _latest_status_before(history, order_id, cutoff: datetime):
     )
 
 
-def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), where=()):
-    """Orders created before ``cutoff`` (with a customer_id), with their status as of ``cutoff``.
+def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), where=(), statuses=None):
+    """Orders created before ``cutoff`` (with a customer_id), with their status as of ``cutoff``
+    and its class (``status_class``, see ``_status_class``).
 
     Only orders with a status change at or after the cutoff consult the history: every other
     order's status has not moved since, so it is ``orders.status``. For a nightly run that is a
     handful of orders, found through the index on ``changed_at``; the big scan is one pass over
-    ``orders`` with no per-order lookup, on SQLite as on PostgreSQL."""
+    ``orders`` with no per-order lookup, on SQLite as on PostgreSQL. ``statuses``: a table of
+    those orders (order_id, status as of ``cutoff``), already found (``_statuses_table``):
+    joined to, not looked up per order."""
     o = source.orders
     cutoff_param = literal(cutoff, o.c.created_at.type)
     from_ = o
     status = func.coalesce(o.c.status, literal(source.initial_status, String()))
     h = source.status_history
-    if h is not None:
+    if h is not None and statuses is not None:
+        from_ = o.outerjoin(statuses, statuses.c.order_id == o.c.order_id)
+        status = case((statuses.c.order_id.is_not(None), statuses.c.status), else_=status)
+    elif h is not None:
         later = h.alias("ltv_history_later")
         changed_since = select(later.c.order_id).where(later.c.changed_at >= literal(cutoff, later.c.changed_at.type))
         status_before_cutoff = _latest_status_before(h, o.c.order_id, cutoff)
@@ -217,13 +224,19 @@ def _orders_as_of(source: OrderSource, cutoff: datetime, only_customers=(), wher
         .select_from(from_)
         .where(*conditions)
     )
-    if h is not None:
-        # Kept whole (OFFSET 0): flattened into the grouping above, each aggregate testing the
-        # status repeated its history lookup, six a row. The first day of a 1M-order store
-        # 4.3 -> 3.2 s on SQLite; 100k orders 2.1 -> 0.4 s on PostgreSQL (more orders changed
-        # since the cutoff, as in a backfill, widen the gap).
-        rows = rows.offset(0)
-    return rows.subquery("ltv_orders_as_of")
+    if h is None:
+        return rows.add_columns(_status_class(status, source).label("status_class")).subquery("ltv_orders_as_of")
+    # Kept whole (OFFSET 0): flattened into the grouping above, each aggregate testing the
+    # status repeated its history lookup, six a row. The first day of a 1M-order store
+    # 4.3 -> 3.2 s on SQLite; 100k orders 2.1 -> 0.4 s on PostgreSQL (more orders changed
+    # since the cutoff, as in a backfill, widen the gap). The class is taken from the status
+    # once a row too: beside a lookup, in a layer of its own (it would repeat the lookup).
+    if statuses is None:
+        rows = rows.offset(0).subquery("ltv_orders_as_of_status")
+        rows = select(rows, _status_class(rows.c.status, source).label("status_class"))
+    else:
+        rows = rows.add_columns(_status_class(status, source).label("status_class"))
+    return rows.offset(0).subquery("ltv_orders_as_of")
 
 
 def _orders_as_of_from_index(source: OrderSource, cutoff: datetime, only_customers):
@@ -264,7 +277,15 @@ def _orders_as_of_from_index(source: OrderSource, cutoff: datetime, only_custome
         rows(changed_orders, changed_orders.c.status_now)).subquery("ltv_orders_now")
     every = select(now).union_all(rows(changed_orders, changed_orders.c.status_as_of)).subquery("ltv_orders_every")
     return select(every.c.customer_id, every.c.total, every.c.created_at,
-                  epoch_day(every.c.created_at).label("day"), every.c.status).subquery("ltv_orders_as_of")
+                  epoch_day(every.c.created_at).label("day"), every.c.status,
+                  _status_class(every.c.status, source).label("status_class")).subquery("ltv_orders_as_of")
+
+
+def _class_tests(status_class):
+    """(gross, valid) from a status class (``_status_class``), computed once an order: gross =
+    valid or reversed, valid = valid. The OR chains of ``_status_tests`` cost SQLite a third of
+    the daily recompute (six tests a row, each up to six comparisons)."""
+    return status_class >= literal_column("1"), status_class == literal_column("2")
 
 
 def _status_tests(status, source: OrderSource):
@@ -288,7 +309,7 @@ def _status_tests(status, source: OrderSource):
 
 def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bool = False,
                         only_customers=None, changed_customers: Select | None = None,
-                        except_all: bool = False) -> Select:
+                        except_all: bool = False, statuses=None) -> Select:
     """The per-customer SELECT (customer_id, as_of and the HISTORIC_COLUMNS) for ``as_of``.
 
     One row per customer with at least one order created by the end of ``as_of`` (a customer
@@ -303,24 +324,28 @@ def historic_ltv_select(as_of, source: OrderSource | None = None, *, indexed: bo
     query): the customers with an order changed since the cutoff, when already found.
     ``except_all`` (the indexed query, on a dialect with EXCEPT ALL: PostgreSQL): those
     customers' orders are read from the index too (see ``_orders_as_of_from_index``).
+    ``statuses``: the orders changed since the day's cutoff with their status as of it, when
+    already in a table (``_statuses_table``).
     """
     source = source or OrderSource.demo()
     restrict = () if only_customers is None else (only_customers,)
     if indexed:
-        return _indexed_select(_as_date(as_of), source, restrict, changed_customers, except_all)
-    return _general_select(_as_date(as_of), source, restrict)
+        return _indexed_select(_as_date(as_of), source, restrict, changed_customers, except_all, statuses)
+    return _general_select(_as_date(as_of), source, restrict, statuses=statuses)
 
 
-def _general_select(d: date, source: OrderSource, only_customers=(), *, from_index: bool = False) -> Select:
+def _general_select(d: date, source: OrderSource, only_customers=(), *, from_index: bool = False,
+                    statuses=None) -> Select:
     """Any orders source: as-of statuses per order, grouped by customer and day, then by customer.
-    ``from_index``: the orders as ``_orders_as_of_from_index`` reads them."""
+    ``from_index``: the orders as ``_orders_as_of_from_index`` reads them; ``statuses``: see
+    ``_orders_as_of``."""
     as_of_day = literal(_day_number(d), Integer())
     if from_index and source.status_history is not None and only_customers:
         oa = _orders_as_of_from_index(source, as_of_cutoff(d), only_customers)
     else:
-        oa = _orders_as_of(source, as_of_cutoff(d), only_customers)
+        oa = _orders_as_of(source, as_of_cutoff(d), only_customers, statuses=statuses)
     zero = literal_column("0")
-    is_gross, is_valid = _status_tests(oa.c.status, source)
+    is_gross, is_valid = _class_tests(oa.c.status_class)
     one = literal_column("1")
     one_point_zero = literal_column("1.0")  # forces non-integer division (SQLite) / stays NUMERIC (PG)
 
@@ -435,7 +460,7 @@ def _changed_since_cutoff(source: OrderSource, d: date) -> Select | None:
 
 
 def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Select | None = None,
-                    except_all: bool = False) -> Select:
+                    except_all: bool = False, statuses=None) -> Select:
     """The general query's numbers in one grouped pass over the covering index.
 
     Customers with an order whose status changed at or after the cutoff (a nightly run: the few
@@ -511,7 +536,7 @@ def _indexed_select(d: date, source: OrderSource, only_customers=(), changed: Se
     if changed is None:
         return unchanged
     return unchanged.union_all(_general_select(d, source, only_customers=(*only_customers, changed),
-                                               from_index=except_all))
+                                               from_index=except_all, statuses=statuses))
 
 
 def _mean_of_cents(cents, count):
@@ -595,19 +620,16 @@ def compute_historic_ltv(
         # Read by the incremental recompute and the full query alike: found once.
         changed_since, n_changed = _changed_customers_table(conn, source, d) if indexed else (None, 0)
         changed = None if changed_since is None else select(changed_since.c.customer_id)
+        status_as_of = _statuses_table(conn, source, d)
         if from_previous:
             previous = d - timedelta(days=1)
             # Both sets are read by several statements: kept in temporary tables, found once.
-            to_recompute = _customers_to_recompute(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
-            if also_recompute is not None:
-                to_recompute = to_recompute.union(also_recompute)
-            recompute = _temporary(conn, "ltv_tmp_recompute", to_recompute,
-                                   [Column("customer_id", o.c.customer_id.type)])
+            recompute = _customers_to_recompute(conn, source, d, since, also_recompute)
             n_recompute = conn.execute(select(func.count()).select_from(recompute)).scalar_one()
             n_previous = conn.execute(select(runs.c.rows_written).where(runs.c.as_of == previous)).scalar_one()
             if 0 < n_previous and n_recompute <= max_recompute_share * n_previous:
                 buyers = _temporary(conn, "ltv_tmp_day_buyers",
-                                    _day_buyers(_new_orders_as_of(source, d, since), source),
+                                    _day_buyers(_new_orders_as_of(source, d, since, status_as_of), source),
                                     [Column("customer_id", o.c.customer_id.type), Column("gross_sum", Numeric()),
                                      Column("net_count", Integer()), Column("net_sum", Numeric()),
                                      Column("first_at", o.c.created_at.type), Column("last_at", o.c.created_at.type)])
@@ -617,7 +639,8 @@ def compute_historic_ltv(
                     index_customer_id=True)
                 conn.execute(staged.insert().from_select(["customer_id", "gone", *VERSION_COLUMNS], _as_versions(
                     historic_ltv_select(d, source, indexed=indexed, only_customers=recompute_ids,
-                                        changed_customers=changed, except_all=_from_index(conn, n_changed)), d)))
+                                        changed_customers=changed, except_all=_from_index(conn, n_changed),
+                                        statuses=status_as_of), d)))
                 # A rerun of the day: customers an earlier attempt wrote a version for, and
                 # this one did not, are back to the day before's.
                 _stage_carried(conn, staged, versions, d)
@@ -628,7 +651,7 @@ def compute_historic_ltv(
                 _set_local(conn, "jit", jit_was)
                 jit_was = None
         day_rows = historic_ltv_select(d, source, indexed=indexed, changed_customers=changed,
-                                       except_all=_from_index(conn, n_changed))
+                                       except_all=_from_index(conn, n_changed), statuses=status_as_of)
         if staged is None and not conn.execute(select(exists().where(
                 versions.c.valid_to > literal(d, Date())))).scalar_one():
             # Nothing on d or after it (the first run, or a day before any other): every figure
@@ -647,8 +670,9 @@ def compute_historic_ltv(
                 recomputed = conn.execute(select(func.count()).select_from(staged)).scalar_one()
             written = _write_day(conn, versions, runs, staged, d)
             staged.drop(conn)
-        if changed_since is not None:
-            changed_since.drop(conn)
+        for table in (changed_since, status_as_of):
+            if table is not None:
+                table.drop(conn)
         n_day = conn.execute(select(func.count()).select_from(versions).where(
             versions.c.valid_to > d, versions.c.valid_from <= d)).scalar_one()
         record = {"computed_at": started_at, "method": method, "definition": definition,
@@ -886,12 +910,73 @@ def _status_class(status, source: OrderSource):
     return case({s: literal_column(str(c)) for s, c in classes.items()}, value=status, else_=literal_column("2"))
 
 
-def _customers_to_recompute(source: OrderSource, d: date, since: datetime, *,
-                            keep_subquery: bool = False) -> Select:
+def _customers_to_recompute(conn: Connection, source: OrderSource, d: date, since: datetime,
+                            also: Select | None = None) -> Table:
+    """A temporary table of the customers whose older orders (created before ``d``) may have
+    moved since the day before: updated since ``since``, or with a status change dated in ``d``,
+    except the orders whose change is explained by the history (a change dated after the day
+    before) and keeps their class as of ``d`` what it was the day before. ``also``: a SELECT of
+    more customer ids to recompute.
+
+    On DuckDB set-based (``storesync.ltv.statuses``): the moved orders are found once, their
+    history rows read once, and each one's status the day before and on ``d`` ranked from those
+    rows; per order lookups cost DuckDB a join of the whole history each (1M orders: 4.4 s, now
+    0.1 s). SQLite and PostgreSQL look each order up through the history's order_id index
+    (``_customers_to_recompute_by_lookup``): set-based, PostgreSQL's planner chose to scan the
+    orders and the whole history for the ~20k moved orders of a 1M-order store (3 s, not 0.7)."""
+    o = source.orders
+    start, end = as_of_cutoff(d - timedelta(days=1)), as_of_cutoff(d)
+    h = source.status_history
+    columns = [Column("customer_id", o.c.customer_id.type)]
+    if h is None or not _set_based(conn):
+        rows = _customers_to_recompute_by_lookup(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
+        return _temporary(conn, "ltv_tmp_recompute", rows if also is None else rows.union(also), columns)
+    updated = source.orders.alias("ltv_updated_order")
+    candidates = select(updated.c.order_id).where(updated.c.updated_at >= literal(since, updated.c.updated_at.type))
+    older = [o.c.created_at < literal(start, o.c.created_at.type), o.c.customer_id.is_not(None)]
+    dated_in_day = h.alias("ltv_day_change")
+    # Two index ranges (updated_at, changed_at) give the candidate orders: an OR of the two
+    # conditions would scan every order.
+    candidates = candidates.union(select(dated_in_day.c.order_id).where(
+        dated_in_day.c.changed_at >= literal(start, dated_in_day.c.changed_at.type),
+        dated_in_day.c.changed_at < literal(end, dated_in_day.c.changed_at.type)))
+    initial = literal(source.initial_status, String())
+    moved = _temporary(conn, "ltv_tmp_moved", select(
+        o.c.order_id, o.c.customer_id, func.coalesce(o.c.status, initial).label("status"))
+        .where(o.c.order_id.in_(candidates), *older),
+        [Column("order_id", o.c.order_id.type), Column("customer_id", o.c.customer_id.type),
+         Column("status", String())])
+    history = _history_table(conn, "ltv_tmp_moved_history", h, select(moved.c.order_id))
+    before = statuses.latest_status(history, start, "ltv_status_before")
+    after = statuses.latest_status(history, end, "ltv_status_after")
+    last = statuses.last_change(history, "ltv_last_change")
+    # The status the day's full query gives the order: its history's as of the day's end when it
+    # changed after it, else orders.status (which may disagree with the history: a status no
+    # history row has). Read from the history alone, such an order kept the day before's class
+    # here while the full query moved it.
+    status_after = case((last.c.last_at >= literal(end, last.c.last_at.type), func.coalesce(after.c.status, initial)),
+                        else_=moved.c.status)
+    same_class = (_status_class(func.coalesce(before.c.status, initial), source)
+                  == _status_class(status_after, source))
+    explained = and_(last.c.last_at.is_not(None), last.c.last_at >= literal(start, last.c.last_at.type), same_class)
+    rows = (select(moved.c.customer_id)
+            .select_from(moved.outerjoin(before, before.c.order_id == moved.c.order_id)
+                         .outerjoin(after, after.c.order_id == moved.c.order_id)
+                         .outerjoin(last, last.c.order_id == moved.c.order_id))
+            .where(~explained).distinct())
+    table = _temporary(conn, "ltv_tmp_recompute", rows if also is None else rows.union(also), columns)
+    history.drop(conn)
+    moved.drop(conn)
+    return table
+
+
+def _customers_to_recompute_by_lookup(source: OrderSource, d: date, since: datetime, *,
+                                      keep_subquery: bool = False) -> Select:
     """Customers whose older orders (created before ``d``) may have moved since the day before:
     updated since ``since``, or with a status change dated in ``d``, except the orders whose
     change is explained by the history (a change dated after the day before) and keeps their
-    class as of ``d`` what it was the day before."""
+    class as of ``d`` what it was the day before. Each moved order's statuses looked up in the
+    history, per order (SQLite and PostgreSQL: through its order_id index)."""
     o = source.orders.alias("ltv_older_order")
     start, end = as_of_cutoff(d - timedelta(days=1)), as_of_cutoff(d)
     h = source.status_history
@@ -944,19 +1029,55 @@ def _customers_to_recompute(source: OrderSource, d: date, since: datetime, *,
     return select(moved.c.customer_id).where(~((moved.c.has_later_change == literal(True)) & same_class)).distinct()
 
 
-def _new_orders_as_of(source: OrderSource, d: date, since: datetime):
+# Dialects on which the daily job finds as-of statuses set-based (``storesync.ltv.statuses``)
+# rather than by a lookup per order: those without an index to look an order's history up by.
+SET_BASED_DIALECTS = frozenset({"duckdb"})
+
+
+def _set_based(conn: Connection) -> bool:
+    return conn.dialect.name in SET_BASED_DIALECTS
+
+
+def _history_table(conn: Connection, name: str, h, order_ids: Select) -> Table:
+    """The status changes of ``order_ids`` (``statuses.history_rows``), in a temporary table."""
+    return _temporary(conn, name, statuses.history_rows(h, order_ids), [
+        Column("order_id", h.c.order_id.type), Column("status", String()),
+        Column("changed_at", h.c.changed_at.type), Column("tiebreak", statuses.tiebreak(h).type)])
+
+
+def _statuses_table(conn: Connection, source: OrderSource, d: date) -> Table | None:
+    """The orders with a status change at or after ``d``'s cutoff, each with its status as of
+    the cutoff (order_id, status), in a temporary table, on DuckDB (``SET_BASED_DIALECTS``);
+    None without a status history or elsewhere. The day's statements join to it
+    (``_orders_as_of``) instead of looking each one up."""
+    h = source.status_history
+    if h is None or not _set_based(conn):
+        return None
+    cutoff = as_of_cutoff(d)
+    ids = _temporary(conn, "ltv_tmp_changed_orders", statuses.changed_since(h, cutoff),
+                     [Column("order_id", h.c.order_id.type)])
+    history = _history_table(conn, "ltv_tmp_changed_history", h, select(ids.c.order_id))
+    table = _temporary(conn, "ltv_tmp_status_as_of", statuses.statuses_as_of(ids, history, cutoff, source.initial_status),
+                       [Column("order_id", h.c.order_id.type, primary_key=True, autoincrement=False),
+                        Column("status", String())])
+    history.drop(conn)
+    ids.drop(conn)
+    return table
+
+
+def _new_orders_as_of(source: OrderSource, d: date, since: datetime, statuses=None):
     """The orders created in ``d`` with their status as of its end (found through updated_at:
-    an order created in ``d`` was updated since then)."""
+    an order created in ``d`` was updated since then). ``statuses``: see ``_orders_as_of``."""
     o = source.orders
     start = as_of_cutoff(d - timedelta(days=1))
     return _orders_as_of(source, as_of_cutoff(d), where=(
         o.c.updated_at >= literal(min(since, start), o.c.updated_at.type),
-        o.c.created_at >= literal(start, o.c.created_at.type)))
+        o.c.created_at >= literal(start, o.c.created_at.type)), statuses=statuses)
 
 
 def _day_buyers(new_orders, source: OrderSource) -> Select:
     """Per customer, the takings of the orders created in the day (see ``_new_orders_as_of``)."""
-    is_gross, is_valid = _status_tests(new_orders.c.status, source)
+    is_gross, is_valid = _class_tests(new_orders.c.status_class)
     zero, one = literal_column("0"), literal_column("1")
     return (
         select(
