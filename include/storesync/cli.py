@@ -192,13 +192,14 @@ def cmd_emulator(args) -> int:
 def cmd_sync(args) -> int:
     from storesync.pipeline.jobs import format_summary, run_nightly
 
-    from storesync.run_report import dry_run_samples_text, quarantine_reasons_text
+    from storesync.run_report import dry_run_samples_text, quarantine_reasons_text, quarantine_samples_text
 
     settings = _settings(args)
     window = _window(args, settings)  # argument errors first: they need no database
     _require_warehouse(settings)
     run_id = args.run_id or f"cli-{datetime.utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     summary = run_nightly(settings, window, run_id=run_id, vendors=args.vendors, dry_run=args.dry_run)
+    failures = summary.get("gate_failures") or []  # a dry run shows them with everything else
     if args.json:  # stdout is the JSON document alone, so it pipes into jq
         summary = {"window": {"start": window.start.isoformat(), "end": window.end.isoformat()}, **summary}
         print(json.dumps(summary, indent=2, default=str))
@@ -206,11 +207,40 @@ def cmd_sync(args) -> int:
         print(f"window {window}")
         print(format_summary(summary))
         for section in (quarantine_reasons_text(summary),
+                        quarantine_samples_text(summary, args.samples) if args.dry_run else "",
                         dry_run_samples_text(summary, args.samples) if args.dry_run else ""):
             if section:
                 print("")
                 print(section)
+    for failure in failures:
+        print(f"storesync: {gate_failure_text(failure)}", file=sys.stderr)
+    if failures:
+        return 1
     return 1 if not args.dry_run and _report_held(settings, args.vendors, to_stderr=args.json) else 0
+
+
+# A reason behind at least this share of a batch's rows is the model's doing, not a few bad rows.
+MOSTLY_ONE_REASON = 0.5
+
+
+def gate_failure_text(failure: dict) -> str:
+    """What to do about a quality-gate failure (``jobs.gate_failure``): fix the rows, or, when the
+    share is acceptable, a threshold that would have let it through (the share rounded up to the
+    next 5%, never past 1). When most of the batch fails one check the model is wrong, and no
+    threshold is the fix: the message says so."""
+    import math
+
+    entity, share = failure.get("entity") or "<entity>", failure.get("share")
+    top, rows_in = failure.get("top_reasons") or [], failure.get("rows_in")
+    text = failure["message"]
+    if top and rows_in and top[0][1] >= MOSTLY_ONE_REASON * rows_in:
+        reason, count = top[0]
+        return (f"{text}. Most {entity} rows fail {reason} (×{count}): raising the threshold is not the fix, the "
+                f"{entity} model is. `storesync models check --model {entity}` shows what it returns against the "
+                "contract (include/sql/README.md lists the allowed values)")
+    allowed = min(1.0, math.ceil(share * 20 + 1e-9) / 20) if share is not None else 0.1
+    return (f"{text}. Fix those rows in the warehouse, or, if that share is acceptable, raise the threshold in "
+            f"storesync.toml ([quarantine_thresholds] {entity} = {allowed:g})")
 
 
 def _report_held(settings, vendors, *, to_stderr: bool = False) -> int:
@@ -521,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError
 
     from storesync.core.errors import ConfigurationError
+    from storesync.pipeline.jobs import gate_failure
     from storesync.quality.errors import QualityGateError
 
     try:
@@ -529,13 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"storesync: {exc}", file=sys.stderr)
         return 2
     except QualityGateError as exc:
-        import math
-
-        entity, share = getattr(exc, "entity", "<entity>"), getattr(exc, "share", None)
-        # A threshold that would have let this run through: the share rounded up to the next 5%.
-        allowed = math.ceil(share * 20 + 1e-9) / 20 if share is not None else 0.1
-        print(f"storesync: {exc}. Fix those rows in the warehouse, or, if that share is acceptable, raise "
-              f"the threshold in storesync.toml ([quarantine_thresholds] {entity} = {allowed:g})", file=sys.stderr)
+        print(f"storesync: {gate_failure_text(gate_failure(exc))}", file=sys.stderr)
         return 1
     except StoresyncError as exc:
         print(f"storesync: {exc}", file=sys.stderr)

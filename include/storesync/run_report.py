@@ -23,6 +23,21 @@ def quarantine_reasons_text(summary: dict) -> str:
     return "\n".join(["quarantined rows by reason (all reasons; a row may have several):", *lines])
 
 
+def quarantine_samples_text(summary: dict, per_entity: int = 1) -> str:
+    """Up to ``per_entity`` quarantined rows per entity (dry runs; masked by the planner), each with
+    its reasons ('' when none)."""
+    samples = summary.get("quarantine_samples") or {}
+    if per_entity <= 0 or not samples:
+        return ""
+    lines = [f"quarantined rows (personal data masked; up to {per_entity} per entity):"]
+    for entity in sorted(samples):
+        for sample in samples[entity][:per_entity]:
+            lines.append(f"  {entity} {sample.get('entity_id')}: " + "; ".join(sample.get("reasons") or []))
+            lines.append("    " + json.dumps(sample.get("row"), default=str, ensure_ascii=False,
+                                            separators=(", ", ": ")))
+    return "\n".join(lines)
+
+
 def dry_run_samples_text(summary: dict, per_event: int = 1) -> str:
     """Up to ``per_event`` sample payloads per vendor event, one JSON line each ('' when none).
 

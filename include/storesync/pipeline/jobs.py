@@ -105,14 +105,22 @@ def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("se
                 dry_run: bool = False, client_factories: dict | None = None) -> dict:
     """The nightly job: full product catalog, then the window's customers, orders and checkouts,
     then delivery to every vendor. Returns the summary the CLI prints."""
+    from storesync.quality.errors import QualityGateError
+
     ctx = open_context(settings, run_id=run_id, sync_name="nightly", vendors=vendors, dry_run=dry_run,
                        client_factories=client_factories)
-    plans = {
-        "products": plan_entity(ctx, "products", Window.everything_before(window.end)),
-        "customers": plan_entity(ctx, "customers", window),
-        "orders": plan_entity(ctx, "orders", window),
-        "checkouts": plan_entity(ctx, "checkouts", window),
-    }
+    windows = {"products": Window.everything_before(window.end), "customers": window, "orders": window,
+               "checkouts": window}
+    plans, gate_failures = {}, []
+    for entity, entity_window in windows.items():
+        try:
+            plans[entity] = plan_entity(ctx, entity, entity_window)
+        except QualityGateError as exc:
+            if not dry_run or getattr(exc, "report", None) is None:
+                raise
+            # A dry run goes on: it is there to show everything that is wrong, in one go.
+            plans[entity] = exc.report
+            gate_failures.append(gate_failure(exc))
     deliveries = {}
     if not dry_run:
         for vendor in vendors:
@@ -120,7 +128,19 @@ def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("se
         ctx.ledger.finish_run(run_id, "success", counts={"deliveries": deliveries})
         if ctx.ledger.window_is_settled("nightly", window.start, window.end):
             ctx.ledger.advance_watermark("nightly", window.end, window_start=window.start)
-    return summarise(ctx, plans, deliveries)
+    summary = summarise(ctx, plans, deliveries)
+    if dry_run:
+        summary["gate_failures"] = gate_failures
+    return summary
+
+
+def gate_failure(error) -> dict:
+    """A quality-gate failure as JSON-able facts (no row values)."""
+    entity = getattr(error, "entity", None)
+    stats = ((getattr(error, "report", None) or {}).get("entities") or {}).get(entity) or {}
+    return {"entity": entity, "share": getattr(error, "share", None), "threshold": getattr(error, "threshold", None),
+            "rows_in": stats.get("rows_in"), "quarantined": stats.get("quarantined"),
+            "top_reasons": [list(r) for r in getattr(error, "top_reasons", [])], "message": str(error)}
 
 
 def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
@@ -140,6 +160,7 @@ def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
         "deliveries": deliveries,
         "ledger": ledger_counts,
         "samples": {k: v for p in plans.values() for k, v in p.get("samples", {}).items()},
+        "quarantine_samples": {k: v for p in plans.values() for k, v in p.get("quarantine_samples", {}).items()},
     }
 
 

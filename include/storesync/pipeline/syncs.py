@@ -88,6 +88,8 @@ class PlanReport:
     planned: Counter = field(default_factory=Counter)  # "vendor:event_type" -> new deliveries
     changes: Counter = field(default_factory=Counter)  # "vendor:create|update|unchanged"
     samples: dict[str, list] = field(default_factory=lambda: defaultdict(list))
+    # Dry runs: a few quarantined rows per entity, masked, with their reasons.
+    quarantine_samples: dict[str, list] = field(default_factory=lambda: defaultdict(list))
     promoted: int = 0
     rechecked: dict[str, RecheckStats] = field(default_factory=lambda: defaultdict(RecheckStats))
     resolved: Counter = field(default_factory=Counter)  # quarantine records closed, by entity
@@ -109,6 +111,7 @@ class PlanReport:
                          for name, s in self.entities.items()},
             "events": dict(self.events), "planned": dict(self.planned), "changes": dict(self.changes),
             "samples": dict(self.samples) if self.dry_run else {}, "promoted": self.promoted,
+            "quarantine_samples": dict(self.quarantine_samples) if self.dry_run else {},
             "rechecked": {name: {"checked": s.checked, "passed": s.passed, "quarantined": s.quarantined}
                           for name, s in self.rechecked.items()},
             "resolved": dict(self.resolved), "healed": dict(self.healed),
@@ -157,6 +160,11 @@ def _account(ctx: SyncContext, report: PlanReport, outcome) -> pd.DataFrame:
     if not ctx.dry_run:
         _note_fixed(ctx, report, outcome)
         ctx.quarantine_store().record(outcome, resolve=False)
+    else:
+        kept = report.quarantine_samples[outcome.entity]
+        for row in outcome.quarantined[:max(0, SAMPLES_PER_EVENT - len(kept))]:
+            kept.append({"entity_id": str(row.entity_id), "reasons": [mask_sample(r) for r in row.reasons],
+                         "row": mask_row(outcome.entity, row.row)})
     return outcome.passed
 
 
@@ -258,9 +266,11 @@ def _gate(ctx: SyncContext, report: PlanReport) -> None:
             f"{e}: {s.rows_quarantined}/{s.rows_in} rows quarantined ({s.share:.1%} > {t:.1%}), top reasons: "
             + ", ".join(f"{r} ×{n}" for r, n in s.reasons.most_common(3))
             for _, e, s, t in breaches)
-        raise QualityGateError(f"quality gate failed, nothing of run {ctx.run_id} is sent; {described}",
-                               entity=entity, share=stats.share, threshold=threshold,
-                               top_reasons=stats.reasons.most_common(5))
+        error = QualityGateError(f"quality gate failed, nothing of run {ctx.run_id} is sent; {described}",
+                                 entity=entity, share=stats.share, threshold=threshold,
+                                 top_reasons=stats.reasons.most_common(5))
+        error.report = report.as_dict()  # what a dry run still shows (counts, reasons, masked samples)
+        raise error
     if not ctx.dry_run:
         report.promoted = ctx.ledger.promote(ctx.run_id)
         # Only now: had the run failed, its fixed rows would stay open and the next run would
@@ -376,6 +386,22 @@ def mask_sample(payload):
     values and the non-personal fields (products, amounts, ids, dates, cities, countries) stay as
     they are, so the sample still shows what would be sent."""
     return _mask_personal(mask_payload(payload))
+
+
+def mask_row(model: str, row: dict) -> dict:
+    """A warehouse row for people to look at (a dry run's quarantined rows): ``mask_sample``, and
+    every column the models contract calls personal masked whatever it holds (a malformed email,
+    which is why such a row is quarantined, is no email to the patterns)."""
+    from storesync.warehouse.check import MASK as MASKED, mask_email
+    from storesync.warehouse.contract import CONTRACTS
+
+    masked = mask_sample(row)
+    spec = CONTRACTS.get(model)
+    for name, value in masked.items():
+        column = spec.column(name) if spec is not None else None
+        if column is not None and column.personal and value is not None:
+            masked[name] = mask_email(value) if isinstance(value, str) else MASKED
+    return masked
 
 
 def _new_report(ctx: SyncContext, window: Window) -> PlanReport:

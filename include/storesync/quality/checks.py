@@ -27,16 +27,7 @@ import pandas as pd
 from storesync.quality.currencies import KNOWN_CURRENCIES
 from storesync.quality.money import EXACT, MAX_CENTS, Money, fmt, parse_money, to_decimal
 from storesync.quality.serialize import native
-
-ORDER_STATUSES: tuple[str, ...] = (
-    "cancelled",
-    "completed",
-    "failed",
-    "fulfilled",
-    "pending",
-    "processing",
-    "refunded",
-)
+from storesync.warehouse.contract import ORDER_STATUSES  # the contract's (include/sql/README.md shows them)
 
 # RFC 5322 "dot-atom" local part (no leading, trailing or doubled dots) at a dotted host name with
 # an alphabetic top-level domain. ``\Z``, not ``$``: Python's ``$`` also matches before a final

@@ -3,7 +3,9 @@ to the contract (``storesync.warehouse.contract``), before a sync trusts it.
 
 For each model it reports the rows the window returned, the required columns missing (a violation),
 the optional ones missing and the extra ones (notes), values of the wrong type (a violation: the
-first few, by column, never the value itself), and a few sample rows with personal data masked.
+first few, by column, never the value itself), values outside a column's allowed list (a violation:
+an order status the quality gate would quarantine; the values with their counts and the allowed
+list), and a few sample rows with personal data masked.
 A window model that returns 0 rows while it returns rows both before and after the window gets a
 warning: that is what window binds compared with the wrong text format look like (see
 ``include/sql/README.md``). Chunk models run on ids the window models returned.
@@ -45,13 +47,15 @@ class ModelReport:
     missing_optional: list = field(default_factory=list)
     extra: list = field(default_factory=list)
     type_errors: dict = field(default_factory=dict)  # column -> "n value(s) not <type> (<python type>)"
+    # column -> {"values": {value: count} (the most frequent), "rows": n, "allowed": [...]}
+    unknown_values: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     error: str | None = None
     samples: list = field(default_factory=list)
 
     @property
     def violated(self) -> bool:
-        return bool(self.missing_required or self.type_errors or self.error)
+        return bool(self.missing_required or self.type_errors or self.unknown_values or self.error)
 
     def settle(self) -> None:
         if self.status in ("absent", "skipped"):
@@ -228,15 +232,26 @@ class ModelsCheck:
             report.missing_optional = [c for c in spec.optional_columns if c not in columns]
             report.extra = [c for c in columns if spec.column(c) is None]
             typed = [(i, spec.column(c)) for i, c in enumerate(columns) if spec.column(c) is not None]
+            restricted = [(i, column) for i, column in typed if column.values]
+            unknown: dict[str, Counter] = {}
             for partition in result.partitions(10_000):
                 for row in partition:
                     if report.rows < TYPE_CHECKED_ROWS:
                         for i, column in typed:
                             if not type_ok(column.type, row[i]):
                                 wrong.setdefault(column.name, Counter())[type(row[i]).__name__] += 1
+                        for i, column in restricted:
+                            if isinstance(row[i], str) and row[i] not in column.values:
+                                unknown.setdefault(column.name, Counter())[row[i]] += 1
                     if len(report.samples) < self.samples:
                         report.samples.append(masked(spec, dict(zip(columns, row))))
                     report.rows += 1
+        for name, values in unknown.items():
+            # Allowed-value columns hold codes (statuses): shown, cut short, an email masked (a model whose
+            # columns are out of order could put one there).
+            report.unknown_values[name] = {
+                "rows": sum(values.values()), "allowed": list(spec.column(name).values),
+                "values": {(mask_email(v) if "@" in v else v)[:40]: n for v, n in values.most_common(10)}}
         for name, kinds in wrong.items():
             found = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
             report.type_errors[name] = f"{sum(kinds.values())} value(s) not {spec.column(name).type} ({found})"
@@ -268,6 +283,10 @@ def format_report(result: dict) -> str:
             lines.append(f"    required column(s) missing: {', '.join(r['missing_required'])}")
         for column, problem in r["type_errors"].items():
             lines.append(f"    {column}: {problem}")
+        for column, found in r.get("unknown_values", {}).items():
+            shown = ", ".join(f"{value!r} ×{n}" for value, n in found["values"].items())
+            lines.append(f"    {column}: {found['rows']} value(s) outside the contract ({shown}); allowed: "
+                         f"{', '.join(found['allowed'])} (map yours in the model's SQL, e.g. a CASE)")
         if r["missing_optional"]:
             lines.append(f"    optional column(s) absent (read as null): {', '.join(r['missing_optional'])}")
         if r["extra"]:

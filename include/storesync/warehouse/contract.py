@@ -26,6 +26,13 @@ BOOL = "bool"          # True / False (0/1 integers accepted)
 FLAG = "flag"          # 0 / 1 computed in SQL (the quality gate tests it)
 TYPES = (ID, TEXT, INTEGER, MONEY, DATETIME, BOOL, FLAG)
 
+# The order statuses storesync knows, exactly as written (lowercase). An order model's `status` must
+# be one of them: the quality gate quarantines any other (`status_known`), so a model over a store
+# with its own words (NEW, SHIPPED, CANCELED) maps them in SQL (a CASE).
+ORDER_STATUSES: tuple[str, ...] = (
+    "cancelled", "completed", "failed", "fulfilled", "pending", "processing", "refunded",
+)
+
 # The binds a model may take. A window model compares its time column with the window; an id model
 # filters on a chunk of ids (expanded to an IN list).
 WINDOW_BINDS = ("window_start", "window_end", "window_start_iso", "window_end_iso")
@@ -42,14 +49,15 @@ class Column:
     required: bool = True
     personal: bool = False  # masked in samples (``storesync models check``)
     doc: str = ""
+    values: tuple[str, ...] = ()  # the only values allowed (empty: any); `models check` reports others
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
             raise ValueError(f"column {self.name}: unknown type {self.type!r}; known: {', '.join(TYPES)}")
 
 
-def req(name: str, type_: str, doc: str = "", *, personal: bool = False) -> Column:
-    return Column(name, type_, True, personal, doc)
+def req(name: str, type_: str, doc: str = "", *, personal: bool = False, values: tuple[str, ...] = ()) -> Column:
+    return Column(name, type_, True, personal, doc, values)
 
 
 def opt(name: str, type_: str, doc: str = "", *, personal: bool = False) -> Column:
@@ -112,7 +120,8 @@ def models_in(group: str = "sync") -> tuple[str, ...]:
 _STATUS_CHANGE = (
     req("change_id", ID, "stable id of the status change: part of each order event's identity"),
     req("order_id", ID),
-    req("status", TEXT),
+    req("status", TEXT, "a later change to `fulfilled` or `completed` is sent as fulfilled, `cancelled` and "
+        "`refunded` as such; any other status (e.g. `partially_refunded`) sends nothing"),
     req("changed_at", DATETIME),
     req("seq", INTEGER, "the change's place in the order's whole history; seq 1 is the placement"),
 )
@@ -132,7 +141,8 @@ register(ModelContract(
         req("order_id", ID),
         opt("customer_id", ID),
         req("email", TEXT, personal=True),
-        req("status", TEXT),
+        req("status", TEXT, "the order's current status; any other value is quarantined (`status_known`)",
+            values=ORDER_STATUSES),
         req("currency", TEXT, "ISO 4217 code"),
         req("subtotal", MONEY),
         req("total_tax", MONEY),
@@ -353,6 +363,15 @@ def render_markdown(group: str | None = None) -> str:
         cells = [(f"**{col.name}**" if col.required else col.name) + f" ({_TYPE_NAMES[col.type]})"
                  for col in c.columns]
         out.append(f"| `{c.name}` | {', '.join(cells)} |")
+    statuses = [(c, col) for c in contracts for col in c.columns if col.values or (col.name == "status" and col.doc)]
+    if statuses:
+        out.append("")
+        out.append("Status values (where a list is given, exactly those, as written: any other breaks the contract; "
+                   "`storesync models check` reports them):")
+        out.append("")
+        for c, col in statuses:
+            allowed = ", ".join(f"`{v}`" for v in col.values)
+            out.append(f"- `{c.name}.{col.name}`: " + "; ".join(part for part in (allowed, col.doc) if part))
     return "\n".join(out) + "\n"
 
 
