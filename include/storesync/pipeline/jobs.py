@@ -22,6 +22,9 @@ from storesync.warehouse.models import Warehouse
 
 log = logging.getLogger(__name__)
 
+# A run whose plan went through but whose delivery raised: its deliveries wait in the ledger.
+DELIVERY_FAILED = "delivery_failed"
+
 ENTITY_SYNCS = {
     "orders": syncs.plan_order_events,
     "customers": syncs.plan_customers,
@@ -93,7 +96,13 @@ def deliver_vendor(ctx: syncs.SyncContext, vendor: str) -> dict:
     """Deliver ``vendor``'s open work; the report says, too, how many deliveries wait behind a dead
     letter of their order (``waiting_behind_dead``): nothing sends them until the data is fixed
     (the next run re-plans it) or the dead letter is replayed, so a count above 0 is alerted."""
-    report = syncs.deliver(ctx, vendor).as_dict()
+    try:
+        report = syncs.deliver(ctx, vendor).as_dict()
+    except Exception as exc:
+        # The run's record says so (else it stays "running" for good); its planned deliveries wait
+        # in the ledger, and the window counts as read (``Ledger.settled_until``): not "failed".
+        ctx.ledger.finish_run(ctx.run_id, DELIVERY_FAILED, error=f"delivery to {vendor} failed: {exc}"[:2000])
+        raise
     report["waiting_behind_dead"] = ctx.ledger.waiting_behind_dead(vendor, report["account"])
     if report["waiting_behind_dead"]:
         log.warning("%d %s deliveries wait behind a dead letter of their order: fix the data in the warehouse "
@@ -131,6 +140,10 @@ def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("se
     summary = summarise(ctx, plans, deliveries)
     if dry_run:
         summary["gate_failures"] = gate_failures
+        # A dry run's record is finished too (dry_run marks it: it never counts as a run of its window).
+        ctx.ledger.finish_run(run_id, "failed" if gate_failures else "success",
+                              counts={"planned": dict(summary["planned"]), "changes": dict(summary["changes"])},
+                              error="; ".join(f["message"] for f in gate_failures)[:2000] or None)
     return summary
 
 

@@ -1,0 +1,62 @@
+"""Every run record is finished: a dry run, and a run whose delivery raised, no longer stay
+``running`` with no ``finished_at``; the UI's last runs show what happened."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from acme_store import AcmeStore, write_models
+from sqlalchemy import select
+
+from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
+from storesync.core.windows import Window
+from storesync.delivery.ledger import Ledger, sync_runs
+from storesync.pipeline.jobs import DELIVERY_FAILED, run_nightly
+from storesync.ui.queries import LedgerReader
+
+DAY = datetime(2026, 11, 10)
+WINDOW = Window(DAY, DAY + timedelta(days=1))
+
+
+@pytest.fixture
+def settings(tmp_path):
+    store = AcmeStore(f"sqlite:///{tmp_path / 'acme.db'}")
+    store.customer(1, DAY)
+    store.product(1, DAY)
+    store.order(1, 1, DAY + timedelta(hours=3))
+    yield Settings(warehouse_url=store.url, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+                   models_dir=write_models(tmp_path / "models"),
+                   sendlane=SendlaneSettings(api_token="t", integration_token="t"),
+                   sailthru=SailthruSettings(api_key="k", secret="s"))
+    store.dispose()
+
+
+def _record(settings, run_id):
+    ledger = Ledger(settings.ledger_url)
+    with ledger.engine.connect() as conn:
+        return conn.execute(select(sync_runs).where(sync_runs.c.run_id == run_id)).one()
+
+
+def test_a_dry_run_is_finished_and_shown_as_one(settings):
+    run_nightly(settings, WINDOW, run_id="dry", dry_run=True)
+    record = _record(settings, "dry")
+    assert (record.status, record.dry_run) == ("success", True) and record.finished_at is not None
+    [shown] = LedgerReader(Ledger(settings.ledger_url).engine).last_runs()
+    assert (shown["status"], shown["dry_run"]) == ("success", True) and shown["duration_s"] is not None
+
+
+def test_a_run_whose_delivery_raises_is_marked_and_its_window_still_counts_as_read(settings):
+    def broken_client(vendor_settings):
+        raise RuntimeError("the vendor client could not be built")
+
+    with pytest.raises(RuntimeError, match="could not be built"):
+        run_nightly(settings, WINDOW, run_id="night", vendors=("sendlane",),
+                    client_factories={"sendlane": broken_client})
+    record = _record(settings, "night")
+    assert record.status == DELIVERY_FAILED and record.finished_at is not None
+    assert "delivery to sendlane failed: the vendor client could not be built" in record.error
+    ledger = Ledger(settings.ledger_url)
+    assert ledger.open_by_account("sendlane"), "its planned deliveries wait in the ledger"
+    [shown] = LedgerReader(ledger.engine).last_runs()
+    assert shown["status"] == DELIVERY_FAILED and "could not be built" in shown["error"]
