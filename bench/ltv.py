@@ -342,7 +342,9 @@ def measure_ltv(quick: bool) -> Measurement:
                     "the daily in-warehouse job ≥ 5× faster than the pandas groupby baseline (read + compute), "
                     "with the same rows as a full recompute")
     m.sizes = {"orders": orders, "as_of": AS_OF.isoformat()}
-    backends = ["sqlite", "postgresql", "duckdb"]
+    # STORESYNC_BENCH_LTV_BACKENDS: a subset (e.g. "sqlite" for a 10M run that fits a busy machine).
+    backends = [b for b in ["sqlite", "postgresql", "duckdb"]
+                if b in (os.environ.get("STORESYNC_BENCH_LTV_BACKENDS") or "sqlite,postgresql,duckdb").split(",")]
     problem = pg_available()
     for backend in backends:
         if backend == "postgresql" and problem:
