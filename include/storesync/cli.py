@@ -313,7 +313,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from storesync.pipeline.jobs import replay_dead_letters
+    from storesync.pipeline.jobs import REPLANNED_ONCE_FIXED, replay_dead_letters
 
     settings = _settings(args)
     result = replay_dead_letters(settings, vendor=args.vendor, event_type=args.event_type, ids=args.ids,
@@ -326,7 +326,7 @@ def cmd_replay(args) -> int:
             print(f"storesync: dead letter {item['id']} ({item['vendor']} {item['event_type']} {item['entity_id']}) "
                   f"still cannot be sent: {item['reason']}", file=sys.stderr)
         print(f"storesync: {len(invalid)} dead letters still cannot be mapped from the warehouse's data: fix it "
-              "there; the next order-events run re-plans them (or run `storesync replay` again)", file=sys.stderr)
+              f"there; {REPLANNED_ONCE_FIXED} (or run `storesync replay` again)", file=sys.stderr)
         return 1
     return 0
 

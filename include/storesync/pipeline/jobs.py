@@ -7,6 +7,7 @@ plain dicts (JSON-able: they become XComs and the CLI's summary).
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -156,11 +157,53 @@ def gate_failure(error) -> dict:
             "top_reasons": [list(r) for r in getattr(error, "top_reasons", [])], "message": str(error)}
 
 
+# "order 4923: item SKU-10 has no product URL": the entity's own prefix, left out so like counts with like.
+_ENTITY_PREFIX = re.compile(r"^(?:order|checkout|cart|product|customer|contact|line|event) [^\s:]+: ")
+DEAD_REASONS_SCANNED = 2000  # dead letters read per vendor account for the summary's top reasons
+
+
+# What happens to dead letters the mapper refused once their data is fixed (the summary and replay say it).
+REPLANNED_ONCE_FIXED = ("the next run re-plans the orders among them; a product or cart is planned again when it "
+                        "next changes")
+
+
+def dead_letter_next_step(vendor: str, *, unmappable: bool) -> str:
+    """What to do about dead letters (the run summary's line; ``storesync replay`` says the same)."""
+    if unmappable:  # the mapper refused the warehouse's data: nothing was sent
+        return (f"fix the data in the warehouse: {REPLANNED_ONCE_FIXED}; `storesync replay --vendor {vendor}` "
+                "re-maps orders at once")
+    return (f"the vendor refused them or its retries ran out: fix what its answer names, then "
+            f"`storesync replay --vendor {vendor}`")
+
+
+def dead_letter_reasons(ledger: Ledger, vendor: str, account: str, *, top: int = 3) -> dict:
+    """The top reasons of ``vendor``'s dead letters under ``account`` (emails masked), with counts,
+    and the next step for the most common kind (unmappable data, or the vendor's refusal)."""
+    from sqlalchemy import select
+
+    from storesync.delivery.ledger import deliveries
+    from storesync.pipeline.targets import mask_email
+
+    d = deliveries.c
+    with ledger.engine.connect() as conn:
+        rows = conn.execute(select(d.endpoint, d.vendor_error, d.error_class)
+                            .where(d.state == DEAD, d.vendor == vendor, d.account == account)
+                            .order_by(d.id.desc()).limit(DEAD_REASONS_SCANNED)).all()
+    reasons, unmappable = Counter(), 0
+    for endpoint, error, error_class in rows:
+        unmappable += endpoint == INVALID_ENDPOINT
+        reasons[mask_email(_ENTITY_PREFIX.sub("", (error or error_class or "no reason recorded").strip()))[:160]] += 1
+    return {"reasons": [[r, n] for r, n in reasons.most_common(top)],
+            "next_step": dead_letter_next_step(vendor, unmappable=unmappable * 2 >= len(rows))}
+
+
 def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
     rows = {e: s for p in plans.values() for e, s in p["entities"].items()}
     # Only the states the summary shows (an indexed predicate): never a count of every accepted row.
     ledger_counts = {t.vendor: ctx.ledger.counts(vendor=t.vendor, states=(DEAD, SUPPRESSED, UNKNOWN))
                      for t in ctx.targets}
+    dead = {t.vendor: dead_letter_reasons(ctx.ledger, t.vendor, t.account)
+            for t in ctx.targets if deliveries and ledger_counts[t.vendor].get(DEAD)}
     return {
         "run_id": ctx.run_id,
         "dry_run": ctx.dry_run,
@@ -172,6 +215,7 @@ def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
         "healed": sum((Counter(p.get("healed", {})) for p in plans.values()), Counter()),
         "deliveries": deliveries,
         "ledger": ledger_counts,
+        "dead_letters": dead,
         "samples": {k: v for p in plans.values() for k, v in p.get("samples", {}).items()},
         "quarantine_samples": {k: v for p in plans.values() for k, v in p.get("quarantine_samples", {}).items()},
     }
@@ -201,6 +245,9 @@ def format_summary(summary: dict) -> str:
         rate = d["accepted"] / d["elapsed_s"] if d["elapsed_s"] else 0
         lines.append(f"{vendor:<12}{d['requests']:>8}{d['accepted']:>10}{ledger.get(DEAD, 0):>14}"
                      f"{ledger.get(SUPPRESSED, 0):>12}{ledger.get(UNKNOWN, 0):>7}{rate:>9.1f}")
+    for vendor, dead in (summary.get("dead_letters") or {}).items():
+        lines.append(f"{vendor} dead letters: " + ", ".join(f"{reason} ×{n}" for reason, n in dead["reasons"])
+                     + f"; next: {dead['next_step']}")
     for vendor, d in summary["deliveries"].items():
         if d.get("waiting_behind_dead"):
             lines.append(f"{vendor}: {d['waiting_behind_dead']} deliveries wait behind a dead letter of their order: "
