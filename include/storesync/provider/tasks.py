@@ -488,7 +488,7 @@ def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, facto
     × their average per interval over the ``baseline_hours`` before ``since``."""
     from datetime import timedelta
 
-    from sqlalchemy import func, inspect, select
+    from sqlalchemy import case, func, inspect, select
 
     from storesync.quality.store import TABLE_NAME, quarantine
 
@@ -499,11 +499,13 @@ def quarantine_spikes(engine, since, until, *, baseline_hours: float = 24, facto
     intervals = max(1.0, (since - baseline_start) / interval)
 
     def counts(start, end) -> dict:
+        # Rows, not records: a still-bad row read again by another run is recorded again.
+        q = quarantine.c
+        rows = func.count(q.entity_id.distinct()) + func.sum(case((q.entity_id.is_(None), 1), else_=0))
         with engine.connect() as conn:
-            return dict(conn.execute(
-                select(quarantine.c.entity, func.count())
-                .where(quarantine.c.quarantined_at >= start, quarantine.c.quarantined_at < end)
-                .group_by(quarantine.c.entity)).all())
+            return {entity: int(n) for entity, n in conn.execute(
+                select(q.entity, rows).where(q.quarantined_at >= start, q.quarantined_at < end)
+                .group_by(q.entity)).all()}
 
     now_counts, before = counts(since, until), counts(baseline_start, since)
     spikes = []

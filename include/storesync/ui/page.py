@@ -177,11 +177,14 @@ def render_page(*, base: str, store: str, stores: list[str], filters: Filters, o
     # ---- quarantine ----
     parts.append("<section id='quarantine'><h2>Quarantine</h2>")
     if quarantine["entities"]:
-        parts.append("<table class='compact'><thead><tr><th>entity</th><th>open</th><th>fixed</th></tr></thead><tbody>")
+        parts.append("<table class='compact'><thead><tr><th>entity</th><th>open rows</th><th>fixed rows</th>"
+                     "<th title='each run that reads a still-bad row records it again'>open records</th>"
+                     "</tr></thead><tbody>")
         for e in quarantine["entities"]:
             parts.append(f"<tr><td>{_e(e['entity'])}</td><td data-metric='quarantine-open-{_e(e['entity'])}'>"
                          f"{_n(e['open'])}</td><td data-metric='quarantine-fixed-{_e(e['entity'])}'>"
-                         f"{_n(e['fixed'])}</td></tr>")
+                         f"{_n(e['fixed'])}</td><td data-metric='quarantine-records-{_e(e['entity'])}'>"
+                         f"{_n(e.get('open_records', e['open']))}</td></tr>")
         parts.append("</tbody></table>")
         parts.append(charts.stacked_bars("Quarantine reasons per day", [d[5:] for d in quarantine["days"]],
                                          dict(list(quarantine["reasons"].items())[:10])))

@@ -308,7 +308,10 @@ class LedgerReader:
     # ---- quarantine ------------------------------------------------------------------------------
     def quarantine(self, days: int = 14, *, limit: int = 50) -> dict:
         """Quarantined rows: open and fixed per entity, reasons (the check names) per day over
-        ``days``, and the newest records with the row masked."""
+        ``days``, and the newest records with the row masked. Open and fixed count rows (distinct
+        entity ids; a row without one counts once per record): every run that reads a still-bad
+        row records it again, so records would count one row many times (``open_records`` keeps
+        that count). A row with an open record is open, whatever older records were resolved."""
         from storesync.quality.store import quarantine  # imports the checks (pandas): only when asked
 
         if not 1 <= days <= MAX_DAYS:
@@ -325,8 +328,13 @@ class LedgerReader:
         position = {d: i for i, d in enumerate(labels)}
         reasons: dict[str, list[int]] = defaultdict(lambda: [0] * days)
         with self.engine.connect() as conn:
-            entities = conn.execute(select(q.entity, func.sum(is_open).label("open"), func.count().label("n"))
+            no_id = case((q.entity_id.is_(None), 1), else_=0)
+            entities = conn.execute(select(q.entity, func.count(q.entity_id.distinct()).label("ids"),
+                                           func.sum(no_id).label("no_id"), func.sum(is_open).label("open_records"))
                                     .group_by(q.entity).order_by(q.entity)).all()
+            still_open = {r.entity: r for r in conn.execute(
+                select(q.entity, func.count(q.entity_id.distinct()).label("ids"), func.sum(no_id).label("no_id"))
+                .where(q.resolved_at.is_(None)).group_by(q.entity))}
             for row in conn.execute(select(day, q.reasons).where(
                     q.quarantined_at >= datetime.combine(first, datetime.min.time()))):
                 label = self._label(row.day, "day")
@@ -336,8 +344,14 @@ class LedgerReader:
             recent = conn.execute(select(q.id, q.run_id, q.entity, q.entity_id, q.reasons, q.row,
                                          q.quarantined_at, q.resolved_at, q.resolved_run_id)
                                   .order_by(q.id.desc()).limit(min(limit, MAX_PAGE))).all()
-        result["entities"] = [{"entity": r.entity, "open": int(r.open or 0), "fixed": r.n - int(r.open or 0)}
-                              for r in entities]
+        result["entities"] = []
+        for r in entities:
+            now_open = still_open.get(r.entity)
+            open_ids, open_no_id = (now_open.ids, int(now_open.no_id or 0)) if now_open else (0, 0)
+            result["entities"].append({
+                "entity": r.entity, "open": open_ids + open_no_id,
+                "fixed": r.ids - open_ids + int(r.no_id or 0) - open_no_id,
+                "open_records": int(r.open_records or 0)})
         result["reasons"] = dict(sorted(reasons.items(), key=lambda kv: -sum(kv[1])))
         result["rows"] = [{"id": r.id, "run_id": r.run_id, "entity": r.entity, "entity_id": r.entity_id,
                            "reasons": _json_or_text(r.reasons), "row": mask(_json_or_text(r.row)),
