@@ -207,3 +207,27 @@ def test_settle_unknown_touches_only_unknown_rows_and_noting_keeps_unknown_since
     assert noted.vendor_code == AWAITING_READ and noted.unknown_since == T0
     assert ledger.settle_unknown([(delivery.id, SUPERSEDED, "superseded: why")], run_id="r") == 1
     assert ledger.counts() == {SUPERSEDED: 1} and reasons(ledger, delivery.id) == ["superseded: why"]
+
+
+def test_a_newer_version_planned_while_the_old_one_was_in_flight_settles_it_at_once(emulator, ledger):
+    """Settled in the sending thread itself (grace 0): the held row is recorded superseded, and the
+    newer version that waited behind it goes out in the same run."""
+    plan(ledger, "checkout_started", 31, checkout(), version="1")
+
+    def plan_newer_while_sending(point, delivery):
+        if point == "after_claim" and delivery.version == "1":
+            plan(ledger, "checkout_started", 31, checkout(total=3.0), version="2", seq=1, run="r2")
+
+    emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])
+    engine = DeliveryEngine(ledger, sender_for(emulator, ledger, contact_read="off"), policy=ONE_PASS,
+                            concurrency=1, fault_point=plan_newer_while_sending)
+    first = engine.run()
+    emulator.clear_faults()
+    assert row(ledger, "checkout_started", "1").state == SUPERSEDED
+    assert first.settled == {"superseded:newer_version": 1}
+    # Version 2 went out in the same run; its answer was lost too (every answer dropped), and with
+    # no read and nothing newer, it is the one held.
+    newer = row(ledger, "checkout_started", "2")
+    assert first.held_unknown == 1
+    assert newer.state == UNKNOWN and classify_unknown(newer) == HELD
+    assert len(emulator.requests(vendor="sendlane", endpoint="/tracking/checkout-started")) == 2
