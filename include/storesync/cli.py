@@ -94,12 +94,9 @@ def _latest_activity(settings) -> datetime:
 
 
 def _shown_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from storesync.warehouse.errors import shown_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as its scheme only
-        return url.split(":", 1)[0] + ":..."
+    return shown_url(url)
 
 
 def _require_warehouse(settings) -> None:
@@ -121,23 +118,18 @@ def _require_warehouse(settings) -> None:
 
 
 def _database_error_text(exc, args) -> str:
-    """A SQLAlchemy error as one line that says which database and what to check."""
-    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    """A SQLAlchemy error as one line that says which database and what to check
+    (``storesync.warehouse.errors``: the Airflow tasks say the same)."""
+    from storesync.warehouse import errors
+
     try:
         settings = _settings(args)
-        where = (f"warehouse {_shown_url(settings.warehouse_url)}, ledger {_shown_url(settings.ledger_url)}, "
-                 f"models in {settings.models_dir}")
+        where = errors.where(settings.warehouse_url, settings.ledger_url, settings.models_dir)
         if getattr(args, "url", None):  # demo-store --url
             where = f"database {_shown_url(args.url)}"
     except Exception:  # noqa: BLE001 - the settings themselves may be what failed
         where = "the configured warehouse and ledger"
-    hint = ("a missing table or column means the warehouse does not have what the SQL models read: "
-            "`storesync models check` shows which model; point warehouse_url at the right database, "
-            "adapt the models (models_dir), or run `storesync demo-store` for the demo store"
-            if any(s in detail.lower() for s in ("no such table", "does not exist", "no such column",
-                                                  "undefined"))
-            else "check that the database is reachable and the URL (user, password, host, database) is right")
-    return f"database error: {detail} ({where}); {hint}"
+    return errors.describe(exc, where)
 
 
 def _has_orders_table(url: str) -> bool:

@@ -57,10 +57,15 @@ def _credential_fields(vendor: str | None) -> str:
 
 
 def explain(error: BaseException, *, vendor: str | None = None, conn_id: str | None = None,
-            account: str | None = None, waiting: int | None = None) -> StoresyncTaskFailure | None:
-    """The task failure for ``error``, or None when a retry may help (let Airflow retry)."""
+            account: str | None = None, waiting: int | None = None,
+            databases: str | None = None) -> StoresyncTaskFailure | None:
+    """The task failure for ``error``, or None when a retry may help (let Airflow retry).
+    ``databases``: which warehouse and ledger (connections, URLs masked) and models the task used."""
+    from sqlalchemy.exc import DBAPIError, NoSuchTableError
+
     from storesync.provider import tasks
     from storesync.quality.errors import QualityGateError
+    from storesync.warehouse import errors as database_errors
 
     counts = {"waiting_in_ledger": waiting} if waiting is not None else {}
     nothing_lost = (f" Nothing is lost: {waiting} {vendor} deliveries wait in the ledger and go on the next run."
@@ -103,6 +108,12 @@ def explain(error: BaseException, *, vendor: str | None = None, conn_id: str | N
                                     conn_id=conn_id, account=account,
                                     counts={"open_under_other_accounts": sum(others.values()),
                                             "accepted": report.get("accepted")})
+    if isinstance(error, DBAPIError | NoSuchTableError) and database_errors.database_problem(error) in (
+            database_errors.URL, database_errors.SCHEMA):  # a wrong URL or models: no retry fixes them
+        next_step = "fix the connection's URL or the models the message names, then clear this task"
+        text = database_errors.describe(error, databases or "the warehouse and ledger connections")
+        return StoresyncTaskFailure(f"{text}. To fix: {next_step}.", kind=CONFIGURATION, next_step=next_step,
+                                    vendor=vendor, conn_id=conn_id, account=account)
     if isinstance(error, ConfigurationError):
         next_step = "fix the connection or setting the message names, then clear this task"
         return StoresyncTaskFailure(f"configuration: {error}. To fix: {next_step}.", kind=CONFIGURATION,

@@ -94,7 +94,7 @@ class StoresyncBaseOperator(BaseOperator):
         except Exception as error:
             account = self._account(run)
             failure = explain(error, vendor=self.vendor, conn_id=self.vendor_conn_id, account=account,
-                              waiting=self._waiting(run, account))
+                              waiting=self._waiting(run, account), databases=self._databases(run))
             if failure is None:
                 raise
             raise failure from error
@@ -112,6 +112,17 @@ class StoresyncBaseOperator(BaseOperator):
         ledger_run_id = f"{dag_id}/{run_id}" + (f"/{self.sync_name}" if self.sync_name else "")
         return SyncRun(settings=resolve_settings(self.conn_ids), window=window, dag_id=dag_id, run_id=run_id,
                        ledger_run_id=ledger_run_id, params=dict(context.get("params") or {}))
+
+    def _databases(self, run) -> str | None:
+        """The warehouse and ledger this task used (connection ids, URLs without passwords) and its
+        models folder, for a database error's message."""
+        if run is None:
+            return None
+        from storesync.warehouse.errors import where
+
+        settings = run.settings
+        return where(settings.warehouse_url, settings.ledger_url, settings.models_dir,
+                     warehouse_conn_id=self.warehouse_conn_id, ledger_conn_id=self.ledger_conn_id)
 
     def _account(self, run) -> str | None:
         if run is None or self.vendor not in ("sendlane", "sailthru"):
