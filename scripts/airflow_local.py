@@ -30,7 +30,9 @@ storesync's own settings: the checkout's ``storesync.toml`` when it has one, els
 large share of an hourly window, so the demo's quarantine threshold is 50%).
 
 Options: ``--port`` / ``$AIRFLOW_PORT`` (8080), ``--emulator-port`` / ``$EMULATOR_PORT`` (8765),
-``--var-dir`` / ``$STORESYNC_LOCAL_DIR`` (``var``). Airflow and storesync variables of the calling
+``--var-dir`` / ``$STORESYNC_LOCAL_DIR`` (``var``); Airflow's log servers take 8793 and 8794
+(``$AIRFLOW_LOG_SERVER_PORT``, ``$AIRFLOW_TRIGGER_LOG_SERVER_PORT``), and a port given to two services
+is refused before anything starts. Airflow and storesync variables of the calling
 shell (``AIRFLOW_*``, ``STORESYNC_*``) do not reach the services: this Airflow is the checkout's
 own. Service output goes to ``var/airflow/services/<name>.log``.
 
@@ -390,6 +392,15 @@ def dag_files() -> list[str]:
                   if not p.name.startswith("_") and "airflow" in p.read_text())
 
 
+def _free_after(port: int, ports) -> int:
+    """The next port after ``port`` that no service here is given and nothing listens on."""
+    taken = {p for p, _, _ in ports}
+    candidate = port + 1
+    while candidate in taken or port_in_use(candidate):
+        candidate += 1
+    return candidate
+
+
 def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> dict:
     """Everything of ``make airflow``; returns what it printed as data (for tests)."""
     if running_services(layout):
@@ -397,11 +408,19 @@ def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> d
         print(f"storesync's local Airflow is already running: {layout.base_url.replace('127.0.0.1', 'localhost')}"
               f"  (login {ADMIN} / {password})\nstop it with `make airflow-stop`")
         return {"already_running": True, "password": password}
-    for port, what, variable in ((layout.port, "Airflow", "AIRFLOW_PORT"),
-                                 (layout.emulator_port, "the emulator", "EMULATOR_PORT"),
-                                 (layout.log_server_port, "the task log server", "AIRFLOW_LOG_SERVER_PORT"),
-                                 (layout.trigger_log_server_port, "the triggerer log server",
-                                  "AIRFLOW_TRIGGER_LOG_SERVER_PORT")):
+    # Airflow's own log servers first: a clash is then blamed on the port a person chose.
+    ports = ((layout.log_server_port, "Airflow's task log server (scheduler, workers)", "AIRFLOW_LOG_SERVER_PORT"),
+             (layout.trigger_log_server_port, "Airflow's triggerer log server", "AIRFLOW_TRIGGER_LOG_SERVER_PORT"),
+             (layout.port, "Airflow", "AIRFLOW_PORT"),
+             (layout.emulator_port, "the emulator", "EMULATOR_PORT"))
+    # Two services given one port: it is still free now, and the second to start would fail later
+    # ("address already in use" in a service log), so refuse before anything runs.
+    for i, (port, what, variable) in enumerate(ports):
+        for other_port, other, other_variable in ports[:i]:
+            if port == other_port:
+                raise StartError(f"{variable}={port} for {what} is the port of {other} ({other_variable}): "
+                                 f"choose another, e.g. `{variable}={_free_after(port, ports)} make airflow`")
+    for port, what, variable in ports:
         if port_in_use(port):
             raise StartError(f"port {port} for {what} is in use (another Airflow or emulator?): stop it, or "
                              f"choose another port, e.g. `{variable}={port + 1} make airflow`")

@@ -58,6 +58,16 @@ def test_a_port_in_use_stops_the_start_before_anything_runs(tmp_path):
     assert not (tmp_path / "airflow").exists()  # nothing was set up
 
 
+def test_a_port_airflow_itself_uses_is_refused_before_anything_runs(tmp_path):
+    # 8793 is the scheduler's and workers' log server: free now, taken once the scheduler starts.
+    result = run_script("start", "--var-dir", str(tmp_path), "--port", str(free_port()), "--emulator-port", "8793",
+                        "--log-server-port", "8793")
+    assert result.returncode == 1
+    assert "EMULATOR_PORT=8793 for the emulator is the port of Airflow's task log server" in result.stderr
+    assert "(AIRFLOW_LOG_SERVER_PORT)" in result.stderr and "make airflow`" in result.stderr
+    assert not (tmp_path / "airflow").exists()  # nothing was set up
+
+
 def test_the_makefile_targets_run_the_script():
     dry = subprocess.run(["make", "-n", "airflow", "airflow-stop"], capture_output=True, text=True, cwd=REPO_ROOT,
                          env=script_env(), timeout=60)
