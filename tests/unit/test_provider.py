@@ -183,6 +183,15 @@ def test_test_connection_reports_bad_credentials(monkeypatch, emulator):
     assert not ok and "error 5" in message and "wrong-secret-123" not in message
 
 
+def test_a_short_token_does_not_garble_the_test_message(monkeypatch, emulator):
+    # A one-letter integration token blanked verbatim cut every "t": "***he API ***oken (HTTP 401)".
+    set_connection(monkeypatch, "sendlane_default",
+                   sendlane_json(emulator, password="wrong-token-123", extra={"integration_token": "t"}))
+    ok, message = SendlaneHook().test_connection()
+    assert not ok and "401" in message and "***he" not in message and "token" in message.lower()
+    assert "wrong-token-123" not in message
+
+
 def test_test_connection_reports_missing_credentials(monkeypatch):
     set_connection(monkeypatch, "sendlane_default", {"conn_type": "sendlane"})
     ok, message = SendlaneHook().test_connection()

@@ -361,6 +361,7 @@ def transport_error(
 # --------------------------------------------------------------------------------------------
 _SECRET_PARAM = re.compile(r"(?i)\b(api_key|sig|secret|token|password)=([^&\s'\"]+)")
 MASK = "***"
+MIN_REDACTED_LENGTH = 4  # shorter secrets are not blanked verbatim (make_redactor says why)
 
 
 def _blank_secret_params(text: str) -> str:
@@ -386,8 +387,11 @@ def _redact_urllib3_request_log() -> None:
 def make_redactor(secrets: Iterable[str]) -> Callable[[str], str]:
     """A function that blanks every given secret, and any ``api_key=``/``sig=``/``token=``-style
     URL or form parameter, out of a text (exception messages, vendor echoes)."""
-    # Longest first, so a secret that contains another is blanked whole.
-    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    # Longest first, so a secret that contains another is blanked whole. A value shorter than
+    # MIN_REDACTED_LENGTH is not blanked verbatim: "t" would cut every t out of the message
+    # ("***he API ***oken") and hide nothing a guess would not find (the alerts' scrub and
+    # Airflow's masker skip short values too); api_key=/sig=/token= parameters are blanked anyway.
+    values = sorted({s for s in secrets if s and len(s) >= MIN_REDACTED_LENGTH}, key=len, reverse=True)
 
     def redact(text: str) -> str:
         for value in values:
