@@ -32,7 +32,11 @@ Rules that keep it honest:
 - a run's deliveries stay ``staged`` (never sent) until its quality gate passes; a failed gate
   leaves them staged, and the rerun of that window adopts them;
 - a delivery waits while an earlier one for the same ordering key (an order's placed before its
-  fulfilled) is still open or dead-lettered, so status changes reach the vendor once and in order.
+  fulfilled) is still open or dead-lettered, so status changes reach the vendor once and in order;
+- a person's deliveries (``person``: a hash of the payload's email) wait while a ``customer_added``
+  of theirs is earlier in line, in flight, or unknown and awaiting its contact read
+  (``PERSON_WAIT_EVENTS``, ``_waits_for_person``), for ``PERSON_WAIT_S`` at most: so the read
+  finds the contact made by that event or no contact at all (docs/exactly-once.md).
 
 The ledger lives in a database the user controls (SQLite by default; the warehouse's own
 PostgreSQL, in its own schema, in production) next to the sync-run table and a per-record log,
@@ -51,7 +55,7 @@ from collections import Counter
 from functools import lru_cache
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -92,6 +96,15 @@ STAGED, PLANNED, SENDING, ACCEPTED, RETRY, DEAD, SUPPRESSED, UNKNOWN, SUPERSEDED
 OPEN_STATES = (STAGED, PLANNED, SENDING, RETRY, UNKNOWN)
 TERMINAL_STATES = (ACCEPTED, DEAD, SUPPRESSED, SUPERSEDED)
 CLAIMABLE_STATES = (PLANNED, RETRY)
+# On an unknown row: what settles it is a later run's rules and read (``engine.AWAITING_READ``).
+AWAITING_READ = "awaiting_read"
+# A person's other deliveries wait behind these while they are earlier in line, in flight, or
+# unknown and awaiting their read: each makes the contact, and the read of the contact (Sendlane's
+# ``contact_read``) can only tell whether the held one made it if nothing else of the person's was
+# sent meanwhile. Bounded: a row in line, in flight or awaiting longer than this (since its last
+# update) no longer holds anyone back. Two hours: the grace (600 s) and an hourly run's read.
+PERSON_WAIT_EVENTS = ("customer_added",)
+PERSON_WAIT_S = 2 * 3600.0
 # Open but not in flight: what a newer version of the same entity may supersede.
 SUPERSEDABLE_STATES = (STAGED, PLANNED, RETRY)
 CHANGE, CONTENT = "change", "content"
@@ -99,6 +112,9 @@ CHANGE, CONTENT = "change", "content"
 # waiting unsent (behind a dead row of its order) with the old data. Never one that may have left.
 HEALABLE_STATES = (DEAD, PLANNED, RETRY)
 _OPEN_SQL = "state IN ('staged', 'planned', 'sending', 'retry', 'unknown')"
+_PERSON_WAIT_STATES_SQL = "state IN ('planned', 'retry', 'sending', 'unknown')"
+_PERSON_WAIT_EVENT_SQL = "event_type = 'customer_added'"
+_PERSON_WAIT_SQL = f"{_PERSON_WAIT_STATES_SQL} AND {_PERSON_WAIT_EVENT_SQL}"
 
 metadata = MetaData()
 
@@ -139,6 +155,9 @@ deliveries = Table(
     # "content" for content-hash versions (see the module docstring); NULL (older ledgers) and
     # "change" for status-change versions. Nullable: added to older ledgers in place.
     Column("versioning", String(12)),
+    # A hash of the payload's email (``person_of``), or NULL: the person a row's wait is scoped to
+    # (``_waits_for_person``). Nullable: added to older ledgers in place; their rows have none.
+    Column("person", String(40)),
     Index("ix_deliveries_claim", "vendor", "account", "state", "id"),
     # Only open rows are claimed: a partial index keeps the claim cheap however many are accepted.
     Index("ix_deliveries_claimable", "vendor", "account", "id",
@@ -158,6 +177,10 @@ deliveries = Table(
     # The Storesync view's deliveries by state over the last days, per vendor and account: an
     # index-only range scan of the window (storesync.ui.queries; without it, 2.8 s on 10M rows).
     Index("ix_deliveries_updated", "updated_at", "vendor", "account", "state"),
+    # The few rows a person's deliveries may wait behind: a partial index, so the claim's check
+    # is one probe of a tiny index (SQLite uses it only when the query names these literals).
+    Index("ix_deliveries_person_wait", "vendor", "account", "person",
+          sqlite_where=text(_PERSON_WAIT_SQL), postgresql_where=text(_PERSON_WAIT_SQL)),
 )
 
 sync_runs = Table(
@@ -230,6 +253,21 @@ class LedgerConflict(StoresyncError):
     """The ledger cannot do what was asked without losing or doubling a delivery."""
 
 
+def person_of(payload) -> str | None:
+    """The person a payload is about, as a hash of its email (the same as
+    ``pipeline.targets.person_key``: ledger keys and columns never hold an email): the top-level
+    ``email``, or the one contact of a list upsert. None when it names no one (or several)."""
+    if not isinstance(payload, dict):
+        return None
+    email = payload.get("email")
+    contacts = payload.get("contacts")
+    if email is None and isinstance(contacts, list) and len(contacts) == 1 and isinstance(contacts[0], dict):
+        email = contacts[0].get("email")
+    if not isinstance(email, str) or "@" not in email:
+        return None
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
+
+
 def utcnow() -> datetime:
     return datetime.utcnow()
 
@@ -297,6 +335,8 @@ class PlannedDelivery:
     # Versions this delivery was known by in older ledgers (order events were versioned by
     # ``seq``): when a row with one of them exists, the delivery is already in the ledger.
     legacy_versions: tuple[str, ...] = ()
+    # The person the delivery is about (a hash, ``person_of``); None: taken from the payload's email.
+    person: str | None = None
 
     @property
     def delivery_key(self) -> str:
@@ -472,7 +512,7 @@ class Ledger:
             "historical": item.historical, "state": STAGED, "attempts": 0, "sync_name": sync_name,
             "planned_run_id": run_id, "last_run_id": run_id, "window_start": window_start,
             "window_end": window_end, "occurred_at": item.occurred_at, "planned_at": now, "updated_at": now,
-            "versioning": item.versioning,
+            "versioning": item.versioning, "person": item.person or person_of(item.payload),
         }
 
     def _insert_new(self, rows: list[dict]) -> int:
@@ -754,7 +794,8 @@ class Ledger:
                 select(deliveries.c.id, deliveries.c.method, deliveries.c.endpoint)
                 .where(*_candidate_conditions(conditions)).order_by(deliveries.c.id)
                 .limit(bindparam("c_limit", type_=Integer)))
-        params = {**params, "c_vendor": vendor, "c_account": account, "c_limit": limit, "c_now": now}
+        params = {**params, "c_vendor": vendor, "c_account": account, "c_limit": limit, "c_now": now,
+                  "c_person_since": now - timedelta(seconds=PERSON_WAIT_S)}
         with self.engine.connect() as conn:
             return [ClaimCandidate(*row) for row in conn.execute(statement, params)]
 
@@ -782,7 +823,8 @@ class Ledger:
             key, conditions = (*key, "ids"), [*conditions, deliveries.c.id.in_(bindparam("c_only", expanding=True))]
             params = {**params, "c_only": list(ids)}
         params = {**params, "c_vendor": vendor, "c_account": account, "c_limit": limit, "c_now": now,
-                  "c_owner": owner, "c_claimed_at": claimed_at or now}
+                  "c_owner": owner, "c_claimed_at": claimed_at or now,
+                  "c_person_since": now - timedelta(seconds=PERSON_WAIT_S)}
         returning = self.engine.dialect.update_returning
         statements = self._claim_statements.get((key, returning))
         if statements is None:
@@ -945,8 +987,8 @@ class Ledger:
             if also is not None:
                 moved.update(also(conn, vendor, old, new))
         if dropped:
-            log.warning("%s: %d deliveries of account %s that never left were dropped: account %s holds the same "
-                        "ones", vendor, len(dropped), old, new)
+            log.info("%s: %d deliveries of account %s that never left were dropped: account %s holds the same ones",
+                     vendor, len(dropped), old, new)
         return moved
 
     def adopt_unproven_accounts(self, vendor: str, account: str, *, sync_name: str,
@@ -1222,6 +1264,30 @@ def _blocked_by_earlier():
     )
 
 
+def _waits_for_person():
+    """A ``customer_added`` of the same person (``PERSON_WAIT_EVENTS``, same vendor and account)
+    that this row must wait for: earlier in line (planned or retry, a lower id), in flight, or
+    unknown and awaiting its read (``vendor_code = AWAITING_READ``), updated within
+    ``PERSON_WAIT_S`` (bound ``c_person_since``). While it waits, nothing else of the person's
+    reaches the vendor, so the next run's contact read finds the contact that event made or
+    none (``storesync.pipeline.senders``). Never another person's rows; never one without a
+    person. (Read through the partial ``ix_deliveries_person_wait``.)"""
+    held = deliveries.alias("held")
+    since = bindparam("c_person_since", type_=DateTime)
+    return and_(deliveries.c.person.is_not(None), exists().where(
+        held.c.vendor == deliveries.c.vendor,
+        held.c.account == deliveries.c.account,
+        held.c.person == deliveries.c.person,
+        # The partial index's own terms, verbatim, so SQLite uses it.
+        text(f"held.{_PERSON_WAIT_STATES_SQL}"), text(f"held.{_PERSON_WAIT_EVENT_SQL}"),
+        held.c.id != deliveries.c.id,
+        held.c.updated_at >= since,
+        or_(held.c.state == SENDING,
+            and_(held.c.state.in_((PLANNED, RETRY)), held.c.id < deliveries.c.id),
+            and_(held.c.state == UNKNOWN, held.c.vendor_code == AWAITING_READ)),
+    ))
+
+
 def _not_superseded_by_newer():
     """Not a content row with a newer version of its entity (higher ``seq``, or the same ``seq`` and a
     higher id) that is neither staged nor superseded: what is owed is that newer version, so the
@@ -1262,7 +1328,8 @@ def _claimable_state():
 def _candidate_conditions(conditions: list) -> list:
     """What makes a row claimable now, given the due ``conditions`` (bound parameters ``c_*``)."""
     return [deliveries.c.vendor == bindparam("c_vendor"), deliveries.c.account == bindparam("c_account"),
-            _claimable_state(), *conditions, ~_blocked_by_earlier(), _not_superseded_by_newer()]
+            _claimable_state(), *conditions, ~_blocked_by_earlier(), _not_superseded_by_newer(),
+            ~_waits_for_person()]
 
 
 def _claim_statements(conditions: list, returning: bool) -> tuple:
@@ -1353,7 +1420,7 @@ def _create_tables(engine: Engine, schema: str | None = None) -> None:
 
 
 # Columns added after the first release: nullable, so older rows need no backfill.
-_ADDED_COLUMNS = {"storesync_deliveries": {"versioning": "VARCHAR(12)"}}
+_ADDED_COLUMNS = {"storesync_deliveries": {"versioning": "VARCHAR(12)", "person": "VARCHAR(40)"}}
 
 # The schema a ledger was last brought up to date to, as a fingerprint of this code's tables,
 # columns and indexes (so a change to ``metadata`` needs no hand-kept version number). Its own
