@@ -409,8 +409,10 @@ def start(layout: Layout, *, timeout: float = 300, demo_orders: int = 5000) -> d
               f"  (login {ADMIN} / {password})\nstop it with `make airflow-stop`")
         return {"already_running": True, "password": password}
     # Airflow's own log servers first: a clash is then blamed on the port a person chose.
-    ports = ((layout.log_server_port, "Airflow's task log server (scheduler, workers)", "AIRFLOW_LOG_SERVER_PORT"),
-             (layout.trigger_log_server_port, "Airflow's triggerer log server", "AIRFLOW_TRIGGER_LOG_SERVER_PORT"),
+    ports = ((layout.log_server_port, "Airflow's task log server (scheduler, workers)",
+              "AIRFLOW_LOG_SERVER_PORT"),
+             (layout.trigger_log_server_port, "Airflow's triggerer log server",
+              "AIRFLOW_TRIGGER_LOG_SERVER_PORT"),
              (layout.port, "Airflow", "AIRFLOW_PORT"),
              (layout.emulator_port, "the emulator", "EMULATOR_PORT"))
     # Two services given one port: it is still free now, and the second to start would fail later

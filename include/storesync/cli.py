@@ -227,12 +227,12 @@ def gate_failure_text(failure: dict) -> str:
     text = failure["message"]
     if top and rows_in and top[0][1] >= MOSTLY_ONE_REASON * rows_in:
         reason, count = top[0]
-        return (f"{text}. Most {entity} rows fail {reason} (×{count}): raising the threshold is not the fix, the "
-                f"{entity} model is. `storesync models check --model {entity}` shows what it returns against the "
-                "contract (include/sql/README.md lists the allowed values)")
+        return (f"{text}. Most {entity} rows fail {reason} (×{count}): raising the threshold is not the "
+                f"fix, the {entity} model is. `storesync models check --model {entity}` shows what it "
+                "returns against the contract (include/sql/README.md lists the allowed values)")
     allowed = min(1.0, math.ceil(share * 20 + 1e-9) / 20) if share is not None else 0.1
-    return (f"{text}. Fix those rows in the warehouse, or, if that share is acceptable, raise the threshold in "
-            f"storesync.toml ([quarantine_thresholds] {entity} = {allowed:g})")
+    return (f"{text}. Fix those rows in the warehouse, or, if that share is acceptable, raise the threshold "
+            f"in storesync.toml ([quarantine_thresholds] {entity} = {allowed:g})")
 
 
 def _report_held(settings, vendors, *, to_stderr: bool = False) -> int:
@@ -397,8 +397,9 @@ def cmd_ledger_move_account(args) -> int:
                          merge_unsent=args.merge_unsent)
     print(json.dumps({"vendor": args.vendor, "from": args.old, "to": args.new, "moved": moved}, indent=2))
     if moved.get("dropped_unsent"):
-        print(f"storesync: dropped {moved['dropped_unsent']} {args.vendor} deliveries of {args.old} that never left "
-              f"and {args.new} holds too (one storesync_record_log line each, status 'dropped')", file=sys.stderr)
+        print(f"storesync: dropped {moved['dropped_unsent']} {args.vendor} deliveries of {args.old} that never "
+              f"left and {args.new} holds too (a storesync_record_log line each, status 'dropped')",
+              file=sys.stderr)
     return 0
 
 
@@ -516,9 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--from", dest="old", required=True, help="the account key the deliveries are under")
     q.add_argument("--to", dest="new", required=True, help="the account key the deliveries are sent with now")
     q.add_argument("--merge-unsent", action="store_true",
-                   help="drop the old key's deliveries that never left (planned, never claimed) when the new key "
-                        "holds the same ones (e.g. planned under 'unconfigured' before credentials were set); "
-                        "anything that may have left still refuses the move")
+                   help="drop the old key's deliveries that never left (planned, never claimed) when the new "
+                        "key holds the same ones (e.g. planned under 'unconfigured' before credentials were "
+                        "set); anything that may have left still refuses the move")
     q.add_argument("--ledger-url")
     q.set_defaults(func=cmd_ledger_move_account)
     from storesync.privacy.cli import add_commands as add_privacy_commands

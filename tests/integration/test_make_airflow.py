@@ -60,8 +60,8 @@ def test_a_port_in_use_stops_the_start_before_anything_runs(tmp_path):
 
 def test_a_port_airflow_itself_uses_is_refused_before_anything_runs(tmp_path):
     # 8793 is the scheduler's and workers' log server: free now, taken once the scheduler starts.
-    result = run_script("start", "--var-dir", str(tmp_path), "--port", str(free_port()), "--emulator-port", "8793",
-                        "--log-server-port", "8793")
+    result = run_script("start", "--var-dir", str(tmp_path), "--port", str(free_port()),
+                        "--emulator-port", "8793", "--log-server-port", "8793")
     assert result.returncode == 1
     assert "EMULATOR_PORT=8793 for the emulator is the port of Airflow's task log server" in result.stderr
     assert "(AIRFLOW_LOG_SERVER_PORT)" in result.stderr and "make airflow`" in result.stderr

@@ -140,8 +140,8 @@ def ledger_counts(url: str, *, days: int = 14, now: datetime | None = None) -> d
             dead_ids = [r[0] for r in conn.execute(text(
                 "SELECT id FROM storesync_deliveries WHERE state = 'dead' ORDER BY id"))]
             open_q = dict(conn.execute(text(  # rows, not records: a still-bad row is recorded by every run
-                "SELECT entity, COUNT(DISTINCT entity_id) + SUM(CASE WHEN entity_id IS NULL THEN 1 ELSE 0 END) "
-                "FROM storesync_quarantine WHERE resolved_at IS NULL GROUP BY entity")).all())
+                "SELECT entity, COUNT(DISTINCT entity_id) + SUM(CASE WHEN entity_id IS NULL THEN 1 ELSE 0 END)"
+                " FROM storesync_quarantine WHERE resolved_at IS NULL GROUP BY entity")).all())
             customers = conn.execute(text(
                 "SELECT COUNT(*) FROM storesync_customer_ltv WHERE as_of = (SELECT MAX(as_of) FROM storesync_ltv_runs)"
             )).scalar()

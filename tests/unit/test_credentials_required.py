@@ -41,7 +41,8 @@ def _deliveries(ledger_url: str) -> int:
         engine.dispose()
 
 
-def test_a_sync_without_tokens_stops_before_planning_and_says_where_they_go(tmp_path, acme, capsys, monkeypatch):
+def test_a_sync_without_tokens_stops_before_planning_and_says_where_they_go(tmp_path, acme, capsys,
+                                                                           monkeypatch):
     store, models = acme
     for name in ("SENDLANE_API_TOKEN", "SENDLANE_INTEGRATION_TOKEN", "SAILTHRU_API_KEY", "SAILTHRU_SECRET"):
         monkeypatch.delenv(f"STORESYNC_{name}", raising=False)
@@ -77,8 +78,8 @@ def test_airflow_tasks_and_the_historical_sync_hit_the_same_check(tmp_path, acme
     settings = Settings(warehouse_url=store.url, ledger_url=ledger_url, models_dir=models,
                         sendlane=SendlaneSettings(api_token="t"),  # no integration token
                         sailthru=SailthruSettings(api_key="k", secret="s"))
-    run = tasks.SyncRun(settings=settings, window=Window(DAY, DAY + timedelta(days=1)), dag_id="d", run_id="r",
-                        ledger_run_id="d/r/orders")
+    run = tasks.SyncRun(settings=settings, window=Window(DAY, DAY + timedelta(days=1)), dag_id="d",
+                        run_id="r", ledger_run_id="d/r/orders")
     with pytest.raises(ConfigurationError, match="integration_token") as caught:
         tasks.plan("orders", run, sync_name="order_events", vendors=["sendlane", "sailthru"])
     failure = explain(caught.value, vendor=None)

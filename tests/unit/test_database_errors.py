@@ -41,8 +41,8 @@ def test_the_cli_tells_a_wrong_url_from_a_missing_table(tmp_path, acme, postgres
     no_db = make_url(postgres_admin_url).set(database="no_such_db").render_as_string(hide_password=False)
     no_role = make_url(postgres_admin_url).set(username="no_such_role", password="hunter2")
     for url in (no_db, no_role.render_as_string(hide_password=False)):
-        code = main(["--config", _config(tmp_path, models), "sync", "--warehouse-url", url, "--ledger-url", ledger,
-                     *WINDOW])
+        code = main(["--config", _config(tmp_path, models), "sync", "--warehouse-url", url,
+                     "--ledger-url", ledger, *WINDOW])
         err = capsys.readouterr().err
         assert code == 2, err
         assert "does not exist" in err and "check the URL" in err and "missing table" not in err
@@ -55,8 +55,8 @@ def test_the_cli_tells_a_wrong_url_from_a_missing_table(tmp_path, acme, postgres
     assert code == 2 and "no such table" in err and "missing table or column" in err
 
 
-def test_an_airflow_task_fails_at_once_naming_the_connection_url_and_models(tmp_path, acme, postgres_admin_url,
-                                                                            monkeypatch):
+def test_an_airflow_task_fails_at_once_naming_the_connection_url_and_models(tmp_path, acme,
+                                                                            postgres_admin_url, monkeypatch):
     from types import SimpleNamespace
 
     from storesync.provider.failures import CONFIGURATION, StoresyncTaskFailure
@@ -72,8 +72,10 @@ def test_an_airflow_task_fails_at_once_naming_the_connection_url_and_models(tmp_
     for name in ("STORESYNC_LEDGER", "SENDLANE_DEFAULT", "SAILTHRU_DEFAULT"):
         monkeypatch.delenv(f"AIRFLOW_CONN_{name}", raising=False)
     task = StoresyncPlanOperator(task_id="plan", entity="orders", sync_name="order_events",
-                                 window_start="2026-11-10T00:00:00+00:00", window_end="2026-11-11T00:00:00+00:00")
-    context = {"run_id": "manual__1", "dag_run": SimpleNamespace(dag_id="d", run_id="manual__1"), "params": {}}
+                                 window_start="2026-11-10T00:00:00+00:00",
+                                 window_end="2026-11-11T00:00:00+00:00")
+    context = {"run_id": "manual__1", "dag_run": SimpleNamespace(dag_id="d", run_id="manual__1"),
+               "params": {}}
     with pytest.raises(StoresyncTaskFailure) as failure:
         task.execute(context)
     message = str(failure.value)

@@ -47,14 +47,15 @@ def test_the_summary_names_the_dead_letters_reason_and_the_next_step(tmp_path, e
 
 def test_refused_dead_letters_point_at_replay_and_never_show_an_email(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
-    ledger.plan([PlannedDelivery(vendor="sendlane", account="a", event_type="customer_added", entity_id=str(n),
-                                 version="1", endpoint="/customer", payload={}) for n in range(3)],
+    ledger.plan([PlannedDelivery(vendor="sendlane", account="a", event_type="customer_added",
+                                 entity_id=str(n), version="1", endpoint="/customer", payload={})
+                 for n in range(3)],
                 sync_name="s", run_id="r")
     ledger.promote("r")
     claimed = ledger.claim("sendlane", "a", 10, owner="me:1:x")
     ledger.record([(d, Outcome(DEAD, http_status=422, error_class="permanent",
-                               vendor_error=f"customer {d.entity_id}: The email ann{d.entity_id}@example.com is "
-                                            "on the suppression list")) for d in claimed], run_id="r")
+                               vendor_error=f"customer {d.entity_id}: The email ann{d.entity_id}@example.com "
+                                            "is on the suppression list")) for d in claimed], run_id="r")
     found = dead_letter_reasons(ledger, "sendlane", "a")
     # Masked, the three refusals read alike: one reason, counted three times.
     assert found["reasons"] == [["The email a***@example.com is on the suppression list", 3]]

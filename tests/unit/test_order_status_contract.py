@@ -49,8 +49,8 @@ def test_models_check_reports_statuses_outside_the_contract(own_words, capsys):
     report = json.loads(capsys.readouterr().out)
     orders = report["models"]["orders"]
     assert orders["status"] == "violation"
-    assert orders["unknown_values"]["status"] == {"rows": 4, "values": {"NEW": 2, "SHIPPED": 1, "CANCELED": 1},
-                                                  "allowed": list(ORDER_STATUSES)}
+    assert orders["unknown_values"]["status"] == {
+        "rows": 4, "values": {"NEW": 2, "SHIPPED": 1, "CANCELED": 1}, "allowed": list(ORDER_STATUSES)}
     assert all("@" not in str(s.get("email")) or "***@" in s["email"] for s in orders["samples"])
     assert report["models"]["order_changes"]["status"] == "ok"  # other statuses there just send nothing
 
@@ -74,7 +74,8 @@ def test_a_dry_run_whose_gate_fails_prints_its_json_and_points_at_the_model(own_
     assert samples and all("status_known" in " ".join(s["reasons"]) for s in samples)
     assert all(s["row"]["email"] == "c***@example.com" for s in samples)
     assert "Lovelace" not in captured.out and "c1@example.com" not in captured.out
-    assert "raising the threshold is not the fix" in captured.err and "models check --model orders" in captured.err
+    assert "raising the threshold is not the fix" in captured.err
+    assert "models check --model orders" in captured.err
     assert "= 1.05" not in captured.err
 
 

@@ -951,7 +951,8 @@ class Ledger:
         taken = deliveries.alias("taken")
         twin = and_(mine, exists().where(taken.c.delivery_key == moved_key))
         # Never left: planned and never claimed (no attempt, no answer). Only these may be dropped.
-        unsent = and_(twin, d.state == PLANNED, d.claimed_at.is_(None), d.attempts == 0, d.http_status.is_(None))
+        unsent = and_(twin, d.state == PLANNED, d.claimed_at.is_(None), d.attempts == 0,
+                      d.http_status.is_(None))
         with self.engine.begin() as conn:
             in_flight = conn.execute(select(func.count()).where(mine, d.state == SENDING)).scalar_one()
             if in_flight:
@@ -975,9 +976,9 @@ class Ledger:
                 dropped = conn.execute(select(d.id, d.event_type, d.entity_id).where(unsent)).all()
                 now = utcnow()
                 conn.execute(insert(record_log), [
-                    {"run_id": f"move-account {vendor} {old} -> {new}", "delivery_id": row.id, "vendor": vendor,
-                     "operation": row.event_type, "entity_id": row.entity_id, "status": "dropped",
-                     "error": f"never sent under account {old}; account {new} holds the same delivery",
+                    {"run_id": f"move-account {vendor} {old} -> {new}", "delivery_id": row.id,
+                     "vendor": vendor, "operation": row.event_type, "entity_id": row.entity_id,
+                     "status": "dropped", "error": f"never sent under account {old}; account {new} holds the same delivery",
                      "logged_at": now} for row in dropped])
                 conn.execute(deliveries.delete().where(d.id.in_([row.id for row in dropped])))
             moved = {"storesync_deliveries": conn.execute(
@@ -987,8 +988,8 @@ class Ledger:
             if also is not None:
                 moved.update(also(conn, vendor, old, new))
         if dropped:
-            log.info("%s: %d deliveries of account %s that never left were dropped: account %s holds the same ones",
-                     vendor, len(dropped), old, new)
+            log.info("%s: %d deliveries of account %s that never left were dropped: account %s holds the "
+                     "same ones", vendor, len(dropped), old, new)
         return moved
 
     def adopt_unproven_accounts(self, vendor: str, account: str, *, sync_name: str,

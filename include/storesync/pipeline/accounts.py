@@ -18,7 +18,8 @@ from storesync.pipeline.historical import chunks, jobs
 __all__ = ["move_account", "move_bookkeeping"]
 
 
-def move_account(ledger: Ledger, vendor: str, old: str, new: str, *, merge_unsent: bool = False) -> dict[str, int]:
+def move_account(ledger: Ledger, vendor: str, old: str, new: str, *,
+                 merge_unsent: bool = False) -> dict[str, int]:
     """``Ledger.move_account`` with the pipeline's per-account tables; the rows moved per table
     (``merge_unsent``: drop ``old``'s rows that never left and ``new`` holds too)."""
     return ledger.move_account(vendor, old, new, also=_move_bookkeeping, merge_unsent=merge_unsent)

@@ -142,8 +142,8 @@ def run_nightly(settings: Settings, window: Window, *, run_id: str, vendors=("se
     if dry_run:
         summary["gate_failures"] = gate_failures
         # A dry run's record is finished too (dry_run marks it: it never counts as a run of its window).
-        ctx.ledger.finish_run(run_id, "failed" if gate_failures else "success",
-                              counts={"planned": dict(summary["planned"]), "changes": dict(summary["changes"])},
+        counts = {"planned": dict(summary["planned"]), "changes": dict(summary["changes"])}
+        ctx.ledger.finish_run(run_id, "failed" if gate_failures else "success", counts=counts,
                               error="; ".join(f["message"] for f in gate_failures)[:2000] or None)
     return summary
 
@@ -152,8 +152,9 @@ def gate_failure(error) -> dict:
     """A quality-gate failure as JSON-able facts (no row values)."""
     entity = getattr(error, "entity", None)
     stats = ((getattr(error, "report", None) or {}).get("entities") or {}).get(entity) or {}
-    return {"entity": entity, "share": getattr(error, "share", None), "threshold": getattr(error, "threshold", None),
-            "rows_in": stats.get("rows_in"), "quarantined": stats.get("quarantined"),
+    return {"entity": entity, "share": getattr(error, "share", None),
+            "threshold": getattr(error, "threshold", None), "rows_in": stats.get("rows_in"),
+            "quarantined": stats.get("quarantined"),
             "top_reasons": [list(r) for r in getattr(error, "top_reasons", [])], "message": str(error)}
 
 
@@ -163,15 +164,15 @@ DEAD_REASONS_SCANNED = 2000  # dead letters read per vendor account for the summ
 
 
 # What happens to dead letters the mapper refused once their data is fixed (the summary and replay say it).
-REPLANNED_ONCE_FIXED = ("the next run re-plans the orders among them; a product or cart is planned again when it "
-                        "next changes")
+REPLANNED_ONCE_FIXED = ("the next run re-plans the orders among them; a product or cart is planned again "
+                        "when it next changes")
 
 
 def dead_letter_next_step(vendor: str, *, unmappable: bool) -> str:
     """What to do about dead letters (the run summary's line; ``storesync replay`` says the same)."""
     if unmappable:  # the mapper refused the warehouse's data: nothing was sent
-        return (f"fix the data in the warehouse: {REPLANNED_ONCE_FIXED}; `storesync replay --vendor {vendor}` "
-                "re-maps orders at once")
+        return (f"fix the data in the warehouse: {REPLANNED_ONCE_FIXED}; "
+                f"`storesync replay --vendor {vendor}` re-maps orders at once")
     return (f"the vendor refused them or its retries ran out: fix what its answer names, then "
             f"`storesync replay --vendor {vendor}`")
 
@@ -192,7 +193,8 @@ def dead_letter_reasons(ledger: Ledger, vendor: str, account: str, *, top: int =
     reasons, unmappable = Counter(), 0
     for endpoint, error, error_class in rows:
         unmappable += endpoint == INVALID_ENDPOINT
-        reasons[mask_email(_ENTITY_PREFIX.sub("", (error or error_class or "no reason recorded").strip()))[:160]] += 1
+        reason = _ENTITY_PREFIX.sub("", (error or error_class or "no reason recorded").strip())
+        reasons[mask_email(reason)[:160]] += 1
     return {"reasons": [[r, n] for r, n in reasons.most_common(top)],
             "next_step": dead_letter_next_step(vendor, unmappable=unmappable * 2 >= len(rows))}
 
@@ -217,7 +219,8 @@ def summarise(ctx: syncs.SyncContext, plans: dict, deliveries: dict) -> dict:
         "ledger": ledger_counts,
         "dead_letters": dead,
         "samples": {k: v for p in plans.values() for k, v in p.get("samples", {}).items()},
-        "quarantine_samples": {k: v for p in plans.values() for k, v in p.get("quarantine_samples", {}).items()},
+        "quarantine_samples": {k: v for p in plans.values()
+                               for k, v in p.get("quarantine_samples", {}).items()},
     }
 
 

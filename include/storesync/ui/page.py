@@ -157,7 +157,8 @@ def render_page(*, base: str, store: str, stores: list[str], filters: Filters, o
         parts.append("<table><thead><tr><th>run</th><th>sync</th><th>window</th><th>outcome</th><th>took</th>"
                      "<th>counts / error</th></tr></thead><tbody>")
         for r in overview["runs"]:
-            tone = {"succeeded": "ok", "success": "ok", "failed": "bad", "delivery_failed": "bad"}.get(r["status"], "")
+            tone = {"succeeded": "ok", "success": "ok", "failed": "bad",
+                    "delivery_failed": "bad"}.get(r["status"], "")
             detail = _e(r["error"]) if r["error"] else _e(_counts_summary(r["counts"]))
             parts.append(f"<tr><td class='mono'>{_e(r['run_id'])}</td><td>{_e(r['sync_name'])}</td>"
                          f"<td>{_e(r['window_start'])} → {_e(r['window_end'])}</td>"

@@ -329,12 +329,11 @@ class LedgerReader:
         reasons: dict[str, list[int]] = defaultdict(lambda: [0] * days)
         with self.engine.connect() as conn:
             no_id = case((q.entity_id.is_(None), 1), else_=0)
-            entities = conn.execute(select(q.entity, func.count(q.entity_id.distinct()).label("ids"),
-                                           func.sum(no_id).label("no_id"), func.sum(is_open).label("open_records"))
+            ids, no_ids = func.count(q.entity_id.distinct()).label("ids"), func.sum(no_id).label("no_id")
+            entities = conn.execute(select(q.entity, ids, no_ids, func.sum(is_open).label("open_records"))
                                     .group_by(q.entity).order_by(q.entity)).all()
             still_open = {r.entity: r for r in conn.execute(
-                select(q.entity, func.count(q.entity_id.distinct()).label("ids"), func.sum(no_id).label("no_id"))
-                .where(q.resolved_at.is_(None)).group_by(q.entity))}
+                select(q.entity, ids, no_ids).where(q.resolved_at.is_(None)).group_by(q.entity))}
             for row in conn.execute(select(day, q.reasons).where(
                     q.quarantined_at >= datetime.combine(first, datetime.min.time()))):
                 label = self._label(row.day, "day")

@@ -56,7 +56,8 @@ class Column:
             raise ValueError(f"column {self.name}: unknown type {self.type!r}; known: {', '.join(TYPES)}")
 
 
-def req(name: str, type_: str, doc: str = "", *, personal: bool = False, values: tuple[str, ...] = ()) -> Column:
+def req(name: str, type_: str, doc: str = "", *, personal: bool = False,
+        values: tuple[str, ...] = ()) -> Column:
     return Column(name, type_, True, personal, doc, values)
 
 
@@ -363,11 +364,12 @@ def render_markdown(group: str | None = None) -> str:
         cells = [(f"**{col.name}**" if col.required else col.name) + f" ({_TYPE_NAMES[col.type]})"
                  for col in c.columns]
         out.append(f"| `{c.name}` | {', '.join(cells)} |")
-    statuses = [(c, col) for c in contracts for col in c.columns if col.values or (col.name == "status" and col.doc)]
+    statuses = [(c, col) for c in contracts for col in c.columns
+                if col.values or (col.name == "status" and col.doc)]
     if statuses:
         out.append("")
-        out.append("Status values (where a list is given, exactly those, as written: any other breaks the contract; "
-                   "`storesync models check` reports them):")
+        out.append("Status values (where a list is given, exactly those, as written: any other breaks the "
+                   "contract; `storesync models check` reports them):")
         out.append("")
         for c, col in statuses:
             allowed = ", ".join(f"`{v}`" for v in col.values)

@@ -18,8 +18,8 @@ _URL_STATES = {"3D000", "28000", "28P01"}  # invalid catalog (database), authori
 _SCHEMA_STATES = {"42P01", "42703", "3F000", "42883"}  # undefined table, column, schema, function
 _URL_TEXT = re.compile(r'(database|role|user) "[^"]*" does not exist|password authentication failed|'
                        r"no password supplied|access denied for user|unknown database|"
-                       r"unable to open database file|could not translate host name|name or service not known",
-                       re.IGNORECASE)
+                       r"unable to open database file|could not translate host name|"
+                       r"name or service not known", re.IGNORECASE)
 _SCHEMA_TEXT = re.compile(r"no such table|no such column|(relation|column|table|schema) \S+ does not exist|"
                           r"undefined(table|column)|catalog error: (table|column)|binder error",
                           re.IGNORECASE)
@@ -31,7 +31,8 @@ HINTS = {
     SCHEMA: ("a missing table or column means the warehouse does not have what the SQL models read: "
              "`storesync models check` shows which model; point the URL at the right database, adapt the "
              "models (models_dir), or run `storesync demo-store` for the demo store"),
-    UNREACHABLE: "check that the database is up and reachable from here (host, port, firewall); a retry may do",
+    UNREACHABLE: ("check that the database is up and reachable from here (host, port, firewall); "
+                  "a retry may do"),
     OTHER: "check that the database is reachable and the URL (user, password, host, database) is right",
 }
 
@@ -77,8 +78,8 @@ def where(warehouse_url: str, ledger_url: str, models_dir, *, warehouse_conn_id:
     def named(what: str, url: str, conn_id: str | None) -> str:
         return f"{what} {shown_url(url)}" + (f" (connection {conn_id!r})" if conn_id else "")
 
-    return (f"{named('warehouse', warehouse_url, warehouse_conn_id)}, {named('ledger', ledger_url, ledger_conn_id)}, "
-            f"models in {models_dir}")
+    return (f"{named('warehouse', warehouse_url, warehouse_conn_id)}, "
+            f"{named('ledger', ledger_url, ledger_conn_id)}, models in {models_dir}")
 
 
 def describe(exc: BaseException, where_text: str) -> str:
