@@ -60,3 +60,27 @@ def test_a_run_whose_delivery_raises_is_marked_and_its_window_still_counts_as_re
     assert ledger.open_by_account("sendlane"), "its planned deliveries wait in the ledger"
     [shown] = LedgerReader(ledger.engine).last_runs()
     assert shown["status"] == DELIVERY_FAILED and "could not be built" in shown["error"]
+
+
+def test_an_airflow_deliver_task_that_fails_for_a_person_finishes_the_record(settings, emulator):
+    from dataclasses import replace
+
+    from storesync.delivery.ledger import PlannedDelivery
+    from storesync.provider import tasks
+
+    settings = replace(settings, sendlane=SendlaneSettings(
+        base_url=emulator.sendlane_url, api_token=emulator.sendlane_api_token,
+        integration_token=emulator.sendlane_integration_token))
+    run = tasks.SyncRun(settings=settings, window=WINDOW, dag_id="d", run_id="r",
+                        ledger_run_id="d/r/order_events")
+    tasks.plan("orders", run, sync_name="order_events", vendors=["sendlane"])
+    ledger = Ledger(settings.ledger_url)
+    # A row this sync planned under an earlier account key: the deliver task stops for a person.
+    ledger.plan([PlannedDelivery(vendor="sendlane", account="old-key", event_type="order_placed",
+                                 entity_id="9", version="1", endpoint="/x", payload={})],
+                sync_name="order_events", run_id="old")
+    ledger.promote("old")
+    with pytest.raises(tasks.OtherAccountsOpen):
+        tasks.deliver("sendlane", run, sync_name="order_events")
+    record = _record(settings, "d/r/order_events")
+    assert record.status == DELIVERY_FAILED and record.finished_at is not None and "old-key" in record.error

@@ -133,7 +133,15 @@ def deliver(vendor: str, run: SyncRun, *, sync_name: str) -> dict:
     log.info("%s: %s", vendor, {k: v for k, v in report.items() if k not in ("by_event", "timings_s")})
     report["open_under_other_accounts"] = _other_accounts_of_this_sync(
         ctx.ledger, vendor, report.get("account"), sync_name, report.get("open_under_other_accounts") or {})
-    raise_if_held(vendor, report, ctx.ledger, run.settings)
+    try:
+        raise_if_held(vendor, report, ctx.ledger, run.settings)
+    except (HeldDeliveries, OtherAccountsOpen) as exc:
+        # The task fails for a person and the finish task will not run: the run's record says so,
+        # rather than staying "running" for good.
+        from storesync.pipeline.jobs import DELIVERY_FAILED
+
+        ctx.ledger.finish_run(run.ledger_run_id, DELIVERY_FAILED, error=f"{vendor}: {exc}"[:2000])
+        raise
     return report
 
 
