@@ -184,7 +184,12 @@ def cmd_emulator(args) -> int:
 def cmd_sync(args) -> int:
     from storesync.pipeline.jobs import format_summary, run_nightly
 
-    from storesync.run_report import dry_run_samples_text, quarantine_reasons_text, quarantine_samples_text
+    from storesync.run_report import (
+        dry_run_samples_text,
+        gate_failure_text,
+        quarantine_reasons_text,
+        quarantine_samples_text,
+    )
 
     settings = _settings(args)
     window = _window(args, settings)  # argument errors first: they need no database
@@ -209,30 +214,6 @@ def cmd_sync(args) -> int:
     if failures:
         return 1
     return 1 if not args.dry_run and _report_held(settings, args.vendors, to_stderr=args.json) else 0
-
-
-# A reason behind at least this share of a batch's rows is the model's doing, not a few bad rows.
-MOSTLY_ONE_REASON = 0.5
-
-
-def gate_failure_text(failure: dict) -> str:
-    """What to do about a quality-gate failure (``jobs.gate_failure``): fix the rows, or, when the
-    share is acceptable, a threshold that would have let it through (the share rounded up to the
-    next 5%, never past 1). When most of the batch fails one check the model is wrong, and no
-    threshold is the fix: the message says so."""
-    import math
-
-    entity, share = failure.get("entity") or "<entity>", failure.get("share")
-    top, rows_in = failure.get("top_reasons") or [], failure.get("rows_in")
-    text = failure["message"]
-    if top and rows_in and top[0][1] >= MOSTLY_ONE_REASON * rows_in:
-        reason, count = top[0]
-        return (f"{text}. Most {entity} rows fail {reason} (×{count}): raising the threshold is not the "
-                f"fix, the {entity} model is. `storesync models check --model {entity}` shows what it "
-                "returns against the contract (include/sql/README.md lists the allowed values)")
-    allowed = min(1.0, math.ceil(share * 20 + 1e-9) / 20) if share is not None else 0.1
-    return (f"{text}. Fix those rows in the warehouse, or, if that share is acceptable, raise the threshold "
-            f"in storesync.toml ([quarantine_thresholds] {entity} = {allowed:g})")
 
 
 def _report_held(settings, vendors, *, to_stderr: bool = False) -> int:
@@ -546,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     from storesync.core.errors import ConfigurationError
     from storesync.pipeline.jobs import gate_failure
     from storesync.quality.errors import QualityGateError
+    from storesync.run_report import gate_failure_text
 
     try:
         return args.func(args)

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 import pytest
 from acme_store import AcmeStore, write_models
 
-from storesync.cli import gate_failure_text, main
+from storesync.cli import main
 from storesync.quality.checks import ORDER_STATUSES
+from storesync.run_report import gate_failure_text
 from storesync.warehouse import contract
 
 DAY = datetime(2026, 11, 10)
@@ -85,3 +86,22 @@ def test_a_suggested_threshold_never_passes_one():
     assert gate_failure_text(failure).endswith("[quarantine_thresholds] orders = 1)")
     failure.update(share=0.07, top_reasons=[["email_valid", 7]])
     assert gate_failure_text(failure).endswith("[quarantine_thresholds] orders = 0.1)")
+
+
+def test_an_airflow_task_stopped_by_such_a_model_points_at_the_model(own_words):
+    from storesync.core.config import load_settings
+    from storesync.core.windows import Window
+    from storesync.pipeline.jobs import open_context, plan_entity
+    from storesync.provider.failures import QUARANTINE, explain
+    from storesync.quality.errors import QualityGateError
+
+    settings = load_settings(own_words)
+    settings = settings.with_overrides(sendlane=type(settings.sendlane)(api_token="t", integration_token="t"),
+                                       sailthru=type(settings.sailthru)(api_key="k", secret="s"))
+    ctx = open_context(settings, run_id="hourly", sync_name="order_events")
+    with pytest.raises(QualityGateError) as caught:
+        plan_entity(ctx, "orders", Window(DAY, DAY + timedelta(days=1)))
+    failure = explain(caught.value)
+    assert failure.kind == QUARANTINE
+    assert failure.next_step.startswith("fix the orders model: most rows fail status_known")
+    assert "quarantine_thresholds" not in failure.next_step

@@ -86,9 +86,17 @@ def explain(error: BaseException, *, vendor: str | None = None, conn_id: str | N
         return StoresyncTaskFailure(message, kind=kind, next_step=next_step, vendor=vendor, conn_id=conn_id,
                                     account=account, http_status=status, error_class="auth", counts=counts)
     if isinstance(error, QualityGateError):
+        from storesync.pipeline.jobs import gate_failure
+        from storesync.run_report import model_at_fault
+
         entity = getattr(error, "entity", None) or "rows"
-        next_step = (f"fix the {entity} rows in the warehouse (storesync_quarantine lists each row's reasons), "
-                     f"or raise quarantine_thresholds.{entity}, then clear this task")
+        fault = model_at_fault(gate_failure(error))
+        if fault:  # half the rows or more fail one check: the model, not the threshold
+            next_step = (f"fix the {entity} model: most rows fail {fault[0]} (`storesync models check --model "
+                         f"{entity}` shows what it returns against the contract), then clear this task")
+        else:
+            next_step = (f"fix the {entity} rows in the warehouse (storesync_quarantine lists each row's "
+                         f"reasons), or raise quarantine_thresholds.{entity}, then clear this task")
         return StoresyncTaskFailure(f"{error}. Nothing was sent for this window. To fix: {next_step}.",
                                     kind=QUARANTINE, next_step=next_step, quarantine=error)
     if isinstance(error, tasks.HeldDeliveries):
