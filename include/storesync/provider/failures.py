@@ -92,8 +92,8 @@ def explain(error: BaseException, *, vendor: str | None = None, conn_id: str | N
         entity = getattr(error, "entity", None) or "rows"
         fault = model_at_fault(gate_failure(error))
         if fault:  # half the rows or more fail one check: the model, not the threshold
-            next_step = (f"fix the {entity} model: most rows fail {fault[0]} (`storesync models check --model "
-                         f"{entity}` shows what it returns against the contract), then clear this task")
+            next_step = (f"fix the {entity} model: most rows fail {fault[0]} (`storesync models check "
+                         f"--model {entity}` shows what it returns against the contract), then clear this task")
         else:
             next_step = (f"fix the {entity} rows in the warehouse (storesync_quarantine lists each row's "
                          f"reasons), or raise quarantine_thresholds.{entity}, then clear this task")
