@@ -173,7 +173,7 @@ def _endpoint(rec: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- running syncs
-def _settings(workdir: Path, emu, name: str, vendors: tuple[str, ...], contact_read: str = "absence"):
+def _settings(workdir: Path, emu, name: str, vendors: tuple[str, ...], contact_read: str | None = None):
     from storesync.core.config import SailthruSettings, SendlaneSettings, Settings
 
     return Settings(
@@ -185,7 +185,7 @@ def _settings(workdir: Path, emu, name: str, vendors: tuple[str, ...], contact_r
         sendlane=SendlaneSettings(base_url=emu.sendlane_url, api_token=emu.sendlane_api_token,
                                   integration_token=emu.sendlane_integration_token,
                                   budget_per_minute=EMULATOR_LIMIT, unknown_grace_s=SENDLANE_GRACE_S,
-                                  contact_read=contact_read),
+                                  contact_read=contact_read or SendlaneSettings.contact_read),
         # The emulator records a request before it answers (an injected 502 was never processed), so
         # a lookup finding nothing is final at once; against the vendor the grace is 120 s.
         sailthru=SailthruSettings(base_url=emu.sailthru_url, api_key=emu.sailthru_api_key,
@@ -296,7 +296,7 @@ def _concurrent_syncs(emu, settings, window, vendor: str, seed: int) -> bool:
 # ---------------------------------------------------------------------------- the suite
 def run_chaos(workdir: Path, *, orders: int = 2000, days: int = 14, seed: int = 7,
               vendors: tuple[str, ...] = VENDORS, windows: int = 3, storm_requests: int = 40,
-              max_reruns: int = 4, contact_read: str = "absence", log=print) -> ChaosReport:
+              max_reruns: int = 4, contact_read: str | None = None, log=print) -> ChaosReport:
     """The suite (see the module's docstring). ``windows=2`` is the short form: the storm opens
     window 1's faults instead of having a window of its own (the CI test's)."""
     from storesync.delivery.ledger import OPEN_STATES, UNKNOWN, Ledger
@@ -465,9 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storm-requests", type=int, default=40)
     parser.add_argument("--windows", type=int, choices=(2, 3), default=3,
                         help="3 (default): a window per fault; 2: the short form (storm and faults together)")
-    parser.add_argument("--contact-read", choices=("absence", "presence", "off"), default="absence",
-                        help="Sendlane's contact_read setting (default absence; presence: a found contact "
-                             "proves arrival when no other storesync delivery could have made it)")
+    parser.add_argument("--contact-read", choices=("absence", "presence", "off"), default=None,
+                        help="Sendlane's contact_read setting (default: the setting's default, presence: a "
+                             "found contact proves arrival when it was made while the held event could have "
+                             "made it and nothing else of the person's was sent; absence: only a not-found "
+                             "settles)")
     parser.add_argument("--workdir", help="where the store and ledgers go (default: a temporary directory)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -20,6 +20,7 @@ from storesync.delivery.ledger import (
     deliveries,
     record_log,
 )
+from storesync.emulator.state import DEFAULT_SENDLANE_LIST_ID
 from storesync.delivery.remedies import AWAITING_LOOKUP, HELD, classify_unknown
 from storesync.pipeline.senders import CONTACT_FOUND, SendlaneSender
 
@@ -73,15 +74,15 @@ def checkout(email="c@example.com", total=2.0):
 def test_a_newer_version_supersedes_a_held_one_and_is_sent(emulator, ledger):
     plan(ledger, "checkout_started", 31, checkout(), version="1")
     emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])
-    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600, contact_read="absence"))
     emulator.clear_faults()
-    first = run(ledger, sender_for(emulator, ledger))
+    first = run(ledger, sender_for(emulator, ledger, contact_read="absence"))
     held = row(ledger, "checkout_started")
-    # It arrived (the contact exists), but a found contact proves nothing by default: held, noted.
+    # It arrived (the contact exists), but with "absence" a found contact proves nothing: held, noted.
     assert held.state == UNKNOWN and held.vendor_code == CONTACT_FOUND and first.held_unknown == 1
     assert classify_unknown(held) == HELD
     plan(ledger, "checkout_started", 31, checkout(total=3.0), version="2", seq=1, run="r2")
-    second = run(ledger, sender_for(emulator, ledger))
+    second = run(ledger, sender_for(emulator, ledger, contact_read="absence"))
     old, new = row(ledger, "checkout_started", "1"), row(ledger, "checkout_started", "2")
     assert (old.state, new.state) == (SUPERSEDED, ACCEPTED)
     assert second.settled == {"superseded:newer_version": 1} and second.held_unknown == 0
@@ -178,22 +179,64 @@ def test_no_evidence_yet_waits_instead_of_trusting_the_not_found(emulator, ledge
 
 
 def test_presence_takes_a_found_contact_as_arrival_only_when_nothing_else_made_it(emulator, ledger):
-    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "solo@example.com"})
-    plan(ledger, "customer_added", 42, {"customer_id": 42, "email": "shared@example.com"})
-    plan(ledger, "order_placed", 9, {"order_id": 9, "email": "shared@example.com", "total": 2.0})
+    """The person's order waits behind their unknown customer_added until its read, so the contact
+    found was made by the customer_added: arrived, and the order goes next. A contact an order of
+    the person made *before* the customer_added was sent proves nothing: held."""
+    plan(ledger, "order_placed", 8, {"order_id": 8, "email": "known@example.com", "total": 1.0}, run="r0")
+    run(ledger, sender_for(emulator, ledger))  # the contact exists before its customer_added
+    plan(ledger, "customer_added", 40, {"customer_id": 40, "email": "known@example.com"}, run="r1")
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "solo@example.com"}, run="r1")
+    plan(ledger, "customer_added", 42, {"customer_id": 42, "email": "shared@example.com"}, run="r1")
+    plan(ledger, "order_placed", 9, {"order_id": 9, "email": "shared@example.com", "total": 2.0}, run="r2")
+    plan(ledger, "order_placed", 10, {"order_id": 10, "email": "other@example.com", "total": 2.0}, run="r2")
     emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])
-    run(ledger, sender_for(emulator, ledger, contact_read="presence", unknown_grace_s=600))
+    first = run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
     emulator.clear_faults()
-    report = run(ledger, sender_for(emulator, ledger, contact_read="presence"))
-    solo = [d for d in ledger.in_state(ACCEPTED) if d.entity_id == "41"]
-    assert len(solo) == 1 and report.settled == {"accepted:contact_read": 1}
-    assert any(r.startswith("arrived: Sendlane holds the contact") for r in reasons(ledger, solo[0].id))
-    shared = [d for d in ledger.in_state(UNKNOWN) if d.entity_id == "42"]
-    assert len(shared) == 1 and shared[0].vendor_code == CONTACT_FOUND and classify_unknown(shared[0]) == HELD
+    placed = emulator.requests(vendor="sendlane", endpoint="/tracking/order-placed")
+    # Order 9 waited for its person's customer_added; another person's order 10 did not.
+    assert sorted(r["body"]["order_id"] for r in placed) == [8, 10] and first.awaiting_lookup == 3
+    report = run(ledger, sender_for(emulator, ledger))
+    arrived = {d.entity_id for d in ledger.in_state(ACCEPTED) if d.event_type == "customer_added"}
+    assert arrived == {"41", "42"} and report.settled == {"accepted:contact_read": 2}
+    assert all(any(r.startswith("arrived: Sendlane holds the contact") for r in reasons(ledger, d.id))
+               for d in ledger.in_state(ACCEPTED) if d.event_type == "customer_added")
+    (known,) = ledger.in_state(UNKNOWN)
+    assert known.entity_id == "40" and known.vendor_code == CONTACT_FOUND and classify_unknown(known) == HELD
+    # The wait is over: order 9 went out after the read, once.
+    placed = emulator.requests(vendor="sendlane", endpoint="/tracking/order-placed")
+    assert sorted(r["body"]["order_id"] for r in placed) == [8, 9, 10]
     reads = len(emulator.requests(vendor="sendlane", endpoint="/contacts/search"))
-    run(ledger, sender_for(emulator, ledger, contact_read="presence"))  # a found contact is not read again
+    run(ledger, sender_for(emulator, ledger))  # a found contact is not read again
     assert len(emulator.requests(vendor="sendlane", endpoint="/contacts/search")) == reads
     assert emulator.duplicates() == {}
+
+
+def test_absence_takes_a_found_contact_as_proving_nothing(emulator, ledger):
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "solo@example.com"})
+    emulator.set_faults(drop_after_rate=1.0, vendors=["sendlane"])
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600, contact_read="absence"))
+    emulator.clear_faults()
+    report = run(ledger, sender_for(emulator, ledger, contact_read="absence"))
+    (held,) = ledger.in_state(UNKNOWN)
+    assert held.vendor_code == CONTACT_FOUND and report.held_unknown == 1 and classify_unknown(held) == HELD
+
+
+def test_a_contact_created_after_sendlane_had_processed_the_event_proves_nothing(emulator, ledger):
+    """Created later than the grace after the held request was sent: something else made it."""
+    plan(ledger, "customer_added", 41, {"customer_id": 41, "email": "late@example.com"})
+    emulator.set_faults(drop_before_rate=1.0, vendors=["sendlane"])  # never reached Sendlane
+    run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
+    emulator.clear_faults()
+    with ledger.engine.begin() as conn:  # sent two hours ago, the grace 600 s
+        two_hours_ago = datetime.utcnow() - timedelta(hours=2)
+        conn.execute(deliveries.update().values(claimed_at=two_hours_ago, updated_at=two_hours_ago,
+                                                planned_at=two_hours_ago - timedelta(hours=1)))
+    # A sign-up form makes the contact now, outside storesync (a list upsert nobody planned).
+    form = sender_for(emulator, ledger)
+    form.client.add_contacts(DEFAULT_SENDLANE_LIST_ID, [{"email": "late@example.com"}])
+    report = run(ledger, sender_for(emulator, ledger, unknown_grace_s=600))
+    (held,) = ledger.in_state(UNKNOWN)
+    assert held.vendor_code == CONTACT_FOUND and report.settled == {} and classify_unknown(held) == HELD
 
 
 def test_settle_unknown_touches_only_unknown_rows_and_noting_keeps_unknown_since(ledger):

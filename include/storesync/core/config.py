@@ -158,11 +158,13 @@ class SendlaneSettings:
     # one as superseded once Sendlane accepted a newer version of its entity or, for a checkout, an
     # order of the same contact placed after it; "off" leaves them to a person.
     supersede_held: str = "newer_or_order"
-    # The contact read (GET /contacts/search, undocumented): "absence" resends an event whose
-    # contact is not found on a proven path; "presence" also takes a found contact as arrival when
-    # no other accepted storesync delivery carries that email (only if nothing else, no site
-    # snippet, form or other integration, makes contacts in the account); "off": no reads.
-    contact_read: str = "absence"
+    # The contact read (GET /contacts/search, undocumented; docs/exactly-once.md): "presence" (the
+    # default) resends an event whose contact is not found on a proven path, and takes a found
+    # contact as arrival when it was created while the held event could have made it and no other
+    # storesync delivery of the person was sent (the person's deliveries wait for the read);
+    # "absence" only resends on not-found (an account where forms or snippets make contacts);
+    # "off": no reads.
+    contact_read: str = "presence"
     # A contact read is trusted only this long after the request: Sendlane processes asynchronously.
     unknown_grace_s: float = 600.0
     event_paths: dict = field(default_factory=lambda: dict(DEFAULT_SENDLANE_EVENT_PATHS))

@@ -58,6 +58,7 @@ from storesync.core.errors import (
     UnknownOutcomeError,
 )
 from storesync.core.throttle import Permit, Reserves, prepaid
+from storesync.delivery.ledger import AWAITING_READ as LEDGER_AWAITING_READ
 from storesync.delivery.ledger import (
     ACCEPTED,
     DEAD,
@@ -80,8 +81,9 @@ log = logging.getLogger(__name__)
 LOOKUP_PENDING = "pending"
 # As LOOKUP_PENDING, for a vendor whose held rows are settled by rules and reads that only run once
 # the request is old enough (Sendlane): the row is noted (``vendor_code``), so that the CLI and
-# the alert count it as awaiting, not held (``storesync.delivery.remedies``).
-AWAITING_READ = "awaiting_read"
+# the alert count it as awaiting, not held (``storesync.delivery.remedies``), and so that the
+# person's other deliveries wait for its read (``ledger.PERSON_WAIT_EVENTS``).
+AWAITING_READ = LEDGER_AWAITING_READ
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ class HeldRules:
         email = email_of(delivery)
         if email is None:
             return None
-        occurred, planned = self._times(delivery.id)
+        occurred, planned, _claimed = self._times(delivery.id)
         if occurred is None:
             return None  # without the checkout's time, "after it began" cannot be told
         query = (select(deliveries.c.id, deliveries.c.entity_id)
@@ -133,22 +133,35 @@ class HeldRules:
         with self.engine.connect() as conn:
             return [row.id for row in conn.execute(query)]
 
-    def sent_by(self, delivery_id: int, created_at: datetime) -> bool:
-        """Was this delivery sent early enough to have made a contact created at ``created_at``?"""
-        query = select(deliveries.c.planned_at).where(deliveries.c.id == delivery_id)
-        with self.engine.connect() as conn:
-            planned = conn.execute(query).scalar()
-        return planned is not None and planned <= created_at + CLOCK_MARGIN
+    def made_by(self, delivery: Delivery, created_at: datetime | None, grace_s: float) -> bool:
+        """Did this held event make the contact Sendlane holds, created at ``created_at``? Yes when
+        the contact was created while the event could have made it (not before it was planned, not
+        after Sendlane must have processed its last request: ``grace_s`` after it was sent, with
+        ``CLOCK_MARGIN`` either side) and no other storesync delivery with its email could have
+        (``could_have_made_contact``; the ledger makes the person's deliveries wait behind an
+        unknown ``customer_added`` until its read, ``ledger.PERSON_WAIT_EVENTS``). Without a
+        ``created_at``: only when no other delivery with the email was ever sent. What it cannot
+        rule out: a contact made outside storesync (a form, the site's snippet) in that window."""
+        if created_at is None:
+            return not self.could_have_made_contact(delivery, None)
+        _occurred, planned, claimed = self._times(delivery.id)
+        if planned is None or claimed is None:
+            return False
+        if created_at < planned - CLOCK_MARGIN:
+            return False  # the contact existed before this event could have been sent
+        if created_at > claimed + timedelta(seconds=grace_s) + CLOCK_MARGIN:
+            return False  # made after Sendlane had processed this event: by something else
+        return not self.could_have_made_contact(delivery, created_at)
 
     def planned_at(self, delivery_id: int) -> datetime | None:
         return self._times(delivery_id)[1]
 
-    def _times(self, delivery_id: int) -> tuple[datetime | None, datetime | None]:
-        query = (select(deliveries.c.occurred_at, deliveries.c.planned_at)
+    def _times(self, delivery_id: int) -> tuple[datetime | None, datetime | None, datetime | None]:
+        query = (select(deliveries.c.occurred_at, deliveries.c.planned_at, deliveries.c.claimed_at)
                  .where(deliveries.c.id == delivery_id))
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return (row.occurred_at, row.planned_at) if row else (None, None)
+        return (row.occurred_at, row.planned_at, row.claimed_at) if row else (None, None, None)
 
     def evidence_emails(self, min_age_s: float, limit: int = 3) -> list[str]:
         """Emails of the newest events Sendlane accepted with its own answer (not by a lookup or

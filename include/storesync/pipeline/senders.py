@@ -198,10 +198,10 @@ class SendlaneSender:
             self.proofs.mark_proven(self.READ_ENDPOINT)
             if self.settings.contact_read == "presence" and self.rules is not None:
                 created = _parse_time(contact.get("created_at"))
-                others = self.rules.could_have_made_contact(delivery, created)
-                if not others and (created is None or self.rules.sent_by(delivery.id, created)):
-                    return Settled(ACCEPTED, "arrived: Sendlane holds the contact, and no other storesync "
-                                   "delivery could have made it (contact_read = presence)", "contact_read")
+                if self.rules.made_by(delivery, created, self.settings.unknown_grace_s):
+                    return Settled(ACCEPTED, "arrived: Sendlane holds the contact, created while this event "
+                                   "could have made it, and no other storesync delivery of the person was "
+                                   "sent (contact_read = presence)", "contact_read")
             return CONTACT_FOUND  # held, noted so that later runs do not read it again
         verdict = self._read_path_verdict()
         if verdict is True:
