@@ -75,6 +75,10 @@ class VendorFigures:
     held_arrived: int = 0  # of the held rows, how many the vendor in fact has (a person would find)
     superseded_arrived: int = 0
     superseded_not_arrived: int = 0
+    # Deliveries that waited for their person's customer_added to be read (ledger.PERSON_WAIT_EVENTS),
+    # and how many people that was.
+    person_waits: int = 0
+    people_waited: int = 0
 
     @property
     def ok(self) -> bool:
@@ -107,6 +111,9 @@ class ChaosReport:
                           + (f" (of the superseded, {f.superseded_arrived} had arrived, "
                              f"{f.superseded_not_arrived} had not: moot either way, see docs/exactly-once.md)"
                              if f.superseded_arrived + f.superseded_not_arrived else "")]
+            if f.person_waits:
+                lines += [f"{f.vendor}: {f.person_waits} deliveries of {f.people_waited} people waited for "
+                          "their customer_added's read (sent by the run after it), none of anyone else's"]
             if f.held:
                 lines += ["", held_remedy(f.vendor, f.held_by_event),
                           f"  ({f.held_arrived} of the {f.held} had in fact arrived)"]
@@ -406,6 +413,32 @@ def _settled_by_rule(ledger, vendor: str) -> tuple[Counter, list[int]]:
     return counts, ordered
 
 
+def _person_waits(ledger, vendor: str) -> tuple[int, int]:
+    """``(deliveries, people)`` that waited for a person's customer_added to be read: rows of the
+    person planned before its read settled it and first claimed after (``ledger._waits_for_person``)."""
+    from sqlalchemy import func, select
+
+    from storesync.delivery.ledger import PERSON_WAIT_EVENTS, deliveries, record_log
+
+    settled_at = (select(record_log.c.delivery_id, func.max(record_log.c.logged_at).label("at"))
+                  .where(record_log.c.vendor == vendor, record_log.c.error.like("no answer; settled by a later run%"))
+                  .group_by(record_log.c.delivery_id).subquery())
+    held = (select(deliveries.c.id, deliveries.c.person)
+            .join(settled_at, settled_at.c.delivery_id == deliveries.c.id)
+            .where(deliveries.c.event_type.in_(PERSON_WAIT_EVENTS), deliveries.c.person.is_not(None)))
+    rows, people = 0, 0
+    with ledger.engine.connect() as conn:
+        for held_id, person in conn.execute(held).all():
+            read_at = conn.execute(select(func.max(record_log.c.logged_at))
+                                   .where(record_log.c.delivery_id == held_id)).scalar()
+            waited = conn.execute(select(func.count()).where(
+                deliveries.c.vendor == vendor, deliveries.c.person == person, deliveries.c.id != held_id,
+                deliveries.c.planned_at < read_at, deliveries.c.claimed_at >= read_at)).scalar()
+            rows += waited
+            people += bool(waited)
+    return rows, people
+
+
 def _judge(figure: VendorFigures, emu, ledger, vendor: str, owed_changes: set, owed_latest: dict) -> None:
     from storesync.delivery.ledger import OPEN_STATES, SUPERSEDED, UNKNOWN
     from storesync.delivery.remedies import HELD, classify_unknown
@@ -448,6 +481,7 @@ def _judge(figure: VendorFigures, emu, ledger, vendor: str, owed_changes: set, o
     figure.held, figure.held_by_event = sum(held_by_event.values()), dict(held_by_event)
     figure.held_arrived = arrived
     figure.settled = dict(settled)
+    figure.person_waits, figure.people_waited = _person_waits(ledger, vendor)
     # A person lists them, then marks arrived those the vendor has and resends the others.
     figure.manual_steps = (1 + bool(arrived) + bool(missing)) if figure.held else 0
     figure.still_open = sum(ledger.counts(vendor=vendor, states=OPEN_STATES).values()) - figure.held

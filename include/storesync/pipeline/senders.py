@@ -18,7 +18,9 @@ Sendlane (no read of tracking events, no export of them):
   second one can fire a flow twice; once the request is ``unknown_grace_s`` old, a rule settles
   them where one applies (``storesync.delivery.settle``): superseded by a newer version or by an
   order the contact placed since (``supersede_held``); the contact read (``contact_read``): a
-  not-found on a proven path resends, a found contact proves arrival only with ``"presence"``.
+  not-found on a proven path resends; a found contact proves arrival with ``"presence"`` (the
+  default) when it was created while the held event could have made it and nothing else of the
+  person's was sent (their deliveries wait for the read: ``ledger.PERSON_WAIT_EVENTS``).
   Until the grace is over: ``AWAITING_READ``. No rule applies: held;
 - anything else (``added_to_cart``, ``product_viewed``, custom events): held.
 ``unknown_outcome = "resend"`` (default) is the rule above; ``"hold"`` holds every unknown
