@@ -75,6 +75,15 @@ def test_a_persons_deliveries_wait_behind_their_customer_added_and_no_one_elses(
     assert names(ledger) == {"order_placed:10", "order_placed:11", "product_added:12"}
 
 
+def test_a_customer_added_waiting_out_a_retry_delay_holds_no_one_back(ledger):
+    plan(ledger, planned("customer_added", 1, {"customer_id": 1, "email": "ann@example.com"}),
+         planned("order_placed", 10, {"order_id": 10, "email": "ann@example.com"}))
+    set_row(ledger, "1", state="retry", next_attempt_at=utcnow() + timedelta(minutes=5))
+    assert names(ledger) == {"order_placed:10"}
+    set_row(ledger, "1", next_attempt_at=utcnow() - timedelta(seconds=1))  # due again: first in line
+    assert names(ledger) == {"customer_added:1"}
+
+
 def test_the_wait_is_bounded(ledger):
     plan(ledger, planned("customer_added", 1, {"customer_id": 1, "email": "ann@example.com"}),
          planned("order_placed", 10, {"order_id": 10, "email": "ann@example.com"}))

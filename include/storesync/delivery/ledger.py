@@ -1267,7 +1267,7 @@ def _blocked_by_earlier():
 
 def _waits_for_person():
     """A ``customer_added`` of the same person (``PERSON_WAIT_EVENTS``, same vendor and account)
-    that this row must wait for: earlier in line (planned or retry, a lower id), in flight, or
+    that this row must wait for: earlier in line (planned or retry, a lower id, due), in flight, or
     unknown and awaiting its read (``vendor_code = AWAITING_READ``), updated within
     ``PERSON_WAIT_S`` (bound ``c_person_since``). While it waits, nothing else of the person's
     reaches the vendor, so the next run's contact read finds the contact that event made or
@@ -1284,7 +1284,10 @@ def _waits_for_person():
         held.c.id != deliveries.c.id,
         held.c.updated_at >= since,
         or_(held.c.state == SENDING,
-            and_(held.c.state.in_((PLANNED, RETRY)), held.c.id < deliveries.c.id),
+            # In line: due now (a retry waiting out its delay, or a parked historical row, is not).
+            and_(held.c.state.in_((PLANNED, RETRY)), held.c.id < deliveries.c.id,
+                 or_(held.c.next_attempt_at.is_(None),
+                     held.c.next_attempt_at <= bindparam("c_now", type_=DateTime))),
             and_(held.c.state == UNKNOWN, held.c.vendor_code == AWAITING_READ)),
     ))
 
