@@ -37,13 +37,15 @@ def build_ui_ledger(url: str, now: datetime | None = None) -> dict:
         metadata.create_all(engine, checkfirst=True)
     rows, n = [], 0
 
-    def delivery(vendor, account, state, updated_at, *, event="order_placed", error=None, payload=None):
+    def delivery(vendor, account, state, updated_at, *, event="order_placed", error=None, payload=None,
+                 endpoint=None):
         nonlocal n
         n += 1
         rows.append({
             "delivery_key": f"{vendor}|{account}|{event}|{n}|v1", "vendor": vendor, "account": account,
             "event_type": event, "entity_id": str(1000 + n), "version": "v1", "ordering_key": f"order:{1000 + n}",
-            "seq": 0, "method": "POST", "endpoint": "/tracking/order-placed" if vendor == "sendlane" else "/purchase",
+            "seq": 0, "method": "POST",
+            "endpoint": endpoint or ("/tracking/order-placed" if vendor == "sendlane" else "/purchase"),
             "payload": json.dumps(payload or {"order_id": 1000 + n, "total": "19.60", **PERSON}),
             "historical": False, "state": state, "attempts": 1 if state != "planned" else 0,
             "error_class": error and error[0], "http_status": error and error[1], "vendor_code": error and error[2],
@@ -66,9 +68,21 @@ def build_ui_ledger(url: str, now: datetime | None = None) -> dict:
         delivery("sendlane", SENDLANE_ACCOUNT, "dead", now - timedelta(hours=2, minutes=i), error=invalid)
     delivery("sailthru", SAILTHRU_ACCOUNT, "dead", now - timedelta(hours=3), event="purchase",
              error=("validation", 400, "99", "Invalid template"))
-    for i in range(2):
-        delivery("sendlane", SENDLANE_ACCOUNT, "unknown", now - timedelta(hours=1, minutes=i),
-                 error=("network", None, None, "read timed out after the request was sent"))
+    # Unknown outcomes, one of each kind (storesync.delivery.remedies.classify_unknown, default
+    # settings): a Sendlane checkout no rule settled is held for a person; the rest settle on the
+    # next run: a customer noted awaiting_read (its contact read), a Sailthru purchase (its lookup
+    # by extid), a Sendlane order event (Sendlane skips a repeated order event: resent).
+    timeout = "read timed out after the request was sent"
+    delivery("sendlane", SENDLANE_ACCOUNT, "unknown", now - timedelta(hours=1), event="checkout_started",
+             endpoint="/tracking/checkout-started", error=("network", None, None, timeout))
+    delivery("sendlane", SENDLANE_ACCOUNT, "unknown", now - timedelta(hours=1, minutes=1),
+             event="customer_added", endpoint="/tracking/customer-added",
+             error=("network", None, "awaiting_read", timeout))
+    delivery("sailthru", SAILTHRU_ACCOUNT, "unknown", now - timedelta(hours=1, minutes=2), event="purchase",
+             error=("network", None, None, timeout),
+             payload={"email": PERSON["email"], "items": [], "purchase_keys": {"extid": "order-1042"}})
+    delivery("sendlane", SENDLANE_ACCOUNT, "unknown", now - timedelta(hours=1, minutes=3),
+             error=("network", None, None, timeout))
     for i in range(5):
         delivery("sendlane", SENDLANE_ACCOUNT, "planned", now - timedelta(minutes=1))
     for i in range(20):  # outside every default window
@@ -136,7 +150,8 @@ def ledger_counts(url: str, *, days: int = 14, now: datetime | None = None) -> d
                 "SELECT state, COUNT(*) FROM storesync_deliveries WHERE updated_at >= :s GROUP BY state"),
                 {"s": since}).all())
             dead = conn.execute(text("SELECT COUNT(*) FROM storesync_deliveries WHERE state = 'dead'")).scalar()
-            held = conn.execute(text("SELECT COUNT(*) FROM storesync_deliveries WHERE state = 'unknown'")).scalar()
+            unknown = dict(conn.execute(text(  # by what build_ui_ledger made each (its comment)
+                "SELECT event_type, id FROM storesync_deliveries WHERE state = 'unknown'")).all())
             dead_ids = [r[0] for r in conn.execute(text(
                 "SELECT id FROM storesync_deliveries WHERE state = 'dead' ORDER BY id"))]
             open_q = dict(conn.execute(text(  # rows, not records: a still-bad row is recorded by every run
@@ -147,5 +162,9 @@ def ledger_counts(url: str, *, days: int = 14, now: datetime | None = None) -> d
             )).scalar()
     finally:
         engine.dispose()
-    return {"states": states, "dead": dead, "held": held, "dead_ids": dead_ids, "quarantine_open": open_q,
-            "ltv_customers": customers}
+    # The unknown rows' ids by what each is: held for a person, or settled by the next run's read,
+    # lookup or resend.
+    kinds = {"held": unknown["checkout_started"], "read": unknown["customer_added"],
+             "lookup": unknown["purchase"], "resend": unknown["order_placed"]}
+    return {"states": states, "dead": dead, "unknown": len(unknown), "unknown_ids": kinds,
+            "dead_ids": dead_ids, "quarantine_open": open_q, "ltv_customers": customers}

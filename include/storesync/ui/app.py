@@ -122,6 +122,15 @@ class StoreConfig:
     scope: StoreScope = field(default_factory=StoreScope)
     replay_dag: str = REPLAY_DAG
     budgets: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Its [sendlane|sailthru].unknown_outcome settings: which unknown rows the next run settles
+    # (remedies.classify_unknown's keywords); the defaults are storesync's.
+    unknown_outcome: dict[str, str] = field(default_factory=dict)
+
+
+def unknown_outcome_of(settings) -> dict[str, str]:
+    """classify_unknown's keywords from storesync settings."""
+    return {"sendlane_unknown_outcome": settings.sendlane.unknown_outcome,
+            "sailthru_unknown_outcome": settings.sailthru.unknown_outcome}
 
 
 def budgets_of(settings) -> dict[str, tuple[int, float]]:
@@ -151,7 +160,8 @@ def stores_from_airflow() -> dict[str, StoreConfig]:
         found[store.name] = StoreConfig(
             name=store.name, ledger_url=settings.ledger_url,
             scope=StoreScope(accounts=accounts, sync_prefix="" if store.is_default else f"{store.name}."),
-            replay_dag=store.dag_id("dead_letter_replay"), budgets=budgets_of(settings))
+            replay_dag=store.dag_id("dead_letter_replay"), budgets=budgets_of(settings),
+            unknown_outcome=unknown_outcome_of(settings))
     return found
 
 
@@ -163,8 +173,9 @@ def stores_from_env(raw: str) -> dict[str, StoreConfig]:
         named = {str(k): str(v) for k, v in json.loads(raw).items()}
     except (ValueError, AttributeError) as exc:
         raise ValueError("STORESYNC_UI_STORES must be a JSON object of store name -> ledger URL") from exc
-    budgets = budgets_of(load_settings())
-    return {name: StoreConfig(name=name, ledger_url=url, budgets=budgets,
+    settings = load_settings()
+    budgets, unknown_outcome = budgets_of(settings), unknown_outcome_of(settings)
+    return {name: StoreConfig(name=name, ledger_url=url, budgets=budgets, unknown_outcome=unknown_outcome,
                               replay_dag=REPLAY_DAG if name == "default" else f"storesync_{name}_dead_letter_replay")
             for name, url in named.items()}
 
@@ -247,7 +258,8 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
             if name not in readers:
                 if chosen.ledger_url not in engines:  # stores sharing a ledger share its engine
                     engines[chosen.ledger_url] = _engine(chosen.ledger_url)
-                readers[name] = LedgerReader(engines[chosen.ledger_url], scope=chosen.scope, budgets=chosen.budgets)
+                readers[name] = LedgerReader(engines[chosen.ledger_url], scope=chosen.scope,
+                                             budgets=chosen.budgets, unknown_outcome=chosen.unknown_outcome)
             return chosen, readers[name]
 
     async def caller(request: Request) -> Caller:
@@ -358,12 +370,27 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
     def resolve(body: ResolveRequest, request: Request, who: Caller = Depends(caller)) -> JSONResponse:
         """Resolve held rows through the replay DAG (``held_ids``): ``storesync reconcile --ids``'s
         path, which refuses ids that are not this store's held rows and never resends a row still
-        awaiting its own lookup."""
-        chosen, _ = store_for(request, who, body.store)
+        awaiting its own lookup. Refused here first, with nothing triggered: ids that are not this
+        store's unknown rows (400) and rows the next run settles (409: a lookup, a safe resend or a
+        read; a person's answer beside it could count one twice)."""
+        chosen, ledger = store_for(request, who, body.store)
         dag_id = chosen.replay_dag
         if not auth.can_trigger(who.user, dag_id):
             raise HTTPException(403, f"Resolving held rows needs the right to trigger runs of {dag_id}")
-        conf = {"held_ids": sorted(set(body.ids)), "resolution": body.resolution, "dry_run": False}
+        ids = sorted(set(body.ids))
+        kinds = ledger.unknown_rows(ids)
+        missing = [i for i in ids if i not in kinds]
+        if missing:
+            raise BadRequest(f"{len(missing)} id(s) are not deliveries of store {chosen.name} with an "
+                             f"unknown outcome (settled since, or never were): {_listed(missing)}")
+        settling = {i: kind for i, kind in kinds.items() if kind is not None}
+        if settling:
+            per_kind = ", ".join(f"{kind} {sum(1 for k in settling.values() if k == kind)}"
+                                 for kind in sorted(set(settling.values())))
+            raise HTTPException(409, f"{len(settling)} of the chosen rows are not held: the next scheduled "
+                                     f"run settles them ({per_kind}); nothing was triggered: "
+                                     f"{_listed(sorted(settling))}")
+        conf = {"held_ids": ids, "resolution": body.resolution, "dry_run": False}
         what = {"arrived": "marked arrived", "resend": "resent"}[body.resolution]
         note = f"From the Storesync view: {len(conf['held_ids'])} held deliveries {what}"
         return start_run(request, who, dag_id, conf, note)
@@ -412,6 +439,10 @@ def create_app(config: UIConfig, *, auth: AirflowAuth | None = None,
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _listed(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")
 
 
 def _base(request: Request) -> str:

@@ -93,9 +93,11 @@ def render_page(*, base: str, store: str, stores: list[str], filters: Filters, o
 
     # ---- overview ----
     open_total = sum(totals.get(s, 0) for s in OPEN_STATES)
+    # Unknown rows split: held (a person decides) and those the next run settles by itself.
+    held_now = held.get("held_in_window", 0)
     cards = [("accepted", totals.get("accepted", 0), "ok"), ("open", open_total, ""),
-             ("held", totals.get("unknown", 0), "warn"), ("dead", totals.get("dead", 0), "bad"),
-             ("suppressed", totals.get("suppressed", 0), "")]
+             ("held", held_now, "warn"), ("settling", totals.get("unknown", 0) - held_now, ""),
+             ("dead", totals.get("dead", 0), "bad"), ("suppressed", totals.get("suppressed", 0), "")]
     parts.append(f"<section id='overview'><h2>Deliveries, last {filters.days} days</h2>"
                  "<p class='muted'>by the day each reached its current state</p><div class='cards'>")
     for name, value, tone in cards:
@@ -172,8 +174,8 @@ def render_page(*, base: str, store: str, stores: list[str], filters: Filters, o
     # ---- dead letters and held rows ----
     parts.append(_problems_section("dead", "Dead letters", dead, can_trigger=can_trigger, filters=filters,
                                    replay_dag=replay_dag))
-    parts.append(_problems_section("held", "Held: outcome unknown", held, can_trigger=can_trigger, filters=filters,
-                                   replay_dag=replay_dag))
+    parts.append(_problems_section("held", "Held: outcome unknown, a person decides", held,
+                                   can_trigger=can_trigger, filters=filters, replay_dag=replay_dag))
 
     # ---- quarantine ----
     parts.append("<section id='quarantine'><h2>Quarantine</h2>")
@@ -236,6 +238,30 @@ def _counts_summary(counts) -> str:
     return "" if counts is None else str(counts)[:400]
 
 
+SETTLING_LABELS = {"lookup": "awaiting their lookup (Sailthru)",
+                   "resend": "awaiting their safe resend (Sendlane)",
+                   "read": "awaiting the next run's rules and contact read (Sendlane checkouts, customers)"}
+
+
+def _settling(held: dict) -> str:
+    """The unknown rows that are not held: counted per kind, never listed with actions (the next
+    scheduled run settles them; a person's resend beside it could count one twice)."""
+    settling = held.get("settling") or {}
+    total = settling.get("total", 0)
+    parts = [f"<p class='settling'>Settling on the next run, nothing to do: <b data-metric='settling-total'>"
+             f"{_n(total)}</b>"]
+    if total:
+        kinds = [f"<span data-metric='settling-{_e(k)}'>{_n(settling.get(k, 0))}</span> {_e(label)}"
+                 for k, label in SETTLING_LABELS.items() if settling.get(k)]
+        parts.append(" (" + "; ".join(kinds) + ")")
+    parts.append("</p>")
+    if not held.get("complete", True):
+        parts.append(f"<p class='warn'>{_n(held['unknown_total'])} deliveries have an unknown outcome; "
+                     f"the newest {_n(held['classified'])} were told apart here, so the counts above leave "
+                     "the older ones out. <code>storesync reconcile --list</code> lists every one.</p>")
+    return "".join(parts)
+
+
 def _problems_section(kind: str, title: str, data: dict, *, can_trigger: bool, filters: Filters,
                       replay_dag: str) -> str:
     parts = [f"<section id='{kind}'><h2>{_e(title)} <span class='muted'>(<span data-metric='{kind}-total'>"
@@ -243,11 +269,14 @@ def _problems_section(kind: str, title: str, data: dict, *, can_trigger: bool, f
     if data["by_error"]:
         parts.append(f"<p><span class='muted'>last {filters.days} days:</span> " + " · ".join(f"{_e(b['vendor'])} {_e(b['event_type'])}: {_e(b['error_class'] or '?')} "
                                         f"×{b['count']:,}" for b in data["by_error"]) + "</p>")
+    if kind == "held":
+        parts.append(_settling(data))
     if kind == "held" and data["total"]:
-        parts.append("<p class='muted'>A held delivery may have reached the vendor: check each at the vendor, then "
-                     "mark those it has <b>arrived</b> and <b>resend</b> those it does not (or use "
-                     "<code>storesync reconcile</code>). Rows still awaiting their own lookup are never resent: "
-                     "the next run settles them.</p>")
+        parts.append("<p class='muted'>A held delivery may have reached the vendor and no rule can "
+                     "tell: check each at the vendor, then mark those it has <b>arrived</b> and "
+                     "<b>resend</b> those it does not (or use <code>storesync reconcile</code>).</p>")
+        for vendor, remedy in data.get("remedy", {}).items():
+            parts.append(f"<pre class='remedy' data-remedy='{_e(vendor)}'>{_e(remedy)}</pre>")
         if can_trigger:
             parts.append("<div class='actions' data-kind='held'>"
                          "<button type='button' data-action='mark-arrived'>Mark arrived (selected)</button>"

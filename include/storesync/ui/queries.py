@@ -8,7 +8,10 @@ deliveries (``bench/ui.py`` measures it on 10M, with the plans):
 * the vendor accounts are found by a loose index scan of ``ix_deliveries_claim`` (one index probe
   per account, not a pass over the table);
 * dead letters and held rows are read newest first through ``ix_deliveries_state_updated``,
-  counted through ``ix_deliveries_claim``;
+  counted through ``ix_deliveries_claim``; unknown rows are told apart (held for a person, or
+  settling on the next run) by ``storesync.delivery.remedies.classify_unknown`` in Python, over
+  the newest ``UNKNOWN_CLASSIFIED_MAX`` of them (one bounded indexed read; a ledger with more says
+  so on the page and in the JSON);
 * budgets come from ``storesync_rate_slots`` (only the current window's slots are kept there).
 
 A table that does not exist yet (a fresh ledger, LTV never computed) reads as empty. Personal data
@@ -19,6 +22,7 @@ never leaves this module unmasked: payloads, quarantined rows and vendor errors 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -28,7 +32,8 @@ from sqlalchemy import and_, case, false, func, inspect, literal_column, or_, se
 from sqlalchemy.engine import Engine
 
 from storesync.core.throttle import rate_slots
-from storesync.delivery.ledger import DEAD, UNKNOWN, deliveries, sync_runs, watermarks
+from storesync.delivery.ledger import DEAD, UNKNOWN, Ledger, deliveries, sync_runs, watermarks
+from storesync.delivery.remedies import AWAITING_LOOKUP, AWAITING_RESEND, HELD, classify_unknown, held_remedy
 from storesync.ui.filters import MAX_DAYS, BadRequest, Filters, StoreScope
 from storesync.ui.masking import mask, mask_text
 
@@ -39,9 +44,24 @@ STATE_ORDER = ("accepted", "suppressed", "superseded", "staged", "planned", "sen
 SENT_STATES = ("accepted", "dead", "suppressed", "unknown")
 PROBLEM_STATES = {"dead": DEAD, "held": UNKNOWN}
 MAX_PAGE = 200
+# Unknown rows are few (a request that left and got no answer); classifying them is a Python call
+# per row (remedies.classify_unknown), so the view reads at most this many, newest first. A
+# ledger holding more is said to (``complete: false``): ``storesync reconcile --list`` reads all.
+UNKNOWN_CLASSIFIED_MAX = 20_000
+# What settles an unknown row that is not held, as the page names it: the next run's Sailthru
+# lookup, its safe Sendlane resend, or (Sendlane checkouts and customers noted awaiting_read) its
+# rules and contact read.
+SETTLING_KINDS = ("lookup", "resend", "read")
+# The columns storesync.delivery.ledger.Ledger._delivery reads (classify_unknown takes a Delivery).
+_DELIVERY_COLUMNS = ("id", "delivery_key", "vendor", "account", "event_type", "entity_id", "version",
+                     "ordering_key", "seq", "method", "endpoint", "payload", "state", "attempts",
+                     "historical", "claimed_by", "versioning", "updated_at", "vendor_code")
+_SHOWN_COLUMNS = ("error_class", "http_status", "vendor_error", "sync_name", "last_run_id", "occurred_at")
 # LTV buckets (currency units): a log-like scale reads a skewed distribution at a glance.
 LTV_EDGES = (0, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _TABLE_RECHECK_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
@@ -53,13 +73,17 @@ class LedgerReader:
 
     def __init__(self, engine: Engine, *, scope: StoreScope | None = None,
                  budgets: dict[str, tuple[int, float]] | None = None,
-                 clock: Callable[[], datetime] = _utcnow, wall_clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], datetime] = _utcnow, wall_clock: Callable[[], float] = time.time,
+                 unknown_outcome: dict[str, str] | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.scope = scope or StoreScope()
         # vendor -> (requests allowed per window, window seconds): Sendlane's per account,
         # Sailthru's per account, endpoint and method.
         self.budgets = dict(budgets or {})
+        # The store's [sendlane|sailthru].unknown_outcome, as classify_unknown takes them
+        # (``{"sendlane_unknown_outcome": "resend", "sailthru_unknown_outcome": "lookup"}``).
+        self.unknown_outcome = dict(unknown_outcome or {})
         self.clock = clock
         self.wall_clock = wall_clock
         self._tables: set[str] = set()
@@ -255,10 +279,12 @@ class LedgerReader:
     # ---- dead letters and held rows --------------------------------------------------------------
     def problems(self, kind: str, filters: Filters, *, event_type: str | None = None, limit: int = 50,
                  offset: int = 0) -> dict:
-        """Dead letters (``kind="dead"``) or held rows (``"held"``: unknown outcome), newest
-        first, with the vendor's error and the payload masked; how many there are; and the
-        errors of those that reached that state in the filters' days, counted by class (over
-        every one of them, a grouping read each row: 2 s for 100k dead letters)."""
+        """Dead letters (``kind="dead"``) or held rows (``"held"``: an unknown outcome no rule
+        settles, a person decides), newest first, with the vendor's error and the payload masked;
+        how many there are; and the errors of those that reached that state in the filters' days,
+        counted by class (over every one of them, a grouping read each row: 2 s for 100k dead
+        letters). Held: see :meth:`_held` (the unknown rows the next run settles are counted
+        apart, per kind, and not listed)."""
         if kind not in PROBLEM_STATES:
             raise BadRequest(f"kind must be one of {', '.join(PROBLEM_STATES)}, not {kind!r}")
         if not 1 <= limit <= MAX_PAGE or offset < 0:
@@ -266,11 +292,36 @@ class LedgerReader:
         state = PROBLEM_STATES[kind]
         empty = {"kind": kind, "state": state, "total": 0, "rows": [], "by_error": [], "limit": limit,
                  "offset": offset}
+        if kind == "held":
+            empty.update(_no_unknown_rows())
         if not self.has_table(deliveries.name):
             return empty
         where = [deliveries.c.state == state, *self._where(filters)]
         if event_type:
             where.append(deliveries.c.event_type == event_type)
+        d = deliveries.c
+        newest_first = self._newest_first(filters, where)
+        first_day = (self.clock() - timedelta(days=filters.days - 1)).date()
+        since = datetime.combine(first_day, datetime.min.time())
+        if kind == "held":
+            return {**empty, **self._held(where, newest_first, since, limit=limit, offset=offset)}
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(deliveries).where(*where)).scalar()
+            rows = conn.execute(
+                select(*(d[c] for c in _SHOWN_COLUMNS + ("id", "vendor", "account", "event_type", "entity_id",
+                                                         "method", "endpoint", "payload", "attempts",
+                                                         "vendor_code", "updated_at")))
+                .where(*where).order_by(*newest_first).limit(limit).offset(offset)).all()
+            by_error = conn.execute(
+                select(d.vendor, d.event_type, d.error_class, func.count().label("n"))
+                .where(*where, d.updated_at >= since).group_by(d.vendor, d.event_type, d.error_class)
+                .order_by(func.count().desc()).limit(20)).all()
+        return {**empty, "total": total, "rows": [_shown(r) for r in rows],
+                "by_error": [{"vendor": r.vendor, "event_type": r.event_type, "error_class": r.error_class,
+                              "count": r.n} for r in by_error]}
+
+    def _newest_first(self, filters: Filters, where: list) -> tuple:
+        """The order to read a state's rows in (appends the pinned account to ``where``)."""
         d = deliveries.c
         pinned = self._pinned(filters)
         if pinned:
@@ -278,32 +329,73 @@ class LedgerReader:
             # PostgreSQL walks every row of the state backwards for the account's: 0.9 s on 10M
             # when the account has none.
             where += [d.vendor == pinned[0], d.account == pinned[1]]
-            newest_first = (d.id.desc(),)
-        else:
-            newest_first = (d.updated_at.desc(), d.id.desc())
+            return (d.id.desc(),)
+        return (d.updated_at.desc(), d.id.desc())
+
+    def _held(self, where: list, newest_first: tuple, since: datetime, *, limit: int, offset: int) -> dict:
+        """The unknown rows told apart by ``classify_unknown`` with the store's unknown_outcome
+        settings: the held ones (paged, masked, with ``held_remedy``'s text per vendor) and how
+        many settle on the next run, per kind (``SETTLING_KINDS``). One count through the index,
+        then one read of the newest ``UNKNOWN_CLASSIFIED_MAX`` unknown rows, classified here."""
+        d = deliveries.c
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(deliveries).where(*where)).scalar()
-            rows = conn.execute(
-                select(d.id, d.vendor, d.account, d.event_type, d.entity_id, d.method, d.endpoint, d.payload,
-                       d.attempts, d.error_class, d.http_status, d.vendor_code, d.vendor_error, d.sync_name,
-                       d.last_run_id, d.updated_at, d.occurred_at)
-                .where(*where).order_by(*newest_first).limit(limit).offset(offset)).all()
-            since = datetime.combine((self.clock() - timedelta(days=filters.days - 1)).date(), datetime.min.time())
-            by_error = conn.execute(
-                select(d.vendor, d.event_type, d.error_class, func.count().label("n"))
-                .where(*where, d.updated_at >= since).group_by(d.vendor, d.event_type, d.error_class)
-                .order_by(func.count().desc()).limit(20)).all()
-        return {**empty, "total": total,
-                "rows": [{"id": r.id, "vendor": r.vendor, "account": r.account, "event_type": r.event_type,
-                          "entity_id": r.entity_id, "request": f"{r.method} {r.endpoint}",
-                          "attempts": r.attempts, "error_class": r.error_class, "http_status": r.http_status,
-                          "vendor_code": r.vendor_code,
-                          "vendor_error": mask_text(r.vendor_error) if r.vendor_error else None,
-                          "payload": mask(_json_or_text(r.payload)), "sync_name": r.sync_name,
-                          "last_run_id": r.last_run_id, "updated_at": _iso(r.updated_at),
-                          "occurred_at": _iso(r.occurred_at)} for r in rows],
-                "by_error": [{"vendor": r.vendor, "event_type": r.event_type, "error_class": r.error_class,
-                              "count": r.n} for r in by_error]}
+            unknown_total = conn.execute(select(func.count()).select_from(deliveries).where(*where)).scalar()
+            rows = conn.execute(select(*(d[c] for c in _DELIVERY_COLUMNS + _SHOWN_COLUMNS))
+                                .where(*where).order_by(*newest_first).limit(UNKNOWN_CLASSIFIED_MAX)).all()
+        now = self.clock()
+        held, settling = [], Counter()
+        settling_by_event: Counter = Counter()
+        for row in rows:
+            kind = self.settling_kind(row, now)
+            if kind is None:
+                held.append(row)
+            else:
+                settling[kind] += 1
+                settling_by_event[(row.vendor, row.event_type, kind)] += 1
+        in_window = [r for r in held if _naive(r.updated_at) >= since]
+        by_error = Counter((r.vendor, r.event_type, r.error_class) for r in in_window)
+        held_by_vendor: dict[str, Counter] = defaultdict(Counter)
+        for r in held:
+            held_by_vendor[r.vendor][r.event_type] += 1
+        complete = len(rows) == unknown_total
+        return {
+            "total": len(held), "rows": [_shown(r) for r in held[offset:offset + limit]],
+            "by_error": [{"vendor": v, "event_type": e, "error_class": c, "count": n}
+                         for (v, e, c), n in by_error.most_common(20)],
+            "held_in_window": len(in_window),
+            "settling": {"total": sum(settling.values()), **{k: settling.get(k, 0) for k in SETTLING_KINDS},
+                         "by_event": [{"vendor": v, "event_type": e, "kind": k, "count": n}
+                                      for (v, e, k), n in sorted(settling_by_event.items())]},
+            "remedy": {vendor: held_remedy(vendor, dict(events))
+                       for vendor, events in sorted(held_by_vendor.items())},
+            "unknown_total": unknown_total, "classified": len(rows), "complete": complete,
+            "classified_at": _iso(now)}
+
+    def settling_kind(self, row, now: datetime) -> str | None:
+        """None for an unknown row a person must decide (``HELD``), else what settles it on the
+        next run: ``lookup`` (Sailthru's read), ``resend`` (a repeat the vendor's contract makes
+        harmless) or ``read`` (a Sendlane checkout or customer noted awaiting_read: the rules and
+        the contact read). ``row``: a result row with ``_DELIVERY_COLUMNS``."""
+        verdict = classify_unknown(Ledger._delivery(row._mapping), now=now, **self.unknown_outcome)
+        if verdict == AWAITING_RESEND:
+            return "resend"
+        if verdict == AWAITING_LOOKUP:
+            return "lookup" if row.vendor == "sailthru" else "read"
+        if verdict != HELD:
+            log.warning("classify_unknown answered %r: shown as held", verdict)
+        return None  # held, or a verdict this view does not know: a person looks at it
+
+    def unknown_rows(self, ids: list[int]) -> dict[int, str | None]:
+        """``{id: settling kind or None (held)}`` of the store's unknown rows among ``ids`` (the
+        resolve route's, at most 1000: one read by primary key); ids that are not are left out."""
+        if not ids or not self.has_table(deliveries.name):
+            return {}
+        d = deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*(d[c] for c in _DELIVERY_COLUMNS))
+                                .where(d.id.in_(ids), d.state == UNKNOWN, *self._where(Filters()))).all()
+        now = self.clock()
+        return {r.id: self.settling_kind(r, now) for r in rows}
 
     # ---- quarantine ------------------------------------------------------------------------------
     def quarantine(self, days: int = 14, *, limit: int = 50) -> dict:
@@ -401,6 +493,26 @@ class LedgerReader:
                 "watermarks": self.watermarks(), "runs": self.last_runs(),
                 "dead": self.problems("dead", filters, limit=20),
                 "held": self.problems("held", filters, limit=20)}
+
+
+def _shown(r) -> dict:
+    """A dead or held row as the page and the JSON show it (payload and vendor message masked)."""
+    return {"id": r.id, "vendor": r.vendor, "account": r.account, "event_type": r.event_type,
+            "entity_id": r.entity_id, "request": f"{r.method} {r.endpoint}", "attempts": r.attempts,
+            "error_class": r.error_class, "http_status": r.http_status, "vendor_code": r.vendor_code,
+            "vendor_error": mask_text(r.vendor_error) if r.vendor_error else None,
+            "payload": mask(_json_or_text(r.payload)), "sync_name": r.sync_name, "last_run_id": r.last_run_id,
+            "updated_at": _iso(r.updated_at), "occurred_at": _iso(r.occurred_at)}
+
+
+def _no_unknown_rows() -> dict:
+    return {"held_in_window": 0, "settling": {"total": 0, **dict.fromkeys(SETTLING_KINDS, 0), "by_event": []},
+            "remedy": {}, "unknown_total": 0, "classified": 0, "complete": True}
+
+
+def _naive(value) -> datetime:
+    """SQLite may hand back ISO text; compare datetimes."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _bucket_case(column: str) -> str:
