@@ -111,6 +111,8 @@ def test_held_remedy_says_why_and_the_exact_commands():
         assert command in text
     returns = held_remedy("sailthru", {"return": 1})
     assert "no read of returns" in returns and "--found-file FILE" in returns
+    assert "the user's profile: Sailthru saves returns on it" in returns
+    assert "the user's profile" not in held_remedy("sailthru", {"return": 1, "purchase": 1})
     assert held_remedy("sailthru", {}) == ""
 
 

@@ -63,6 +63,12 @@ def _why(vendor: str, event_type: str) -> str:
     return "its lookups failed for a day, or the lookup path could not be proven to find what Sailthru holds"
 
 
+def _where_to_look(vendor: str, held: Mapping[str, int]) -> str:
+    if vendor == "sailthru" and set(held) == {"return"}:
+        return "the user's profile: Sailthru saves returns on it"
+    return "the contact's activity, the order, the return"
+
+
 def held_remedy(vendor: str, held_by_event: Mapping[str, int]) -> str:
     """What to tell a person about ``vendor``'s held rows (``{event_type: count}``): what they
     are, why nothing automatic settles them, and the exact commands that do. Empty when none."""
@@ -76,7 +82,7 @@ def held_remedy(vendor: str, held_by_event: Mapping[str, int]) -> str:
         f"{total} {vendor} deliveries are held with an unknown outcome ({listed}): the request left and no "
         f"answer came back, and {'; '.join(reasons)}. Nothing was resent (that could count it twice).",
         f"  1. list them: storesync reconcile --list --vendor {vendor}",
-        f"  2. check each in {vendor.capitalize()} (the contact's activity, the order, the return), then",
+        f"  2. check each in {vendor.capitalize()} ({_where_to_look(vendor, held)}), then",
         f"     storesync reconcile --vendor {vendor} --arrived --ids ID ...   "
         f"# for those {vendor.capitalize()} has",
         f"     storesync reconcile --vendor {vendor} --resend --ids ID ...    "
