@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -219,10 +219,14 @@ def test_held_deliveries_fail_the_task_with_the_command_that_resolves_them(
     hour_end = busiest_hour(from_connections, "SELECT updated_at FROM checkouts WHERE status = 'open'")
     conf = {"reminder_max_age_hours": 0}
     assert load_dag("storesync_checkouts").test(logical_date=hour_end, run_conf=conf).state == "success"
-    # Sendlane's answers to the checkout events were lost (it keeps no checkout id to look them up by).
+    # Sendlane's answers to the checkout events were lost an hour ago (it keeps no checkout id to look
+    # them up by: past the grace, the rules run), and a contact read found contacts that prove
+    # nothing (noted contact_found): no rule settles them.
+    an_hour_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
     with create_engine(f"sqlite:///{from_connections['ledger_path']}").begin() as conn:
-        held = conn.execute(text("UPDATE storesync_deliveries SET state = 'unknown' "
-                                 "WHERE vendor = 'sendlane' AND event_type = 'checkout_started'")).rowcount
+        held = conn.execute(text("UPDATE storesync_deliveries SET state = 'unknown', vendor_code = 'contact_found', "
+                                 "updated_at = :at WHERE vendor = 'sendlane' AND event_type = 'checkout_started'"),
+                            {"at": an_hour_ago}).rowcount
     assert held
     run = load_dag("storesync_checkouts").test(logical_date=hour_end, run_conf=conf)
 
