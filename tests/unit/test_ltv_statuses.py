@@ -65,10 +65,12 @@ def shop_rows(seed: int = 11):
             state = history[-1][0]
             if heavy and rng.random() < 0.05:
                 state = "shipped-ish"  # a current status no history row has
-            sales.append({"ref": ref, "client": customer, "state": state, "ccy": rng.choice(["USD", "USD", "EUR"]),
-                          "amount": Decimal(rng.randint(100, 20000)) / 100, "placed": iso(placed),
-                          "touched": iso(max(at for _, at in history))})
-            events += [{"no": next(event_no), "ref": ref, "state": status, "at": iso(at)} for status, at in history]
+            amount = Decimal(rng.randint(100, 20000)) / 100
+            sales.append({"ref": ref, "client": customer, "state": state, "amount": amount,
+                          "ccy": rng.choice(["USD", "USD", "EUR"]),
+                          "placed": iso(placed), "touched": iso(max(at for _, at in history))})
+            events += [{"no": next(event_no), "ref": ref, "state": status, "at": iso(at)}
+                       for status, at in history]
     return sales, events
 
 
@@ -76,15 +78,18 @@ def build_shop(url: str) -> None:
     sales, events = shop_rows()
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE sales (sale_ref INTEGER, client INTEGER, state VARCHAR(20), ccy VARCHAR(3), "
-                          "amount NUMERIC(12, 2), placed_at VARCHAR(25), touched_at VARCHAR(25))"))
-        conn.execute(text("CREATE TABLE sale_events (event_no INTEGER, sale_ref INTEGER, new_state VARCHAR(20), "
-                          "happened_at VARCHAR(25))"))
+        conn.execute(text("CREATE TABLE sales (sale_ref INTEGER, client INTEGER, state VARCHAR(20), "
+                          "ccy VARCHAR(3), amount NUMERIC(12, 2), placed_at VARCHAR(25), "
+                          "touched_at VARCHAR(25))"))
+        conn.execute(text("CREATE TABLE sale_events (event_no INTEGER, sale_ref INTEGER, "
+                          "new_state VARCHAR(20), happened_at VARCHAR(25))"))
         conn.execute(text("CREATE TABLE rates (ccy VARCHAR(3), valid_from VARCHAR(10), rate NUMERIC(12, 6))"))
-        conn.execute(text("INSERT INTO sales VALUES (:ref, :client, :state, :ccy, :amount, :placed, :touched)")
+        conn.execute(text("INSERT INTO sales VALUES "
+                          "(:ref, :client, :state, :ccy, :amount, :placed, :touched)")
                      .bindparams(bindparam("amount", type_=Numeric(12, 2))), sales)
         conn.execute(text("INSERT INTO sale_events VALUES (:no, :ref, :state, :at)"), events)
-        conn.execute(text("INSERT INTO rates VALUES ('EUR', '2024-01-01', 1.08), ('EUR', '2024-05-03', 1.12)"))
+        conn.execute(text("INSERT INTO rates VALUES "
+                          "('EUR', '2024-01-01', 1.08), ('EUR', '2024-05-03', 1.12)"))
     engine.dispose()
 
 
@@ -94,9 +99,10 @@ def settings_for(url: str, tmp_path) -> Settings:
     for name, sql in (("sales", ORDERS_MODEL), ("sale_events", HISTORY_MODEL), ("rates", FX_MODEL)):
         (models / f"{name}.sql").write_text(sql)
     return Settings(warehouse_url=url, ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}", models_dir=models,
-                    ltv=LtvSettings(orders_model="sales", status_history_model="sale_events", fx_rates_model="rates",
-                                    currency="USD", valid_statuses=VALID, reversed_statuses=REVERSED,
-                                    excluded_statuses=EXCLUDED, initial_status="placed"))
+                    ltv=LtvSettings(orders_model="sales", status_history_model="sale_events",
+                                    fx_rates_model="rates", currency="USD", valid_statuses=VALID,
+                                    reversed_statuses=REVERSED, excluded_statuses=EXCLUDED,
+                                    initial_status="placed"))
 
 
 def days_as_computed(url: str, settings: Settings, dialect: str, set_based: bool, monkeypatch) -> dict:
@@ -110,8 +116,8 @@ def days_as_computed(url: str, settings: Settings, dialect: str, set_based: bool
         daily[day] = ltv_rows(url, day)
     engine = create_engine(url)
     with engine.connect() as conn:
-        recomputed = [conn.execute(text("SELECT customers_recomputed FROM storesync_ltv_runs WHERE as_of = :d"),
-                                   {"d": day}).scalar_one() for day in DAYS[1:]]
+        recomputed = [conn.execute(text("SELECT customers_recomputed FROM storesync_ltv_runs "
+                                        "WHERE as_of = :d"), {"d": day}).scalar_one() for day in DAYS[1:]]
     engine.dispose()
     assert methods == ["full"] + ["incremental"] * (len(DAYS) - 1)
     assert all(0 < n < 60 for n in recomputed), recomputed  # the heavy buyers and the gate's, not all 300

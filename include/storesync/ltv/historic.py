@@ -925,10 +925,12 @@ def _customers_to_recompute(conn: Connection, source: OrderSource, d: date, sinc
     h = source.status_history
     columns = [Column("customer_id", o.c.customer_id.type)]
     if h is None or not _set_based(conn):
-        rows = _customers_to_recompute_by_lookup(source, d, since, keep_subquery=conn.dialect.name == "sqlite")
+        rows = _customers_to_recompute_by_lookup(source, d, since,
+                                                 keep_subquery=conn.dialect.name == "sqlite")
         return _temporary(conn, "ltv_tmp_recompute", rows if also is None else rows.union(also), columns)
     updated = source.orders.alias("ltv_updated_order")
-    candidates = select(updated.c.order_id).where(updated.c.updated_at >= literal(since, updated.c.updated_at.type))
+    candidates = select(updated.c.order_id).where(
+        updated.c.updated_at >= literal(since, updated.c.updated_at.type))
     older = [o.c.created_at < literal(start, o.c.created_at.type), o.c.customer_id.is_not(None)]
     dated_in_day = h.alias("ltv_day_change")
     # Two index ranges (updated_at, changed_at) give the candidate orders: an OR of the two
@@ -950,11 +952,12 @@ def _customers_to_recompute(conn: Connection, source: OrderSource, d: date, sinc
     # changed after it, else orders.status (which may disagree with the history: a status no
     # history row has). Read from the history alone, such an order kept the day before's class
     # here while the full query moved it.
-    status_after = case((last.c.last_at >= literal(end, last.c.last_at.type), func.coalesce(after.c.status, initial)),
-                        else_=moved.c.status)
+    changed_after_day = last.c.last_at >= literal(end, last.c.last_at.type)
+    status_after = case((changed_after_day, func.coalesce(after.c.status, initial)), else_=moved.c.status)
     same_class = (_status_class(func.coalesce(before.c.status, initial), source)
                   == _status_class(status_after, source))
-    explained = and_(last.c.last_at.is_not(None), last.c.last_at >= literal(start, last.c.last_at.type), same_class)
+    explained = and_(last.c.last_at.is_not(None), last.c.last_at >= literal(start, last.c.last_at.type),
+                     same_class)
     rows = (select(moved.c.customer_id)
             .select_from(moved.outerjoin(before, before.c.order_id == moved.c.order_id)
                          .outerjoin(after, after.c.order_id == moved.c.order_id)
@@ -1053,7 +1056,8 @@ def _statuses_table(conn: Connection, source: OrderSource, d: date) -> Table | N
     ids = _temporary(conn, "ltv_tmp_changed_orders", statuses.changed_since(h, cutoff),
                      [Column("order_id", h.c.order_id.type)])
     history = _history_table(conn, "ltv_tmp_changed_history", h, select(ids.c.order_id))
-    table = _temporary(conn, "ltv_tmp_status_as_of", statuses.statuses_as_of(ids, history, cutoff, source.initial_status),
+    table = _temporary(conn, "ltv_tmp_status_as_of",
+                       statuses.statuses_as_of(ids, history, cutoff, source.initial_status),
                        [Column("order_id", h.c.order_id.type, primary_key=True, autoincrement=False),
                         Column("status", String())])
     history.drop(conn)

@@ -32,7 +32,8 @@ def tiebreak(history):
 def changed_since(history: FromClause, cutoff: datetime) -> Select:
     """The ids of the orders with a status change at or after ``cutoff`` (once a change: a
     DISTINCT here made SQLite walk the whole order_id index rather than the changed_at range)."""
-    return select(history.c.order_id).where(history.c.changed_at >= literal(cutoff, history.c.changed_at.type))
+    return select(history.c.order_id).where(
+        history.c.changed_at >= literal(cutoff, history.c.changed_at.type))
 
 
 def history_rows(history: FromClause, order_ids) -> Select:
@@ -66,6 +67,6 @@ def statuses_as_of(orders: FromClause, rows: FromClause, cutoff: datetime, initi
     history starts later."""
     orders = select(orders.c.order_id).distinct().subquery("ltv_changed_order_ids")
     latest = latest_status(rows, cutoff, "ltv_status_before_cutoff")
-    return select(orders.c.order_id,
-                  func.coalesce(latest.c.status, literal(initial_status, String())).label("status")).select_from(
+    status = func.coalesce(latest.c.status, literal(initial_status, String()))
+    return select(orders.c.order_id, status.label("status")).select_from(
         orders.outerjoin(latest, latest.c.order_id == orders.c.order_id))
