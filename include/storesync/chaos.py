@@ -420,11 +420,12 @@ def _person_waits(ledger, vendor: str) -> tuple[int, int]:
 
     from storesync.delivery.ledger import PERSON_WAIT_EVENTS, deliveries, record_log
 
-    settled_at = (select(record_log.c.delivery_id, func.max(record_log.c.logged_at).label("at"))
-                  .where(record_log.c.vendor == vendor, record_log.c.error.like("no answer; settled by a later run%"))
-                  .group_by(record_log.c.delivery_id).subquery())
+    awaited = (select(record_log.c.delivery_id)
+               .where(record_log.c.vendor == vendor,
+                      record_log.c.error.like("no answer; settled by a later run%"))
+               .distinct().subquery())
     held = (select(deliveries.c.id, deliveries.c.person)
-            .join(settled_at, settled_at.c.delivery_id == deliveries.c.id)
+            .join(awaited, awaited.c.delivery_id == deliveries.c.id)
             .where(deliveries.c.event_type.in_(PERSON_WAIT_EVENTS), deliveries.c.person.is_not(None)))
     rows, people = 0, 0
     with ledger.engine.connect() as conn:

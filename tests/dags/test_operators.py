@@ -224,8 +224,9 @@ def test_held_deliveries_fail_the_task_with_the_command_that_resolves_them(
     # nothing (noted contact_found): no rule settles them.
     an_hour_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
     with create_engine(f"sqlite:///{from_connections['ledger_path']}").begin() as conn:
-        held = conn.execute(text("UPDATE storesync_deliveries SET state = 'unknown', vendor_code = 'contact_found', "
-                                 "updated_at = :at WHERE vendor = 'sendlane' AND event_type = 'checkout_started'"),
+        held = conn.execute(text("UPDATE storesync_deliveries SET state = 'unknown', "
+                                 "vendor_code = 'contact_found', updated_at = :at "
+                                 "WHERE vendor = 'sendlane' AND event_type = 'checkout_started'"),
                             {"at": an_hour_ago}).rowcount
     assert held
     run = load_dag("storesync_checkouts").test(logical_date=hour_end, run_conf=conf)
