@@ -210,6 +210,20 @@ def test_held_rows_are_told_from_rows_the_next_run_settles(view, ledger):
     assert view.triggered == []
 
 
+def test_a_ledger_with_more_unknown_rows_than_the_view_classifies_says_so(view, ledger, monkeypatch):
+    """The view classifies the newest UNKNOWN_CLASSIFIED_MAX unknown rows; beyond, the JSON and
+    the page say the counts leave the older ones out (and name the CLI that lists them all)."""
+    import storesync.ui.queries as queries
+
+    monkeypatch.setattr(queries, "UNKNOWN_CLASSIFIED_MAX", 2)
+    held = view.get("/api/deliveries/held", headers=ADMIN).json()
+    assert held["unknown_total"] == ledger_counts(ledger)["unknown"] == 4
+    assert held["classified"] == 2 and held["complete"] is False
+    assert held["total"] + held["settling"]["total"] == 2
+    page = view.get("/", headers=ADMIN).text
+    assert "the newest 2 were told apart here" in page and "storesync reconcile --list" in page
+
+
 def test_the_stores_unknown_outcome_settings_decide_what_is_held(ledger):
     """With ``unknown_outcome = "hold"`` for both vendors, the order event and the purchase are held
     too (nothing resends or looks them up); the awaiting-read customer is still the next run's."""
