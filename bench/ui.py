@@ -13,8 +13,9 @@ Measured in a fresh interpreter, through the view's own FastAPI app (``storesync
 auth check faked: Airflow is not started), the clock at ``END``:
 
 * the page (``GET /``: overview, dead letters, held rows, quarantine, LTV; HTML with its charts),
-  the overview JSON, the dead letters of one account, each: the first answer (cold) and the
-  median of five after it;
+  the overview JSON, the dead letters of one account, the held rows' JSON (every unknown row of
+  the ledger, ~20k at full size, classified by ``remedies.classify_unknown`` in Python), each:
+  the first answer (cold) and the median of five after it;
 * the plan of every statement the page runs (``EXPLAIN``), captured as the page runs them: the
   indexes used, and whether any reads the whole deliveries table;
 * baseline: what a naive dashboard runs instead, ``SELECT state, count(*) ... GROUP BY state``
@@ -246,6 +247,7 @@ def measure_child(url: str, repeats: int = REPEATS) -> dict:
             "dead_letters_json": ("/api/deliveries/dead", {"vendor": "sendlane", "account": "sl-acct-0",
                                                             "limit": 50, "offset": 200}),
             "page_90_days": ("/", {"days": 90}),
+            "held_json": ("/api/deliveries/held", {}),
         }
         figures, sizes = {}, {}
         statements: list[tuple[str, object]] = []
@@ -290,7 +292,9 @@ def measure_child(url: str, repeats: int = REPEATS) -> dict:
     return {"figures": figures, "sizes": sizes, "plans": plans, "naive_cold_s": naive_s,
             "naive_warm_s": naive_warm_s, "naive_total": sum(naive.values()),
             "window_totals": overview["states"]["totals"], "dead_total": overview["dead"]["total"],
-            "held_total": overview["held"]["total"], "budget_used": [b["used"] for b in overview["budgets"]]}
+            "held_total": overview["held"]["total"], "budget_used": [b["used"] for b in overview["budgets"]],
+            "unknown": {k: overview["held"].get(k)
+                        for k in ("unknown_total", "classified", "complete", "settling")}}
 
 
 def _plans(engine, statements) -> list[dict]:
@@ -357,6 +361,7 @@ def measure_ui(quick: bool) -> Measurement:
                         timeout=3600)["result"]
         m.figures[backend] = {**out["figures"], **out["sizes"], "window_totals": out["window_totals"],
                               "dead_total": out["dead_total"], "held_total": out["held_total"],
+                              "unknown": out["unknown"],
                               "budget_used": out["budget_used"], "statements": len(out["plans"])}
         m.baseline[backend] = {"naive_all_time_counts_cold_s": out["naive_cold_s"],
                                "naive_all_time_counts_warm_s": out["naive_warm_s"]}
