@@ -9,7 +9,7 @@ the code under test); each test runs on SQLite, PostgreSQL and DuckDB.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
@@ -310,7 +310,16 @@ initial_status = "paid"
     (settings.models_dir / "shop_fx.sql").unlink()
     assert main(["--config", str(config), "ltv", "--as-of", "2024-03-11"]) != 0
     err = capsys.readouterr().err
-    assert "shop_fx.sql not found" in err and 'fx_rates_model = ""' in err
+    assert "shop_fx.sql not found" in err and 'fx_rates_model = ""' in err and "[ltv] currency" in err
+
+    # Without the rates: the EUR and GBP orders are left out, and the report says what to do. No
+    # --as-of: the last whole day (the store's orders are all older, so every one is in it).
+    config.write_text(config.read_text().replace('fx_rates_model = "shop_fx"', 'fx_rates_model = ""'))
+    assert main(["--config", str(config), "ltv", "--no-predict"]) == 0
+    out = capsys.readouterr().out
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    assert f"LTV {yesterday.isoformat()} " in out
+    assert "orders have no rate into USD" in out and "set [ltv] currency" in out
 
 
 @pytest.mark.parametrize("table, message", [

@@ -132,3 +132,23 @@ def test_check_without_end_finds_the_window_from_the_models(acme, capsys):
     result = json.loads(out)
     assert code == 0 and result["window"]["end"] == (datetime(2026, 11, 10, 11)).isoformat()
     assert result["window"]["start"] == (datetime(2026, 11, 10, 11) - timedelta(hours=24)).isoformat()
+
+
+def test_an_absent_ltv_model_says_the_ltv_job_needs_it_or_the_setting_that_drops_it(acme, capsys, tmp_path):
+    """Acme keeps no FX rates and no status history: not "read as no rows" (the LTV job refuses to
+    run without a file its [ltv] settings name), but what to write or set; once set to "", not used."""
+    store, models = acme
+    for name in ("fx_rates", "ltv_order_status_changes"):
+        (models / f"{name}.sql").unlink(missing_ok=True)
+    args = ("--warehouse-url", store.url, "--models-dir", str(models), "--end", "2026-11-11T00:00:00", "--json")
+    code, out, _ = _check(capsys, *args)
+    result = json.loads(out)["models"]
+    fx, history = result["fx_rates"], result["ltv_order_status_changes"]
+    assert code == 0 and fx["status"] == history["status"] == "absent"
+    assert "storesync ltv` reads it while [ltv] fx_rates_model names it" in fx["warnings"][0]
+    assert 'fx_rates_model = ""' in fx["warnings"][0] and "[ltv] currency" in fx["warnings"][0]
+    assert 'status_history_model = ""' in history["warnings"][0]
+
+    (tmp_path / "storesync.toml").write_text('[ltv]\nfx_rates_model = ""\ncurrency = "EUR"\n')
+    code, out, _ = _check(capsys, *args)  # the working folder's storesync.toml
+    assert json.loads(out)["models"]["fx_rates"]["warnings"] == ['not present and not used ([ltv] fx_rates_model = "")']

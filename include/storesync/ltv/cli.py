@@ -1,4 +1,4 @@
-"""``storesync ltv --as-of DAY [--full]``: the LTV job from the command line.
+"""``storesync ltv [--as-of DAY] [--full]``: the LTV job from the command line.
 
 The same job the ``storesync_ltv`` DAG runs (``storesync.ltv.job.run_ltv_job``), with the same
 settings: the LTV models in ``models_dir`` and the ``[ltv]`` table of ``storesync.toml``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 __all__ = ["add_arguments", "as_of_day", "cmd_ltv"]
 
@@ -22,8 +22,9 @@ def as_of_day(value: str) -> date:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--as-of", required=True, type=as_of_day,
-                   help="the day to compute, inclusive to its end (YYYY-MM-DD, warehouse time)")
+    p.add_argument("--as-of", type=as_of_day, default=None,
+                   help="the day to compute, inclusive to its end (YYYY-MM-DD, warehouse time); "
+                        "default: yesterday (UTC), the last whole day, as the daily DAG computes it")
     p.add_argument("--full", action="store_true",
                    help="recompute every customer from all orders, not from the day before")
     p.add_argument("--no-predict", action="store_true", help="historic figures only (no BG/NBD fit)")
@@ -46,6 +47,10 @@ def format_report(report) -> str:
     if report.fixed_orders:
         lines.append(f"orders fixed since earlier days: {report.fixed_orders}; days recomputed: "
                      + ", ".join(report.earlier_days_recomputed))
+    no_rate = max(report.left_out.get("no_fx_rate", 0), (report.not_counted or {}).get("no_fx_rate", 0))
+    if no_rate:
+        lines.append(f"{no_rate} orders have no rate into {report.currency}: give fx_rates.sql rates for their "
+                     "currencies, or, if the store sells in one currency, set [ltv] currency to it")
     if report.predicted:
         lines.append(f"predictions: fitted on {report.repeat_customers} repeat customers")
     elif report.note:
@@ -56,6 +61,7 @@ def format_report(report) -> str:
 def cmd_ltv(args, settings) -> int:
     from storesync.ltv.job import run_ltv_job
 
-    report = run_ltv_job(settings, args.as_of, full=args.full, predict=not args.no_predict)
+    as_of = args.as_of or datetime.now(timezone.utc).date() - timedelta(days=1)
+    report = run_ltv_job(settings, as_of, full=args.full, predict=not args.no_predict)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0

@@ -119,7 +119,7 @@ def fit_ltv_models(
 
 def _fit(bg: np.ndarray, gg: np.ndarray, time_unit_days: float, penalizer: float):
     if bg.shape[0] == 0:
-        raise LtvFitError("no customer with a valid purchase for this date: run compute_historic_ltv first")
+        raise LtvFitError("no customer with a valid purchase for this date: run `storesync ltv` (or the storesync_ltv DAG) first")
     unit = float(time_unit_days)
     bgnbd = fit_bgnbd(bg[:, 0], bg[:, 1] / unit, bg[:, 2] / unit, bg[:, 3], penalizer=penalizer)
     gamma_gamma = fit_gamma_gamma(gg[:, 0], gg[:, 1], gg[:, 2], penalizer=penalizer)

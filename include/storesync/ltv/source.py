@@ -116,7 +116,8 @@ def _read(models_dir: Path, name: str, setting: str) -> str:
     path = Path(models_dir) / f"{name}.sql"
     if not path.is_file():
         hint = {"status_history_model": ' (a store without a status history: status_history_model = "")',
-                "fx_rates_model": ' (a single-currency store: fx_rates_model = "")'}.get(setting, "")
+                "fx_rates_model": ' (a single-currency store: fx_rates_model = "" and [ltv] currency = '
+                                  'its currency, e.g. "EUR")'}.get(setting, "")
         raise ConfigurationError(f"LTV model {path} not found: write it, or set ltv.{setting} in "
                                  f"storesync.toml{hint}")
     sql = path.read_text().strip().rstrip(";").strip()

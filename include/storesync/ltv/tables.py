@@ -255,7 +255,7 @@ def ltv_tables(conn: Connection) -> tuple[Table, Table]:
     """The existing view and models table (raises ConfigurationError when LTV was never computed)."""
     existing = _reflected_customer_id_type(conn)
     if existing is None or LTV_TABLE not in inspect(conn).get_view_names():
-        raise ConfigurationError(f"view {LTV_TABLE} does not exist: run compute_historic_ltv first")
+        raise ConfigurationError(f"view {LTV_TABLE} does not exist: run `storesync ltv` (or the storesync_ltv DAG) first")
     metadata = MetaData()
     ltv = build_ltv_table(metadata, existing)
     models = build_models_table(metadata)

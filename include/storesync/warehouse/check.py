@@ -134,10 +134,27 @@ def masked(spec: contract.ModelContract, row: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------- running
+# Optional for the store, but the LTV job reads them while these [ltv] settings name them (it
+# refuses to run without the file rather than guess): "read as no rows" would be untrue there.
+_LTV_SETTING = {"ltv_order_status_changes": "status_history_model", "fx_rates": "fx_rates_model"}
+
+
+def _absent_ltv_model(model: str, ltv) -> str:
+    setting = _LTV_SETTING[model]
+    if ltv is not None and not getattr(ltv, setting):
+        return f'not present and not used ([ltv] {setting} = "")'
+    without = {"fx_rates_model": f' and [ltv] currency to the store\'s one currency (now '
+                                 f'{getattr(ltv, "currency", "USD")})',
+               "status_history_model": " (statuses are then taken as they are now)"}[setting]
+    return (f"not present, but `storesync ltv` reads it while [ltv] {setting} names it: write it, or set "
+            f'{setting} = ""{without}')
+
+
 class ModelsCheck:
     def __init__(self, warehouse: Warehouse, window: Window, *, samples: int = SAMPLE_ROWS,
-                 models: list[str] | None = None) -> None:
+                 models: list[str] | None = None, ltv=None) -> None:
         self.warehouse = warehouse
+        self.ltv = ltv  # LtvSettings: whether the LTV job reads its optional models
         self.window = window
         self.samples = samples
         self.models = models or list(contract.CONTRACTS)  # the syncs' models and LTV's
@@ -164,7 +181,10 @@ class ModelsCheck:
         spec = contract.contract_for(model)
         report = ModelReport(model, str(self.warehouse.path(model)))
         if not self.warehouse.has(model):
-            if spec.optional:
+            if model in _LTV_SETTING:
+                report.status = "absent"
+                report.warnings.append(_absent_ltv_model(model, self.ltv))
+            elif spec.optional:
                 report.status = "absent"
                 report.warnings.append("optional model not present: read as no rows")
             elif spec.group != "sync":  # another job's model (LTV): that job fails without it
@@ -305,4 +325,5 @@ def run_check(settings, window: Window, *, samples: int = SAMPLE_ROWS, models: l
     """Check the configured warehouse's models for ``window`` (a models folder missing files is
     reported file by file, not refused)."""
     warehouse = Warehouse(settings.warehouse_url, settings.models_dir, require_models=False)
-    return ModelsCheck(warehouse, window, samples=samples, models=models).run()
+    return ModelsCheck(warehouse, window, samples=samples, models=models,
+                       ltv=getattr(settings, "ltv", None)).run()
