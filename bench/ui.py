@@ -13,9 +13,9 @@ Measured in a fresh interpreter, through the view's own FastAPI app (``storesync
 auth check faked: Airflow is not started), the clock at ``END``:
 
 * the page (``GET /``: overview, dead letters, held rows, quarantine, LTV; HTML with its charts),
-  the overview JSON, the dead letters of one account, the held rows' JSON (every unknown row of
-  the ledger, ~20k at full size, classified by ``remedies.classify_unknown`` in Python), each:
-  the first answer (cold) and the median of five after it;
+  the overview JSON, the dead letters of one account, the held rows' JSON (the newest 5,000 of
+  the ledger's ~20k unknown rows at full size, classified by ``remedies.classify_unknown`` in
+  Python: the view's bound), each: the first answer (cold) and the median of five after it;
 * the plan of every statement the page runs (``EXPLAIN``), captured as the page runs them: the
   indexes used, and whether any reads the whole deliveries table;
 * baseline: what a naive dashboard runs instead, ``SELECT state, count(*) ... GROUP BY state``
