@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, inspect, select, update
 
 from storesync.delivery.ledger import ACCEPTED, Ledger, deliveries, record_log, utcnow
+from storesync.privacy.erasure import ERASED_PAYLOAD
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def scrub_expired(ledger: Ledger, *, days: int, now: datetime | None = None) -> 
 
 def _scrub_deliveries(ledger: Ledger, cutoff: datetime) -> int:
     due = and_(deliveries.c.state == ACCEPTED, deliveries.c.accepted_at < cutoff,
-               deliveries.c.payload != SCRUBBED_PAYLOAD, deliveries.c.payload != '{"erased": true}')
+               deliveries.c.payload != SCRUBBED_PAYLOAD, deliveries.c.payload != ERASED_PAYLOAD)
     total = 0
     while True:
         with ledger.engine.begin() as conn:
@@ -78,7 +79,7 @@ def _scrub_quarantine(ledger: Ledger, cutoff: datetime) -> int:
     if not inspect(ledger.engine).has_table(quarantine.name, schema=ledger.schema):
         return 0
     due = and_(quarantine.c.resolved_at.is_not(None), quarantine.c.resolved_at < cutoff,
-               quarantine.c.row != SCRUBBED_PAYLOAD, quarantine.c.row != '{"erased": true}')
+               quarantine.c.row != SCRUBBED_PAYLOAD, quarantine.c.row != ERASED_PAYLOAD)
     total = 0
     while True:
         with ledger.engine.begin() as conn:
