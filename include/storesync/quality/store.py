@@ -145,6 +145,9 @@ class QuarantineStore:
         """Store quarantined rows built elsewhere (an order held back because one of its lines
         failed, say). Returns how many were stored."""
         self.ensure_table()
+        rows = list(rows)
+        if not rows:  # most batches quarantine nothing: no read of the erasures either
+            return 0
         now = self.clock()
         from storesync.privacy.subjects import ErasedSet
 
