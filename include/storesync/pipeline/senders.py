@@ -112,8 +112,9 @@ class SendlaneSender:
             list_id = delivery.endpoint.split("/")[2]
             return self.client.add_contacts(list_id, delivery.payload["contacts"])
         answer = self.client.track(delivery.endpoint, delivery.payload)
-        if delivery.event_type in EVIDENCE_EVENTS and email_of(delivery):
-            self.proofs.note_accepted(self.READ_ENDPOINT, {"email": email_of(delivery)})
+        email = email_of(delivery) if delivery.event_type in EVIDENCE_EVENTS else None
+        if email:
+            self.proofs.note_accepted(self.READ_ENDPOINT, {"email": email})
         return answer
 
     def ensure_connections(self, n: int) -> None:
@@ -273,7 +274,7 @@ class SailthruSender:
             if not self._grace_over(delivery):
                 return LOOKUP_PENDING  # not there *yet* proves nothing
             verdict = self._path_verdict(delivery.endpoint)
-            if verdict == LOOKUP_PENDING and self._unknown_for(delivery) >= LOOKUP_GIVE_UP_S:
+            if verdict == LOOKUP_PENDING and _unknown_for(delivery) >= LOOKUP_GIVE_UP_S:
                 return None  # a day with nothing to prove the path with: a person decides
             return verdict
         except PermanentError as error:
@@ -317,12 +318,7 @@ class SailthruSender:
         return None
 
     def _grace_over(self, delivery: Delivery) -> bool:
-        return self._unknown_for(delivery) >= self.settings.unknown_grace_s
-
-    @staticmethod
-    def _unknown_for(delivery: Delivery) -> float:
-        since = delivery.unknown_since or utcnow()  # unknown just now: the request just left
-        return (utcnow() - since).total_seconds()
+        return _unknown_for(delivery) >= self.settings.unknown_grace_s
 
 
 def _unknown_for(delivery: Delivery) -> float:
