@@ -577,10 +577,12 @@ class EmulatorState:
         requests that carry their email or extid. Returns how many objects went."""
         email = (email or "").strip().lower()
         extids = {str(e) for e in extids}
+        # The email as a whole JSON string: a bare substring would also take "jimbob@x.com"'s
+        # records when forgetting "bob@x.com".
+        quoted = json.dumps(email)
 
         def mentions(obj) -> bool:
-            text = json.dumps(obj, default=str).lower()
-            return bool(email) and email in text
+            return bool(email) and quoted in json.dumps(obj, default=str).lower()
 
         gone = 0
         if vendor == "sailthru":
