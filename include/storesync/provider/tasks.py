@@ -391,7 +391,7 @@ def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = 
     ids = [int(i) for i in (ids or [])]
     current = run.settings
     # This store's accounts only: another store's dead letters (a shared ledger) are its own to replay.
-    accounts = {("sendlane", current.sendlane.account), ("sailthru", current.sailthru.account)}
+    accounts = _store_accounts(current)
     dead = [d for d in Ledger(current.ledger_url).in_state(DEAD, vendor=vendor)
             if (d.vendor, d.account) in accounts
             and (event_type is None or d.event_type == event_type) and (not ids or d.id in ids)]
@@ -407,6 +407,11 @@ def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = 
     for replayed_vendor, report in result["deliveries"].items():
         raise_if_held(replayed_vendor, report, Ledger(current.ledger_url), current)
     return {"dry_run": False, **selection, **result}
+
+
+def _store_accounts(settings: Settings) -> set[tuple[str, str]]:
+    """(vendor, account key) of this store's credentials: the ledger rows it may replay or resolve."""
+    return {("sendlane", settings.sendlane.account), ("sailthru", settings.sailthru.account)}
 
 
 RESOLUTIONS = ("arrived", "resend")
@@ -435,7 +440,7 @@ def resolve_held(run: SyncRun, *, ids, resolution: str, dry_run: bool = True) ->
     ledger = Ledger(current.ledger_url)
     reconciler = Reconciler.from_settings(ledger, current)
     # This store's accounts only: another store's rows (a shared ledger) are its own to resolve.
-    accounts = {("sendlane", current.sendlane.account), ("sailthru", current.sailthru.account)}
+    accounts = _store_accounts(current)
     ours = {d.id: (d, kind) for d, kind in reconciler.unknown() if (d.vendor, d.account) in accounts}
     foreign = [i for i in ids if i not in ours]
     if foreign:
@@ -473,7 +478,8 @@ def resolve_held(run: SyncRun, *, ids, resolution: str, dry_run: bool = True) ->
     # Only the rows resent here can fail this run: other held rows wait for their own decision.
     from storesync.delivery.ledger import UNKNOWN
 
-    again = [d.id for d in ledger.in_state(UNKNOWN) if d.id in set(ids)] if result.requeued else []
+    chosen_ids = set(ids)
+    again = [d.id for d in ledger.in_state(UNKNOWN) if d.id in chosen_ids] if result.requeued else []
     if again:
         raise StoresyncTaskFailure(
             f"{len(again)} resent deliveries got no answer again and are held: {', '.join(map(str, again[:20]))}",
