@@ -26,6 +26,7 @@ from storesync.delivery.ledger import (
     erasures,
     record_log,
 )
+from storesync.privacy import erasure
 from storesync.privacy.erasure import Person, _audit, scrub_people, sendlane_contact_erasure
 from storesync.privacy.retention import SCRUBBED_PAYLOAD, scrub_expired
 from storesync.privacy.subjects import ErasedSet, identifiers, salt_of
@@ -327,3 +328,11 @@ def test_a_sendlane_contact_not_found_right_after_an_event_of_theirs_is_not_conf
         conn.execute(deliveries.update().values(accepted_at=datetime.utcnow() - timedelta(hours=2)))
     assert main(["erase", "--email", ANA, "--vendor", "sendlane", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["vendors"]["sendlane"]["not found"] == 1
+
+
+def test_finding_nobody_reads_no_customers(monkeypatch):
+    def unread(_settings):
+        raise AssertionError("the warehouse's customers were read for an empty request")
+
+    monkeypatch.setattr(erasure, "_warehouse_customers", unread)
+    assert erasure.find_people(object(), emails=["", "  "], customer_ids=[None]) == []

@@ -105,6 +105,8 @@ def find_people(settings, emails=(), customer_ids=()) -> list[Person]:
     customers (every customer read once: an erasure is rare, a lookup index is not needed)."""
     emails = {normalise(EMAIL, e) for e in emails if e and str(e).strip()}
     customer_ids = {normalise(CUSTOMER_ID, c) for c in customer_ids if c is not None and str(c).strip()}
+    if not emails and not customer_ids:  # no request (an empty or absent model): no customers read
+        return []
     by_id: dict[str, set[str]] = {}
     by_email: dict[str, set[str]] = {}
     for cid, email in _warehouse_customers(settings):
