@@ -525,9 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, NoSuchTableError
 
     from storesync.core.errors import ConfigurationError
-    from storesync.pipeline.jobs import gate_failure
     from storesync.quality.errors import QualityGateError
-    from storesync.run_report import gate_failure_text
 
     try:
         return args.func(args)
@@ -535,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"storesync: {exc}", file=sys.stderr)
         return 2
     except QualityGateError as exc:
+        # Imported here: the pipeline (pandas, the ledger) costs every other command ~0.4 s to load.
+        from storesync.pipeline.jobs import gate_failure
+        from storesync.run_report import gate_failure_text
+
         print(f"storesync: {gate_failure_text(gate_failure(exc))}", file=sys.stderr)
         return 1
     except StoresyncError as exc:
