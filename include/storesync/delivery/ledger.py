@@ -335,8 +335,6 @@ class PlannedDelivery:
     # Versions this delivery was known by in older ledgers (order events were versioned by
     # ``seq``): when a row with one of them exists, the delivery is already in the ledger.
     legacy_versions: tuple[str, ...] = ()
-    # The person the delivery is about (a hash, ``person_of``); None: taken from the payload's email.
-    person: str | None = None
 
     @property
     def delivery_key(self) -> str:
@@ -512,7 +510,7 @@ class Ledger:
             "historical": item.historical, "state": STAGED, "attempts": 0, "sync_name": sync_name,
             "planned_run_id": run_id, "last_run_id": run_id, "window_start": window_start,
             "window_end": window_end, "occurred_at": item.occurred_at, "planned_at": now, "updated_at": now,
-            "versioning": item.versioning, "person": item.person or person_of(item.payload),
+            "versioning": item.versioning, "person": person_of(item.payload),
         }
 
     def _insert_new(self, rows: list[dict]) -> int:

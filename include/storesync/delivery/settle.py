@@ -153,9 +153,6 @@ class HeldRules:
             return False  # made after Sendlane had processed this event: by something else
         return not self.could_have_made_contact(delivery, created_at)
 
-    def planned_at(self, delivery_id: int) -> datetime | None:
-        return self._times(delivery_id)[1]
-
     def _times(self, delivery_id: int) -> tuple[datetime | None, datetime | None, datetime | None]:
         query = (select(deliveries.c.occurred_at, deliveries.c.planned_at, deliveries.c.claimed_at)
                  .where(deliveries.c.id == delivery_id))
