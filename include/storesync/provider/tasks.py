@@ -388,7 +388,7 @@ def replay(run: SyncRun, *, vendor: str | None = None, event_type: str | None = 
 
     vendor = vendor or None
     event_type = event_type or None
-    ids = [int(i) for i in (ids or [])]
+    ids = {int(i) for i in (ids or [])}
     current = run.settings
     # This store's accounts only: another store's dead letters (a shared ledger) are its own to replay.
     accounts = _store_accounts(current)
