@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
@@ -707,6 +707,20 @@ def test_request_log_lines_do_not_carry_query_secrets(server, caplog):
     sig = parse_qs(urlsplit(server.script.requests[0]["path"]).query)["sig"][0]
     assert "purchase" in caplog.text  # urllib3 did log the request line
     assert SAILTHRU_KEY not in caplog.text and sig not in caplog.text
+
+
+def test_request_log_lines_do_not_carry_emails(server, caplog):
+    """A Sendlane contact search has the email in its query, a Sailthru delete the user in its
+    signed ``json``: urllib3's DEBUG request lines must not show either."""
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    server.script.then((200, {"data": {"id": 812, "email": "ann@example.com"}}, None))
+    server.script.then((200, {"ok": True}, None))
+    sendlane(url_of(server)).find_contact("ann@example.com")
+    sailthru(url_of(server)).delete_user("bob@example.com")
+    assert "/contacts/search" in caplog.text and "/user" in caplog.text  # urllib3 did log them
+    for email in ("ann@example.com", "bob@example.com"):
+        assert email not in caplog.text and quote(email, safe="") not in caplog.text
+    assert "email=***" in caplog.text and "json=***" in caplog.text
 
 
 def test_redactor_blanks_values_and_secret_parameters():

@@ -359,7 +359,10 @@ def transport_error(
 # --------------------------------------------------------------------------------------------
 # Small shared helpers
 # --------------------------------------------------------------------------------------------
-_SECRET_PARAM = re.compile(r"(?i)\b(api_key|sig|secret|token|password)=([^&\s'\"]+)")
+_SECRET_PARAM = re.compile(r"(?i)\b(api_key|sig|secret|token|password|email)=([^&\s'\"]+)")
+# Sailthru's signed ``json=`` parameter names the user (``{"id": email}``) on lookups and deletes:
+# blanked from urllib3's request lines too (kept in exception messages: it shows what was asked).
+_LOGGED_PARAM = re.compile(r"(?i)\b(json)=([^&\s'\"]+)")
 MASK = "***"
 MIN_REDACTED_LENGTH = 4  # shorter secrets are not blanked verbatim (make_redactor says why)
 
@@ -370,11 +373,13 @@ def _blank_secret_params(text: str) -> str:
 
 class _SecretParamLogFilter(logging.Filter):
     """urllib3 logs every request line at DEBUG, and a Sailthru GET's URL holds ``api_key`` and
-    ``sig``: blank them before any handler sees the record."""
+    ``sig`` (and the user in ``json``), a Sendlane contact search the ``email``: blank them before
+    any handler sees the record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_blank_secret_params(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_LOGGED_PARAM.sub(lambda m: f"{m.group(1)}={MASK}", _blank_secret_params(a))
+                                if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -386,7 +391,8 @@ def _redact_urllib3_request_log() -> None:
 
 def make_redactor(secrets: Iterable[str]) -> Callable[[str], str]:
     """A function that blanks every given secret, and any ``api_key=``/``sig=``/``token=``-style
-    URL or form parameter, out of a text (exception messages, vendor echoes)."""
+    URL or form parameter (and ``email=``: personal data), out of a text (exception messages,
+    vendor echoes)."""
     # Longest first, so a secret that contains another is blanked whole. A value shorter than
     # MIN_REDACTED_LENGTH is not blanked verbatim: "t" would cut every t out of the message
     # ("***he API ***oken") and hide nothing a guess would not find (the alerts' scrub and
