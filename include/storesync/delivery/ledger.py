@@ -254,9 +254,9 @@ class LedgerConflict(StoresyncError):
 
 
 def person_of(payload) -> str | None:
-    """The person a payload is about, as a hash of its email (the same as
-    ``pipeline.targets.person_key``: ledger keys and columns never hold an email): the top-level
-    ``email``, or the one contact of a list upsert. None when it names no one (or several)."""
+    """The person a payload is about, as a hash of its email (``email_hash``: ledger keys and
+    columns never hold an email): the top-level ``email``, or the one contact of a list upsert.
+    None when it names no one (or several)."""
     if not isinstance(payload, dict):
         return None
     email = payload.get("email")
@@ -265,6 +265,12 @@ def person_of(payload) -> str | None:
         email = contacts[0].get("email")
     if not isinstance(email, str) or "@" not in email:
         return None
+    return email_hash(email)
+
+
+def email_hash(email: str) -> str:
+    """A stable key for a person: a hash of the normalised email, never the email (the ``person``
+    column; ``pipeline.targets.person_key`` in ledger keys)."""
     return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
 
 

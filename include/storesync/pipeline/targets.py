@@ -44,7 +44,7 @@ from typing import Protocol
 from storesync.core.config import Settings
 from storesync.core.errors import DeliveryError
 from storesync.core.events import CheckoutEvent, CustomerEvent, OrderEvent, ProductEvent
-from storesync.delivery.ledger import Delivery, PlannedDelivery, dumps
+from storesync.delivery.ledger import Delivery, PlannedDelivery, dumps, email_hash
 
 EMAIL_RE = re.compile(r"([A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]*@([A-Za-z0-9.-]+)")
 
@@ -55,7 +55,7 @@ def content_version(payload: dict) -> str:
 
 def person_key(email: str) -> str:
     """A stable key for a person in ledger keys: a hash of the normalised email, never the email."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()[:24]
+    return email_hash(email)
 
 
 def order_version(event: OrderEvent) -> str:
