@@ -729,6 +729,9 @@ def test_redactor_blanks_values_and_secret_parameters():
     cleaned = redact(text)
     assert "abc" not in cleaned and "0123456789abcdef" not in cleaned and "s3cr3t" not in cleaned
     assert "json=%7B%7D" in cleaned
+    # The user a Sailthru lookup or delete names inside json=, and a vendor's echo: no email survives.
+    echoed = redact('DELETE /user?json=%7B%22id%22%3A%22bob%40example.com%22%7D failed: ann.o+1@shop.example.co.uk')
+    assert "example" not in echoed and "bob" not in echoed and "ann" not in echoed and "json=%7B" in echoed
 
 
 def test_clients_refuse_bad_configuration():

@@ -361,9 +361,12 @@ def transport_error(
 # --------------------------------------------------------------------------------------------
 _SECRET_PARAM = re.compile(r"(?i)\b(api_key|sig|secret|token|password|email)=([^&\s'\"]+)")
 # Sailthru's signed ``json=`` parameter names the user (``{"id": email}``) on lookups and deletes:
-# blanked from urllib3's request lines too (kept in exception messages: it shows what was asked).
+# blanked whole from urllib3's request lines (exception messages keep it, emails blanked).
 _LOGGED_PARAM = re.compile(r"(?i)\b(json)=([^&\s'\"]+)")
 MASK = "***"
+# An email anywhere in an error text (a vendor's echo, a URL's signed json= naming the user),
+# plain or URL-encoded: personal data, blanked to its domain-free mask.
+_EMAIL = re.compile(r"[\w.+-]+(?:@|%40|%2540)[\w-]+(?:\.[\w-]+)+")
 MIN_REDACTED_LENGTH = 4  # shorter secrets are not blanked verbatim (make_redactor says why)
 
 
@@ -391,8 +394,8 @@ def _redact_urllib3_request_log() -> None:
 
 def make_redactor(secrets: Iterable[str]) -> Callable[[str], str]:
     """A function that blanks every given secret, and any ``api_key=``/``sig=``/``token=``-style
-    URL or form parameter (and ``email=``: personal data), out of a text (exception messages,
-    vendor echoes)."""
+    URL or form parameter, and every email (``email=``, or inside ``json=``: personal data), out of
+    a text (exception messages, vendor echoes)."""
     # Longest first, so a secret that contains another is blanked whole. A value shorter than
     # MIN_REDACTED_LENGTH is not blanked verbatim: "t" would cut every t out of the message
     # ("***he API ***oken") and hide nothing a guess would not find (the alerts' scrub and
@@ -405,7 +408,7 @@ def make_redactor(secrets: Iterable[str]) -> Callable[[str], str]:
             encoded = quote(value, safe="")
             if encoded != value:
                 text = text.replace(encoded, MASK)
-        return _blank_secret_params(text)
+        return _EMAIL.sub(MASK, _blank_secret_params(text))
 
     return redact
 
